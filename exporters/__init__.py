@@ -1,0 +1,1 @@
+"""Training and ONNX export for lida-plugin encoders: the only package that imports torch."""

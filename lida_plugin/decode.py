@@ -1,0 +1,228 @@
+"""Decoding: file bytes to an 8-bit RGB pixel grid, plus how far its low bits can be trusted.
+
+Policy (``docs/input-policy.md`` says why):
+
+* The stored pixel grid is analysed as it is: no resampling, no EXIF rotation, no colour
+  management, no alpha compositing (each would rewrite the low bits).
+* ``RGB``: used as is. ``RGBA``/``RGBa``: alpha dropped. ``L``/``LA``/``I;16`` grayscale: the
+  gray value is copied to R, G and B (reliable, with a note). 16-bit images: the high byte is
+  kept (a note). ``P`` (palette), ``1`` (bilevel), ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``:
+  converted to RGB but *unreliable*: the conversion, not the generator, wrote the low bits.
+  ``I``/``F`` (32-bit) are refused.
+* Lossy codecs (JPEG with any quantisation step above 1, lossy WebP, AVIF/HEIC, JPEG-in-TIFF)
+  re-quantise the pixels, so the fingerprint is unreliable; the verdict becomes
+  ``inconclusive`` unless the caller forces it.
+* Refused with an :class:`InputError` naming the file: missing, a directory, unreadable,
+  empty, not an image, truncated, animated, a decompression bomb, absurd dimensions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from .errors import InputError
+
+#: Largest image (in pixels) decoded by default: 8K × 8K. Beyond that it is refused as a
+#: possible decompression bomb; callers may raise it.
+DEFAULT_MAX_PIXELS = 8192 * 8192
+#: Largest side accepted, whatever the pixel count.
+MAX_SIDE = 65_535
+#: Largest file read, in bytes.
+MAX_FILE_BYTES = 1 << 30
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+_UNRELIABLE_MODES = {
+    "P": "palette image: colours were quantised to a palette, the low bits are not the generator's",
+    "PA": "palette image: colours were quantised to a palette, the low bits are not the generator's",
+    "1": "bilevel (1-bit) image: no low bits to read",
+    "CMYK": "CMYK image: converting to RGB rewrites the low bits",
+    "YCbCr": "YCbCr image: converting to RGB rewrites the low bits",
+    "LAB": "Lab image: converting to RGB rewrites the low bits",
+    "HSV": "HSV image: converting to RGB rewrites the low bits",
+}
+
+
+@dataclass
+class Decoded:
+    """A decoded image: ``pixels`` is ``H×W×3`` ``uint8`` RGB, the stored grid unchanged."""
+
+    path: str
+    pixels: np.ndarray
+    format: str
+    mode: str
+    sha256: str
+    reliable: bool = True
+    reasons: list[str] = field(default_factory=list)  # why the fingerprint is unreliable
+    notes: list[str] = field(default_factory=list)  # conversions that keep the low bits
+    jpeg_quality: int | None = None
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    """Read a file for analysis, turning every OS failure into an :class:`InputError`."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise InputError(p, "no such file") from None
+    except OSError as exc:
+        raise InputError(p, f"cannot stat: {exc.strerror or exc}") from None
+    if p.is_dir():
+        raise InputError(p, "is a directory (pass --recursive to walk it)")
+    if st.st_size == 0:
+        raise InputError(p, "empty file (0 bytes)")
+    if st.st_size > MAX_FILE_BYTES:
+        raise InputError(p, f"file is {st.st_size} bytes, larger than the {MAX_FILE_BYTES} byte limit")
+    try:
+        return p.read_bytes()
+    except PermissionError:
+        raise InputError(p, "permission denied") from None
+    except OSError as exc:
+        raise InputError(p, f"cannot read: {exc.strerror or exc}") from None
+
+
+def decode_file(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Read and decode ``path``; see the module docstring for the policy."""
+    data = read_bytes(path)
+    return decode_bytes(data, str(path), max_pixels=max_pixels)
+
+
+def decode_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Decode image bytes; ``name`` is used in errors and in the result."""
+    if not data:
+        raise InputError(name, "empty file (0 bytes)")
+    sha = hashlib.sha256(data).hexdigest()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise InputError(name, "not an image Pillow can read") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise InputError(name, f"refused as a possible decompression bomb: {exc}") from None
+        except Exception as exc:  # Pillow raises many types on malformed headers
+            raise InputError(name, f"cannot open image: {exc}") from None
+        with im:
+            fmt = im.format or "unknown"
+            w, h = im.size
+            if w <= 0 or h <= 0 or w > MAX_SIDE or h > MAX_SIDE:
+                raise InputError(name, f"absurd dimensions {w}x{h}")
+            if w * h > max_pixels:
+                raise InputError(
+                    name, f"{w}x{h} = {w * h} pixels exceeds the {max_pixels} pixel limit (possible decompression bomb)"
+                )
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                raise InputError(name, f"animated image ({frames} frames): only still images are analysed")
+            reasons, notes, quality = _codec_reliability(im, fmt, data)
+            try:
+                im.load()
+            except Exception as exc:  # truncated / corrupt data
+                raise InputError(name, f"corrupt or truncated image data: {exc}") from None
+            pixels, mode_reasons, mode_notes = _to_rgb(im, name, data)
+    reasons += mode_reasons
+    notes += mode_notes
+    return Decoded(
+        path=name,
+        pixels=pixels,
+        format=fmt,
+        mode=im.mode,
+        sha256=sha,
+        reliable=not reasons,
+        reasons=reasons,
+        notes=notes,
+        jpeg_quality=quality,
+    )
+
+
+def _png_bit_depth(data: bytes) -> int | None:
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 24 and data[12:16] == b"IHDR":
+        return data[24]
+    return None
+
+
+def _to_rgb(im: Image.Image, name: str, data: bytes) -> tuple[np.ndarray, list[str], list[str]]:
+    mode = im.mode
+    reasons: list[str] = []
+    notes: list[str] = []
+    if mode == "RGB":
+        if _png_bit_depth(data) == 16:
+            notes.append("16-bit PNG: Pillow keeps the high byte of each sample")
+        arr = np.asarray(im, dtype=np.uint8)
+    elif mode in ("RGBA", "RGBa", "RGBX"):
+        notes.append(f"{mode}: alpha channel ignored (pixels not composited)")
+        arr = np.asarray(im, dtype=np.uint8)[..., :3]
+    elif mode in ("L", "LA"):
+        notes.append("grayscale: the gray value is used for R, G and B")
+        g = np.asarray(im.getchannel(0), dtype=np.uint8)
+        arr = np.repeat(g[..., None], 3, axis=2)
+    elif mode.startswith("I;16"):
+        notes.append("16-bit grayscale: high byte kept, used for R, G and B")
+        g16 = np.asarray(im).astype(np.uint16)
+        g = (g16 >> 8).astype(np.uint8)
+        arr = np.repeat(g[..., None], 3, axis=2)
+    elif mode in _UNRELIABLE_MODES:
+        reasons.append(_UNRELIABLE_MODES[mode])
+        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    else:
+        raise InputError(name, f"unsupported pixel mode {mode!r}")
+    return np.ascontiguousarray(arr), reasons, notes
+
+
+def _jpeg_quality(qtables: dict[int, list[int]]) -> int | None:
+    """Estimate the IJG quality from the luminance table (inverse of libjpeg's scaling)."""
+    base = [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+            14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113,
+            92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99]  # fmt: skip
+    if 0 not in qtables:
+        return None
+    table = list(qtables[0])
+    if len(table) != 64:
+        return None
+    # Pillow returns the table in zig-zag order for some versions and natural order for
+    # others; the ratio of sums does not care.
+    scale = 100.0 * sum(table) / sum(base)
+    quality = (200.0 - scale) / 2.0 if scale <= 100 else 5000.0 / scale
+    return int(round(min(100.0, max(1.0, quality))))
+
+
+def _codec_reliability(im: Image.Image, fmt: str, data: bytes) -> tuple[list[str], list[str], int | None]:
+    reasons: list[str] = []
+    notes: list[str] = []
+    quality = None
+    if fmt in ("JPEG", "MPO"):
+        qt = getattr(im, "quantization", None) or {}
+        quality = _jpeg_quality(qt)
+        if any(v > 1 for table in qt.values() for v in table) or not qt:
+            reasons.append(
+                f"lossy JPEG (estimated quality {quality if quality is not None else 'unknown'}):"
+                " compression rewrote the low bits"
+            )
+        else:
+            reasons.append("JPEG (quality 100): colour conversion and rounding rewrote the low bits")
+    elif fmt == "WEBP":
+        if b"VP8L" not in data[12:40]:
+            reasons.append("lossy WebP: compression rewrote the low bits")
+    elif fmt in ("AVIF", "HEIF", "HEIC", "JPEG2000", "JXL"):
+        reasons.append(f"{fmt} is usually lossy: the low bits cannot be trusted")
+    elif fmt == "TIFF":
+        comp = str(im.info.get("compression", "raw"))
+        if "jpeg" in comp.lower():
+            reasons.append(f"TIFF with {comp} compression: the low bits cannot be trusted")
+    return reasons, notes, quality
