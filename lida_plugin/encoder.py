@@ -1,0 +1,176 @@
+"""The encoder session: an ONNX Runtime session over a model that follows the contract.
+
+Providers: ``device="auto"`` takes TensorRT/CUDA when onnxruntime-gpu offers them (the ``gpu``
+extra) and falls back to the CPU; ``"cpu"`` forces the CPU; ``"cuda"`` and ``"tensorrt"`` fail
+loudly when the provider is missing. Threads: ``threads`` sets ORT's intra-op pool (``None``
+lets ORT use every core; the ``LIDA_THREADS`` environment variable sets it for the CLI).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .contract import INPUT_NAME, OUTPUT_NAME, ContractError, ModelInfo, parse_metadata
+from .decode import Decoded
+from .errors import ModelError
+from .fingerprint import extract_crops
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+
+
+def bundled_model_path() -> Path:
+    """Where the wheel's default encoder lives (it may be absent in a source checkout)."""
+    return Path(str(resources.files("lida_plugin") / "data" / "encoder.onnx"))
+
+
+def resolve_model_path(model: str | os.PathLike[str] | None = None) -> Path:
+    """``model`` if given, else ``$LIDA_MODEL``, else the bundled default; must exist."""
+    if model:
+        path, origin = Path(model), "--model"
+    elif os.environ.get("LIDA_MODEL"):
+        path, origin = Path(os.environ["LIDA_MODEL"]), "LIDA_MODEL"
+    else:
+        path, origin = bundled_model_path(), "bundled default"
+    if not path.is_file():
+        if origin == "bundled default":
+            raise ModelError(
+                f"no encoder model: the bundled default {path} is missing from this installation;"
+                " pass --model PATH or set LIDA_MODEL (lida-plugin never runs without a trained model)"
+            )
+        raise ModelError(f"encoder model {path} (from {origin}) does not exist")
+    return path
+
+
+def choose_providers(device: str = "auto") -> list[str]:
+    """The ONNX Runtime providers to ask for, best first."""
+    import onnxruntime as ort
+
+    if device not in DEVICES:
+        raise ModelError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    wanted = []
+    if device == "tensorrt" and "TensorrtExecutionProvider" in available:
+        wanted.append("TensorrtExecutionProvider")
+    if "CUDAExecutionProvider" in available:
+        wanted.append("CUDAExecutionProvider")
+    if device in ("cuda", "tensorrt") and not wanted:
+        raise ModelError(
+            f"device {device!r} requested but onnxruntime offers only {available};"
+            " install the gpu extra (onnxruntime-gpu) on a machine with CUDA"
+        )
+    return wanted + ["CPUExecutionProvider"]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Encoder:
+    """Embeds crops and images with an encoder model.
+
+    >>> enc = Encoder()                      # bundled model, best device
+    >>> enc.embed_image(decoded).shape       # (D,)
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.path = resolve_model_path(model)
+        self.batch_size = max(1, int(batch_size))
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=choose_providers(device))
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"{self.path}: onnxruntime cannot load it: {exc}") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        try:
+            self.info: ModelInfo = parse_metadata(meta, source=str(self.path))
+        except ContractError as exc:
+            raise ModelError(str(exc)) from None
+        self._check_io()
+        self.providers = self.session.get_providers()
+        self.sha256 = file_sha256(self.path)
+        self.real_prototype = np.asarray(self.info.real_prototype, dtype=np.float32)
+        log.debug("encoder %s on %s", self.info.model_id, self.providers)
+
+    def _check_io(self) -> None:
+        ins, outs = self.session.get_inputs(), self.session.get_outputs()
+        if len(ins) != 1 or ins[0].name != INPUT_NAME or ins[0].type != "tensor(uint8)":
+            raise ModelError(f"{self.path}: expected one uint8 input named {INPUT_NAME!r}, found {[(i.name, i.type) for i in ins]}")
+        if not outs or outs[0].name != OUTPUT_NAME:
+            raise ModelError(f"{self.path}: expected an output named {OUTPUT_NAME!r}, found {[o.name for o in outs]}")
+        shape = ins[0].shape
+        s = self.info.crop_size
+        if len(shape) != 4 or shape[1] != 3 or (isinstance(shape[2], int) and shape[2] != s):
+            raise ModelError(f"{self.path}: input shape {shape} does not match [N, 3, {s}, {s}]")
+
+    @property
+    def model_id(self) -> str:
+        return self.info.model_id
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.providers[0] != "CPUExecutionProvider"
+
+    def crops_for(self, decoded: Decoded) -> np.ndarray:
+        """The model's crop grid over a decoded image: ``uint8 [K, 3, S, S]``."""
+        i = self.info
+        return extract_crops(decoded.pixels, i.crop_size, i.crop_count, i.crop_align, i.min_image_size, decoded.path)
+
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Per-crop embeddings ``float32 [N, D]`` (rows unit length), run in batches."""
+        crops = np.ascontiguousarray(crops, dtype=np.uint8)
+        if crops.ndim != 4 or crops.shape[1:] != (3, self.info.crop_size, self.info.crop_size):
+            raise ValueError(f"crops must be [N, 3, {self.info.crop_size}, {self.info.crop_size}], got {crops.shape}")
+        out = np.empty((len(crops), self.info.embedding_dim), dtype=np.float32)
+        for start in range(0, len(crops), self.batch_size):
+            batch = crops[start : start + self.batch_size]
+            out[start : start + len(batch)] = self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        return out
+
+    def embed_crop_sets(self, crop_sets: list[np.ndarray]) -> np.ndarray:
+        """One embedding per image from each image's crops, in one batched pass: ``[M, D]``."""
+        if not crop_sets:
+            return np.zeros((0, self.info.embedding_dim), dtype=np.float32)
+        per_crop = self.embed_crops(np.concatenate(crop_sets))
+        bounds = np.cumsum([0] + [len(c) for c in crop_sets])
+        means = np.stack([per_crop[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+        return normalize(means)
+
+    def embed_image(self, decoded: Decoded) -> np.ndarray:
+        return self.embed_crop_sets([self.crops_for(decoded)])[0]
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    """L2-normalise rows (a zero row stays zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(n, 1e-12)
