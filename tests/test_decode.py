@@ -1,0 +1,134 @@
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lida_plugin.decode import decode_bytes, decode_file
+from lida_plugin.errors import InputError
+
+
+def _png(arr, mode=None, **kw):
+    buf = io.BytesIO()
+    (Image.fromarray(arr) if mode is None else Image.fromarray(arr).convert(mode)).save(buf, format=kw.pop("format", "PNG"), **kw)
+    return buf.getvalue()
+
+
+RGB = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+
+
+def test_rgb_png_pixels_are_exact_and_reliable():
+    d = decode_bytes(_png(RGB), "a.png")
+    assert np.array_equal(d.pixels, RGB)
+    assert d.reliable and d.format == "PNG" and (d.width, d.height) == (80, 64)
+    assert len(d.sha256) == 64
+
+
+def test_alpha_is_dropped_not_composited():
+    rgba = np.dstack([RGB, np.full(RGB.shape[:2], 7, np.uint8)])
+    d = decode_bytes(_png(rgba), "a.png")
+    assert np.array_equal(d.pixels, RGB) and d.reliable and "alpha" in d.notes[0]
+
+
+def test_grayscale_is_replicated():
+    g = RGB[..., 0]
+    d = decode_bytes(_png(g), "g.png")
+    assert d.reliable and np.array_equal(d.pixels[..., 2], g) and np.array_equal(d.pixels[..., 0], g)
+
+
+def test_sixteen_bit_grayscale_keeps_the_high_byte():
+    g16 = (RGB[..., 0].astype(np.uint16) << 8) | 0x55
+    buf = io.BytesIO()
+    Image.fromarray(g16).save(buf, format="PNG")
+    d = decode_bytes(buf.getvalue(), "g16.png")
+    assert np.array_equal(d.pixels[..., 0], RGB[..., 0]) and d.reliable
+
+
+@pytest.mark.parametrize("mode,word", [("P", "palette"), ("CMYK", "CMYK")])
+def test_palette_and_cmyk_are_unreliable(mode, word):
+    fmt = "TIFF" if mode == "CMYK" else "PNG"
+    d = decode_bytes(_png(RGB, mode, format=fmt), f"x.{fmt.lower()}")
+    assert not d.reliable and any(word in r for r in d.reasons)
+
+
+def test_lossy_jpeg_is_unreliable_with_its_quality():
+    d = decode_bytes(_png(RGB, format="JPEG", quality=80), "x.jpg")
+    assert not d.reliable and d.jpeg_quality is not None and 70 <= d.jpeg_quality <= 90
+    assert "lossy JPEG" in d.reasons[0]
+
+
+def test_webp_lossless_is_reliable_and_lossy_is_not():
+    assert decode_bytes(_png(RGB, format="WEBP", lossless=True), "x.webp").reliable
+    assert not decode_bytes(_png(RGB, format="WEBP", quality=90), "x.webp").reliable
+
+
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (b"", "empty file"),
+        (b"this is not an image at all", "not an image"),
+        (_png(RGB)[:200], "truncated"),
+    ],
+)
+def test_bad_bytes_give_input_errors(data, reason):
+    with pytest.raises(InputError, match=reason) as exc:
+        decode_bytes(data, "bad.png")
+    assert exc.value.path == "bad.png"
+
+
+def test_animated_gif_is_refused():
+    frames = [Image.fromarray(RGB), Image.fromarray(255 - RGB)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    with pytest.raises(InputError, match="animated image"):
+        decode_bytes(buf.getvalue(), "anim.gif")
+
+
+def test_decompression_bomb_is_refused():
+    buf = io.BytesIO()
+    Image.new("RGB", (400, 400)).save(buf, format="PNG")
+    with pytest.raises(InputError, match="pixel limit"):
+        decode_bytes(buf.getvalue(), "bomb.png", max_pixels=10_000)
+
+
+def test_absurd_header_dimensions_are_refused():
+    data = bytearray(_png(RGB))
+    data[16:24] = (70000).to_bytes(4, "big") + (70000).to_bytes(4, "big")  # IHDR width/height
+    with pytest.raises(InputError):
+        decode_bytes(bytes(data), "huge.png")
+
+
+def test_file_errors_name_the_file(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        decode_file(tmp_path / "missing.png")
+    with pytest.raises(InputError, match="is a directory"):
+        decode_file(tmp_path)
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(InputError, match="empty file"):
+        decode_file(tmp_path / "empty.png")
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    p = tmp_path / "locked.png"
+    p.write_bytes(_png(RGB))
+    p.chmod(0)
+    if os.geteuid() == 0:  # root reads mode-0 files: make the read fail as it would for a user
+        real = type(p).read_bytes
+
+        def deny(self):
+            if self.name == "locked.png":
+                raise PermissionError(13, "Permission denied")
+            return real(self)
+
+        monkeypatch.setattr(type(p), "read_bytes", deny)
+    with pytest.raises(InputError, match="locked.png: permission denied"):
+        decode_file(p)
+
+
+def test_decoding_never_modifies_the_file(tmp_path):
+    p = tmp_path / "a.png"
+    p.write_bytes(_png(RGB))
+    before = (p.read_bytes(), p.stat().st_mtime_ns)
+    decode_file(p)
+    assert (p.read_bytes(), p.stat().st_mtime_ns) == before

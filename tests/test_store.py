@@ -1,0 +1,116 @@
+import sqlite3
+import threading
+
+import numpy as np
+import pytest
+from conftest import build_tiny_model, tiny_info
+
+from lida_plugin.decode import decode_file
+from lida_plugin.encoder import Encoder
+from lida_plugin.errors import StoreError
+from lida_plugin.store import ExemplarStore, StoreStack
+
+
+@pytest.fixture
+def enc(tiny_model):
+    return Encoder(tiny_model, device="cpu", threads=1)
+
+
+def test_register_is_idempotent_and_transactional(tmp_path, enc, images):
+    path = tmp_path / "s.sqlite"
+    with ExemplarStore(path, create=True) as s:
+        d = decode_file(images["gen-a"][0])
+        assert s.register(enc, d, "gen-a", "fam-a") is True
+        assert s.register(enc, d, "gen-a", "fam-a") is False
+        assert s.exemplar_count() == 1
+        with pytest.raises(StoreError, match="already registered .* as generator 'gen-a'"):
+            s.register(enc, d, "gen-b")
+        assert s.exemplar_count() == 1
+        assert [(g.name, g.family, g.exemplars) for g in s.generators()] == [("gen-a", "fam-a", 1)]
+        assert s.model_id == enc.model_id
+
+
+def test_same_image_under_another_name_is_still_a_noop(tmp_path, enc, images):
+    src = images["gen-a"][0]
+    copy = tmp_path / "renamed.png"
+    copy.write_bytes(src.read_bytes())
+    with ExemplarStore(tmp_path / "s.sqlite", create=True) as s:
+        assert s.register(enc, decode_file(src), "gen-a")
+        assert not s.register(enc, decode_file(copy), "gen-a")
+
+
+def test_store_of_another_model_is_refused_then_reembedded(tmp_path, enc, images):
+    path = tmp_path / "s.sqlite"
+    with ExemplarStore(path, create=True) as s:
+        for p in images["gen-a"]:
+            s.register(enc, decode_file(p), "gen-a")
+        old = s.exemplars().embeddings.copy()
+    other_model = build_tiny_model(tmp_path / "other.onnx", tiny_info(model_id="other-model"), seed=7)
+    other = Encoder(other_model, device="cpu")
+    with ExemplarStore(path) as s:
+        with pytest.raises(StoreError, match="lida store reembed"):
+            StoreStack([s], other)
+        assert s.reembed(other) == 3
+        assert s.model_id == "other-model"
+        new = s.exemplars().embeddings
+    assert not np.allclose(old, new)
+    # re-embedding from stored low-bit crops equals embedding the original images
+    direct = other.embed_crop_sets([other.crops_for(decode_file(p)) for p in images["gen-a"]])
+    np.testing.assert_allclose(new, direct, atol=1e-5)
+    backups = list(tmp_path.glob("s.sqlite.bak-*"))
+    assert len(backups) == 1
+    with ExemplarStore(backups[0], readonly=True) as b:
+        assert b.model_id == enc.model_id
+
+
+def test_readonly_store_refuses_writes(tmp_path, enc, images):
+    path = tmp_path / "s.sqlite"
+    ExemplarStore(path, create=True).close()
+    with ExemplarStore(path, readonly=True) as s, pytest.raises(StoreError, match="read-only"):
+        s.register(enc, decode_file(images["gen-a"][0]), "gen-a")
+
+
+def test_not_a_store_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"garbage" * 100)
+    with pytest.raises(StoreError, match="not a readable lida store"):
+        ExemplarStore(bad)
+    with pytest.raises(StoreError, match="does not exist"):
+        ExemplarStore(tmp_path / "missing.sqlite")
+
+
+def test_export_and_import_between_stores(tmp_path, enc, images):
+    a, b = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    with ExemplarStore(a, create=True) as s:
+        for p in images["gen-a"] + images["gen-b"]:
+            s.register(enc, decode_file(p), p.name.split("-")[0] + "-" + p.name.split("-")[1], "fam")
+        s.backup_to(tmp_path / "export.sqlite")
+        with pytest.raises(StoreError, match="not overwriting"):
+            s.backup_to(tmp_path / "export.sqlite")
+    with ExemplarStore(tmp_path / "export.sqlite", readonly=True) as src, ExemplarStore(b, create=True) as dst:
+        assert dst.import_from(src, enc, {"gen-b"}) == (3, 0)
+        assert dst.import_from(src, enc) == (3, 3)
+        assert sorted(g.name for g in dst.generators()) == ["gen-a", "gen-b"]
+
+
+def test_concurrent_writers_do_not_lose_registrations(tmp_path, enc, images):
+    path = tmp_path / "s.sqlite"
+    ExemplarStore(path, create=True).close()
+    errors = []
+
+    def work(paths, name):
+        try:
+            with ExemplarStore(path) as s:
+                for p in paths:
+                    s.register(enc, decode_file(p), name)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(images[k], k)) for k in ("gen-a", "gen-b", "gen-d")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    with sqlite3.connect(path) as c:
+        assert c.execute("SELECT COUNT(*) FROM exemplars").fetchone()[0] == 9
