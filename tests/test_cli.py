@@ -1,0 +1,115 @@
+"""End-to-end tests of the `lida` command, run as a real subprocess where it matters."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from lida_plugin.cli import EXIT_FILE_ERRORS, EXIT_OK, EXIT_SETUP, main
+
+SCHEMA = json.loads((Path(__file__).parents[1] / "lida_plugin/schemas/attribution-result.schema.json").read_text())
+
+
+def run(*args, input=None, env_extra=None):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "lida_plugin.cli", *map(str, args)], capture_output=True, text=True, input=input, env=env, timeout=120)
+
+
+def test_register_then_attribute_a_second_image(isolated_env, images, capsys):
+    assert main(["register", "--generator", "gen-a", "--family", "fam", str(images["gen-a"][0])]) == EXIT_OK
+    assert "registered" in capsys.readouterr().out
+    assert main(["register", "--generator", "gen-a", str(images["gen-a"][0])]) == EXIT_OK
+    assert "already registered" in capsys.readouterr().out
+    assert main(["attribute", "--jsonl", str(images["gen-a"][1]), str(images["real"][0])]) == EXIT_OK
+    recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["verdict"] for r in recs] == ["ai-generated", "real"]
+    assert recs[0]["generator"] == "gen-a" and recs[0]["family"] == "fam"
+    for r in recs:
+        jsonschema.validate(r, SCHEMA)
+
+
+def test_bad_inputs_each_get_a_record_and_exit_1(isolated_env, images, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.png").write_bytes(b"")
+    (bad / "text.png").write_text("hello")
+    (bad / "trunc.png").write_bytes(images["gen-a"][0].read_bytes()[:300])
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    paths = [bad / "empty.png", bad / "text.png", bad / "trunc.png", folder, tmp_path / "nope.png", images["gen-a"][1]]
+    before = {p: p.read_bytes() for p in paths if p.is_file()}
+    r = run("attribute", "--json", *paths)
+    assert r.returncode == EXIT_FILE_ERRORS, r.stderr
+    assert "Traceback" not in r.stderr
+    recs = json.loads(r.stdout)
+    assert [x["status"] for x in recs] == ["error"] * 5 + ["ok"]
+    reasons = [x["error"] for x in recs[:5]]
+    for word, reason in zip(["empty", "not an image", "truncated", "directory", "no such file"], reasons, strict=True):
+        assert word in reason
+    for x in recs:
+        jsonschema.validate(x, SCHEMA)
+    assert {p: p.read_bytes() for p in before} == before  # nothing the user passed is modified
+
+
+def test_recursive_walk_and_paths_from_stdin(isolated_env, images, tmp_path):
+    root = images["gen-a"][0].parent
+    r = run("attribute", "--jsonl", "--recursive", root)
+    assert r.returncode == EXIT_OK, r.stderr
+    assert len(r.stdout.splitlines()) == 12
+    r = run("attribute", "--jsonl", "-", input="\n".join(str(p) for p in images["real"]) + "\n")
+    assert r.returncode == EXIT_OK and len(r.stdout.splitlines()) == 3
+
+
+def test_missing_model_is_a_setup_error_not_a_traceback(tmp_path):
+    r = run("attribute", tmp_path / "x.png", env_extra={"LIDA_MODEL": str(tmp_path / "none.onnx"), "LIDA_STORE": str(tmp_path / "s.sqlite")})
+    assert r.returncode == EXIT_SETUP
+    assert "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_model_that_breaks_the_contract_is_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])  # fmt: skip
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "plain.onnx")
+    r = run("doctor", env_extra={"LIDA_MODEL": str(tmp_path / "plain.onnx"), "LIDA_STORE": str(tmp_path / "s.sqlite")})
+    assert r.returncode == EXIT_SETUP and "not a lida encoder" in r.stdout
+
+
+def test_generators_store_info_export_import_and_doctor(isolated_env, images, tmp_path, capsys):
+    assert main(["register", "-g", "gen-b", "-f", "fam-b", *map(str, images["gen-b"])]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["generators", "--json"]) == EXIT_OK
+    gens = json.loads(capsys.readouterr().out)
+    assert [(g["name"], g["family"], g["exemplars"]) for g in gens] == [("gen-b", "fam-b", 3)]
+    assert main(["store", "info"]) == EXIT_OK
+    info = json.loads(capsys.readouterr().out)
+    assert info[0]["role"] == "user" and info[0]["exemplars"] == 3
+    out = tmp_path / "shared-store.sqlite"
+    assert main(["store", "export", str(out)]) == EXIT_OK
+    other = tmp_path / "other.sqlite"
+    assert main(["store", "import", str(out), "--store", str(other)]) == EXIT_OK
+    assert "imported 3 exemplar(s)" in capsys.readouterr().out
+    assert main(["doctor", "--json"]) == EXIT_OK
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["model"]["self_test"] == "ok" and not doc["problems"]
+
+
+def test_unregistered_store_path_is_a_clear_error(isolated_env, images, tmp_path, capsys):
+    assert main(["attribute", "--store", str(tmp_path / "nowhere.sqlite"), str(images["gen-a"][0])]) == EXIT_SETUP
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["attribute"], ["register", "x.png"], ["bogus"]])
+def test_usage_errors_exit_2(argv):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
