@@ -1,6 +1,6 @@
 """Attribution: decode -> crops -> embed -> detect -> retrieve -> verdict, for many files.
 
-Verdicts (``docs/verdicts.md``):
+Verdicts (also tabled in the README):
 
 * ``real``: the detection score is below the model's calibrated threshold.
 * ``ai-generated`` with ``generator``/``family``: generated, and the nearest registered
