@@ -68,8 +68,10 @@ def authors_model(threads: int) -> Path:
     net.fc = torch.nn.Identity()
     net.eval()
     x = torch.zeros(1, 3, 256, 256)
-    torch.onnx.export(net, (x,), str(out), input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
-                      opset_version=18, dynamo=False)  # fmt: skip
+    axes = {"x": {0: "n"}, "y": {0: "n"}}
+    torch.onnx.export(
+        net, (x,), str(out), input_names=["x"], output_names=["y"], dynamic_axes=axes, opset_version=18, dynamo=False
+    )
     return out
 
 
@@ -202,7 +204,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         args.folder = tmp
         make_images(Path(tmp), args.images)
-        rows = {k: measure(k, args) for k in ("matmul", "fingerprint", "encoder-b1", "encoder-batched", "e2e-b1", "e2e-batched", "authors")}
+        rows = {
+            k: measure(k, args)
+            for k in ("matmul", "fingerprint", "encoder-b1", "encoder-batched", "e2e-b1", "e2e-batched", "authors")
+        }
     flops_img = conv_flops(enc.path, enc.info.crop_size) * rows["encoder-batched"]["crops_per_image"]
     authors_flops = conv_flops(authors_model(args.threads), 256)
     peak = rows["matmul"]["gflops"]
@@ -215,7 +220,8 @@ def main() -> None:
         r = rows[k]
         note = ""
         if k == "encoder-batched":
-            note = f"{flops_img / 1e9:.2f} GFLOP/image, {achieved:.1f} GFLOP/s = {100 * achieved / peak:.0f}% of matmul peak"
+            pct = 100 * achieved / peak
+            note = f"{flops_img / 1e9:.2f} GFLOP/image, {achieved:.1f} GFLOP/s = {pct:.0f}% of matmul peak"
         if k == "authors":
             note = f"{authors_flops / 1e9:.2f} GFLOP/image"
         print(f"| {k} | {r['images_per_s']:.2f} | {r['max_rss_mb']:.0f} | {note} |")
@@ -224,7 +230,9 @@ def main() -> None:
     print(f"\nend-to-end speed-up over the authors' configuration (batched vs batched): {ratio:.1f}× (target ≥ 5×)")
     print(f"encoder efficiency: {100 * achieved / peak:.0f}% of the measured matmul peak (target ≥ 70%)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "speedup": ratio, "encoder_gflops": achieved, "peak_gflops": peak}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"rows": rows, "speedup": ratio, "encoder_gflops": achieved, "peak_gflops": peak}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -76,9 +76,21 @@ def verdict(
 ) -> tuple[str, str | None, str | None, float | None, str]:
     """``(verdict, generator, family, score, reason)`` from the two stages and the reliability gate."""
     if not decoded.reliable and not force:
-        return INCONCLUSIVE, None, None, None, "fingerprint unreliable: " + "; ".join(decoded.reasons) + " (--force overrides)"
+        return (
+            INCONCLUSIVE,
+            None,
+            None,
+            None,
+            "fingerprint unreliable: " + "; ".join(decoded.reasons) + " (--force overrides)",
+        )
     if not det.is_generated:
-        return REAL, None, None, 1.0 - det.ai_score, f"ai_score {det.ai_score:.3f} below the threshold {det.threshold:.3f}"
+        return (
+            REAL,
+            None,
+            None,
+            1.0 - det.ai_score,
+            f"ai_score {det.ai_score:.3f} below the threshold {det.threshold:.3f}",
+        )
     if not neighbors:
         return AI, None, None, det.ai_score, "generated; no generator is registered"
     best = neighbors[0]
@@ -158,13 +170,28 @@ class Attributor:
                         "similarity_to_real": round(det.similarity_to_real, 6),
                     },
                     neighbors=[
-                        {"generator": n.generator, "family": n.family, "similarity": round(n.similarity, 6), "exemplar": n.exemplar}
+                        {
+                            "generator": n.generator,
+                            "family": n.family,
+                            "similarity": round(n.similarity, 6),
+                            "exemplar": n.exemplar,
+                        }
                         for n in neigh
                     ],
-                    reliability={"reliable": dec.reliable, "forced": self.force and not dec.reliable,
-                                 "reasons": list(dec.reasons), "notes": list(dec.notes)},  # fmt: skip
-                    image={"format": dec.format, "mode": dec.mode, "width": dec.width, "height": dec.height,
-                           "sha256": dec.sha256, "crops": int(len(crops))},  # fmt: skip
+                    reliability={
+                        "reliable": dec.reliable,
+                        "forced": self.force and not dec.reliable,
+                        "reasons": list(dec.reasons),
+                        "notes": list(dec.notes),
+                    },  # fmt: skip
+                    image={
+                        "format": dec.format,
+                        "mode": dec.mode,
+                        "width": dec.width,
+                        "height": dec.height,
+                        "sha256": dec.sha256,
+                        "crops": int(len(crops)),
+                    },  # fmt: skip
                     model_id=self.model_id,
                     store_id=self.store_id,
                 )

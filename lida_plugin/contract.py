@@ -24,8 +24,9 @@ String ``metadata_props`` with the keys in :data:`REQUIRED_KEYS` (and optionally
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 CONTRACT_VERSION = "1"
 INPUT_NAME = "crops"

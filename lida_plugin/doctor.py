@@ -24,8 +24,8 @@ def run_doctor(args: argparse.Namespace) -> int:
     from .store import bundled_store_path, open_stack, user_store_path
 
     report: dict = {"python": sys.version.split()[0], "platform": platform.platform(), "problems": [], "warnings": []}
-    report["versions"] = {d: _version(d) for d in
-                          ("lida-plugin", "onnxruntime", "onnxruntime-gpu", "numpy", "pillow", "c2pa-python", "watchdog", "pluggy")}  # fmt: skip
+    dists = ("lida-plugin", "onnxruntime", "onnxruntime-gpu", "numpy", "pillow", "c2pa-python", "watchdog", "pluggy")
+    report["versions"] = {d: _version(d) for d in dists}
     v = report["versions"]
     if v["onnxruntime"] and v["onnxruntime-gpu"]:
         report["warnings"].append(
@@ -48,7 +48,9 @@ def run_doctor(args: argparse.Namespace) -> int:
         crops = np.random.default_rng(0).integers(0, 256, (2, 3, s, s), dtype=np.uint8)
         emb = enc.embed_crops(crops)
         norms = np.linalg.norm(emb, axis=1)
-        report["model"]["self_test"] = "ok" if np.all(np.abs(norms - 1) < 1e-3) else f"embedding norms {norms.tolist()} are not 1"
+        report["model"]["self_test"] = (
+            "ok" if np.all(np.abs(norms - 1) < 1e-3) else f"embedding norms {norms.tolist()} are not 1"
+        )
         if report["model"]["self_test"] != "ok":
             report["problems"].append(f"model self-test: {report['model']['self_test']}")
         try:
@@ -70,7 +72,9 @@ def run_doctor(args: argparse.Namespace) -> int:
         if "model_id" in m:
             print(f"model: {m['model_id']} ({m['path']}) on {m['providers'][0]}; self-test {m['self_test']}")
         for s in report.get("stores", []):
-            print(f"store: {s['path']} ({'read-only' if s['readonly'] else 'user'}): {s['generators']} generators, {s['exemplars']} exemplars, model {s['model_id']}")
+            role = "read-only" if s["readonly"] else "user"
+            counts = f"{s['generators']} generators, {s['exemplars']} exemplars"
+            print(f"store: {s['path']} ({role}): {counts}, model {s['model_id']}")
         for w in report["warnings"]:
             print(f"warning: {w}")
         for p in report["problems"]:

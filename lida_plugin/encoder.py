@@ -124,7 +124,9 @@ class Encoder:
     def _check_io(self) -> None:
         ins, outs = self.session.get_inputs(), self.session.get_outputs()
         if len(ins) != 1 or ins[0].name != INPUT_NAME or ins[0].type != "tensor(uint8)":
-            raise ModelError(f"{self.path}: expected one uint8 input named {INPUT_NAME!r}, found {[(i.name, i.type) for i in ins]}")
+            raise ModelError(
+                f"{self.path}: expected one uint8 input named {INPUT_NAME!r}, found {[(i.name, i.type) for i in ins]}"
+            )
         if not outs or outs[0].name != OUTPUT_NAME:
             raise ModelError(f"{self.path}: expected an output named {OUTPUT_NAME!r}, found {[o.name for o in outs]}")
         shape = ins[0].shape

@@ -154,7 +154,9 @@ class ExemplarStore:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"store {self.path} is not a readable lida store: {exc}") from None
         if self.meta.get("schema_version") != SCHEMA_VERSION:
-            raise StoreError(f"store {self.path}: schema version {self.meta.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+            raise StoreError(
+                f"store {self.path}: schema version {self.meta.get('schema_version')!r}, expected {SCHEMA_VERSION}"
+            )
 
     def __enter__(self) -> ExemplarStore:
         return self
@@ -287,7 +289,9 @@ class ExemplarStore:
             updates.append((encoder.embed_crop_sets([crops])[0].tobytes(), new.model_id, eid))
         with self.conn:
             self.conn.executemany("UPDATE exemplars SET embedding=?, model_id=? WHERE id=?", updates)
-            self.conn.execute("DELETE FROM meta WHERE key IN ('model_id', 'crop_size', 'crop_count', 'crop_align', 'embedding_dim')")
+            self.conn.execute(
+                "DELETE FROM meta WHERE key IN ('model_id', 'crop_size', 'crop_count', 'crop_align', 'embedding_dim')"
+            )
             self.meta.pop("model_id", None)
             self._bind_model(encoder)
         return len(updates)
@@ -327,13 +331,18 @@ class ExemplarStore:
                     continue
                 if mid != encoder.model_id:
                     if size < encoder.info.crop_size:
-                        raise StoreError(f"{other.path}: exemplar {source} has {size}px crops, too small for this model")
+                        raise StoreError(
+                            f"{other.path}: exemplar {source} has {size}px crops, too small for this model"
+                        )
                     crops = np.frombuffer(zlib.decompress(blob), np.uint8).reshape(count, 3, size, size)
-                    crops = np.ascontiguousarray(crops[: encoder.info.crop_count, :, : encoder.info.crop_size, : encoder.info.crop_size])
+                    crops = np.ascontiguousarray(
+                        crops[: encoder.info.crop_count, :, : encoder.info.crop_size, : encoder.info.crop_size]
+                    )
                     emb = encoder.embed_crop_sets([crops])[0].tobytes()
                 family, notes = fams.get(gen, (None, None))
                 self.conn.execute(
-                    "INSERT INTO generators VALUES (?, ?, ?, ?) ON CONFLICT(name) DO NOTHING", (gen, family, notes, _now())
+                    "INSERT INTO generators VALUES (?, ?, ?, ?) ON CONFLICT(name) DO NOTHING",
+                    (gen, family, notes, _now()),
                 )
                 self.conn.execute(
                     "INSERT INTO exemplars (sha256, generator, source, width, height, model_id, embedding, crops,"
@@ -363,7 +372,9 @@ class ExemplarStore:
         if not rows:
             return Exemplars(np.zeros((0, dim), np.float32), [], [], [], [])
         emb = np.stack([np.frombuffer(r[0], np.float32) for r in rows])
-        return Exemplars(emb, [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows], [self.store_id] * len(rows))
+        return Exemplars(
+            emb, [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows], [self.store_id] * len(rows)
+        )
 
     def info(self) -> dict:
         return {

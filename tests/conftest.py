@@ -128,6 +128,7 @@ def tiny_model(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("tiny")
     draft = build_tiny_model(d / "draft.onnx", tiny_info())
     enc = Encoder(draft, device="cpu", threads=1)
+
     def embed(kind, seeds):
         paths = [write_png(d / "calib" / f"{kind}-{i}.png", kind, i) for i in seeds]
         return enc.embed_crop_sets([enc.crops_for(decode_file(p)) for p in paths])
@@ -139,7 +140,9 @@ def tiny_model(tmp_path_factory) -> Path:
     tau = 0.05
     sr, sf = ai_score(real @ proto, tau), ai_score(fake @ proto, tau)
     assert sr.max() < sf.min(), "synthetic real and generated images must separate for the tiny model"
-    info = tiny_info(real_prototype=tuple(float(v) for v in proto), detection_threshold=float((sr.max() + sf.min()) / 2))
+    info = tiny_info(
+        real_prototype=tuple(float(v) for v in proto), detection_threshold=float((sr.max() + sf.min()) / 2)
+    )
     return build_tiny_model(d / "tiny.onnx", info)
 
 

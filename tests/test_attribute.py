@@ -9,7 +9,7 @@ from lida_plugin.attribute import AI, INCONCLUSIVE, REAL, Attributor
 from lida_plugin.decode import decode_file
 from lida_plugin.encoder import Encoder
 from lida_plugin.retrieve import NumpyIndex, Retriever
-from lida_plugin.store import ExemplarStore, Exemplars, StoreStack
+from lida_plugin.store import Exemplars, ExemplarStore, StoreStack
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "lida_plugin/schemas/attribution-result.schema.json").read_text())
 
@@ -26,7 +26,12 @@ def attributor(tmp_path, tiny_model, images):
 
 
 def test_verdicts_for_registered_unregistered_and_real(attributor, images):
-    res = {r.path: r for r in attributor.attribute_paths(images["gen-a"][1:] + images["gen-b"][1:] + images["gen-d"] + images["real"])}
+    res = {
+        r.path: r
+        for r in attributor.attribute_paths(
+            images["gen-a"][1:] + images["gen-b"][1:] + images["gen-d"] + images["real"]
+        )
+    }
     for p in images["gen-a"][1:]:
         assert (res[str(p)].verdict, res[str(p)].generator, res[str(p)].family) == (AI, "gen-a", "fam-ab")
     for p in images["gen-b"][1:]:

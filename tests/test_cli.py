@@ -16,7 +16,14 @@ SCHEMA = json.loads((Path(__file__).parents[1] / "lida_plugin/schemas/attributio
 
 def run(*args, input=None, env_extra=None):
     env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "lida_plugin.cli", *map(str, args)], capture_output=True, text=True, input=input, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "lida_plugin.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        input=input,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_register_then_attribute_a_second_image(isolated_env, images, capsys):
@@ -65,7 +72,11 @@ def test_recursive_walk_and_paths_from_stdin(isolated_env, images, tmp_path):
 
 
 def test_missing_model_is_a_setup_error_not_a_traceback(tmp_path):
-    r = run("attribute", tmp_path / "x.png", env_extra={"LIDA_MODEL": str(tmp_path / "none.onnx"), "LIDA_STORE": str(tmp_path / "s.sqlite")})
+    r = run(
+        "attribute",
+        tmp_path / "x.png",
+        env_extra={"LIDA_MODEL": str(tmp_path / "none.onnx"), "LIDA_STORE": str(tmp_path / "s.sqlite")},
+    )
     assert r.returncode == EXIT_SETUP
     assert "does not exist" in r.stderr and "Traceback" not in r.stderr
 

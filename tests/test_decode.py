@@ -11,7 +11,9 @@ from lida_plugin.errors import InputError
 
 def _png(arr, mode=None, **kw):
     buf = io.BytesIO()
-    (Image.fromarray(arr) if mode is None else Image.fromarray(arr).convert(mode)).save(buf, format=kw.pop("format", "PNG"), **kw)
+    (Image.fromarray(arr) if mode is None else Image.fromarray(arr).convert(mode)).save(
+        buf, format=kw.pop("format", "PNG"), **kw
+    )
     return buf.getvalue()
 
 

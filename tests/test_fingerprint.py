@@ -32,7 +32,9 @@ def test_fingerprint_does_not_modify_its_input():
     assert (x == 13).all()
 
 
-@pytest.mark.parametrize("h,w,size,count", [(512, 512, 64, 16), (256, 384, 64, 16), (100, 70, 64, 16), (512, 512, 64, 8), (64, 64, 64, 4)])
+@pytest.mark.parametrize(
+    "h,w,size,count", [(512, 512, 64, 16), (256, 384, 64, 16), (100, 70, 64, 16), (512, 512, 64, 8), (64, 64, 64, 4)]
+)
 def test_crop_grid_is_aligned_inside_and_deterministic(h, w, size, count):
     grid = crop_grid(h, w, size, count, 8)
     assert grid == crop_grid(h, w, size, count, 8)
