@@ -33,8 +33,12 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".g
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", help="encoder ONNX file (default: $LIDA_MODEL, else the bundled model)")
-    g.add_argument("--device", default=os.environ.get("LIDA_DEVICE", "auto"), choices=["auto", "cpu", "cuda", "tensorrt"],
-                   help="execution provider (default: auto = CUDA when available, else CPU)")  # fmt: skip
+    g.add_argument(
+        "--device",
+        default=os.environ.get("LIDA_DEVICE", "auto"),
+        choices=["auto", "cpu", "cuda", "tensorrt"],
+        help="execution provider (default: $LIDA_DEVICE, else auto = CUDA when available, else CPU)",
+    )
     g.add_argument("--threads", type=int, default=int(os.environ.get("LIDA_THREADS", "0")) or None,
                    help="CPU threads for the encoder (default: $LIDA_THREADS, else all cores)")  # fmt: skip
     g.add_argument("--batch-size", type=int, default=64, help="crops per encoder call (default 64)")
@@ -70,7 +74,9 @@ def expand_paths(paths: list[str], recursive: bool) -> Iterator[tuple[str, str |
             if not recursive:
                 yield raw, "is a directory (pass --recursive to walk it)"
                 continue
-            for root, dirs, files in os.walk(p, onerror=lambda e: log.warning("cannot walk %s: %s", e.filename, e.strerror)):
+            for root, dirs, files in os.walk(
+                p, onerror=lambda e: log.warning("cannot walk %s: %s", e.filename, e.strerror)
+            ):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for f in sorted(files):
                     if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES:
@@ -97,13 +103,13 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     errors = 0
     records = []
     stream = attributor.attribute_paths(good)
-    bar = tqdm(total=len(items), unit="img", desc="attributing", disable=None if len(items) > 1 else True, file=sys.stderr)
+    bar = tqdm(
+        total=len(items), unit="img", desc="attributing", disable=None if len(items) > 1 else True, file=sys.stderr
+    )
     try:
         for path, err in items:
-            if err is not None:
-                res = error_result(path, err, attributor.model_id, attributor.store_id)
-            else:
-                res = next(stream)  # results come in the order of `good`
+            # results come out of the stream in the order of `good`
+            res = next(stream) if err is None else error_result(path, err, attributor.model_id, attributor.store_id)
             errors += not res.ok
             record = res.to_dict()
             emit(record, args)
@@ -234,15 +240,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders; - reads paths from stdin")
     p.add_argument("-r", "--recursive", action="store_true", help="walk folders")
     p.add_argument("-k", "--top-k", type=int, default=5, help="registered generators to list per image (default 5)")
-    p.add_argument("--force", action="store_true", help="give a verdict even when the fingerprint is unreliable (lossy JPEG, ...)")
+    p.add_argument(
+        "--force", action="store_true", help="give a verdict even when the fingerprint is unreliable (lossy JPEG, ...)"
+    )
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json", dest="output_format", action="store_const", const="json", help="one JSON array at the end")
-    fmt.add_argument("--jsonl", dest="output_format", action="store_const", const="jsonl", help="one JSON record per line, as they come")
+    fmt.add_argument(
+        "--json", dest="output_format", action="store_const", const="json", help="one JSON array at the end"
+    )
+    fmt.add_argument(
+        "--jsonl",
+        dest="output_format",
+        action="store_const",
+        const="jsonl",
+        help="one JSON record per line, as they come",
+    )
     p.set_defaults(output_format="text", func=cmd_attribute)
     _add_model_args(p)
     _add_store_args(p)
 
-    p = sub.add_parser("register", help="register exemplars of a generator", description="Register exemplar images of a generator into the user store.")
+    p = sub.add_parser(
+        "register",
+        help="register exemplars of a generator",
+        description="Register exemplar images of a generator into the user store.",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--generator", "-g", required=True, help="generator name, e.g. sd-1.5")
     p.add_argument("--family", "-f", help="generator family, e.g. stable-diffusion-1")
