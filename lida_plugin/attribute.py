@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -145,6 +146,11 @@ class Attributor:
             return error_result(path, exc.reason, self.model_id, self.store_id)
         except MemoryError:
             return error_result(path, "out of memory while decoding", self.model_id, self.store_id)
+        except Exception as exc:  # a decoder bug on one odd file must not stop the run
+            log.debug("unexpected failure on %s", path, exc_info=True)
+            return error_result(
+                path, f"unexpected decoding failure: {type(exc).__name__}: {exc}", self.model_id, self.store_id
+            )
 
     def attribute_decoded(self, items: list[tuple[Decoded, np.ndarray]]) -> list[Result]:
         """Attribute already decoded images (with their crops) in one batch."""
@@ -200,12 +206,17 @@ class Attributor:
 
     def attribute_paths(self, paths: Iterable[str | os.PathLike[str]]) -> Iterator[Result]:
         """Attribute files in order, decoding ahead in threads and embedding in batches."""
-        paths = [str(p) for p in paths]
+        ahead = 2 * self.images_per_batch  # bounded read-ahead: memory stays flat on huge inputs
         with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="lida-decode") as pool:
-            prepared = pool.map(self._prepare, paths)
+            pending: deque[Future] = deque()
             chunk: list[tuple[Decoded, np.ndarray] | Result] = []
-            for item in prepared:
-                chunk.append(item)
+            it = iter(paths)
+            while True:
+                while len(pending) < ahead and (p := next(it, None)) is not None:
+                    pending.append(pool.submit(self._prepare, str(p)))
+                if not pending:
+                    break
+                chunk.append(pending.popleft().result())
                 if len(chunk) >= self.images_per_batch:
                     yield from self._flush(chunk)
                     chunk = []
