@@ -192,7 +192,7 @@ def cmd_store(args: argparse.Namespace) -> int:
         infos = []
         for p, ro in ((path, False), (bundled_store_path(), True)):
             if p.exists():
-                with ExemplarStore(p, readonly=True) as s:
+                with ExemplarStore(p, readonly=True, immutable=ro) as s:
                     infos.append(s.info() | {"role": "default" if ro else "user"})
             else:
                 infos.append({"path": str(p), "role": "default" if ro else "user", "exists": False})
@@ -203,6 +203,11 @@ def cmd_store(args: argparse.Namespace) -> int:
         with ExemplarStore(path) as s:
             n = s.reembed(encoder, progress=True)
         print(f"re-embedded {n} exemplar(s) in {path} with model {encoder.model_id}")
+        return EXIT_OK
+    if args.store_cmd == "remove":
+        with ExemplarStore(path) as s:
+            n = s.remove_generator(args.generator)
+        print(f"removed generator {args.generator!r} and {n} exemplar(s) from {path} (a backup copy was kept)")
         return EXIT_OK
     if args.store_cmd == "export":
         with ExemplarStore(path, readonly=True) as s:
@@ -285,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = ssub.add_parser("reembed", help="re-embed the user store with the current model (keeps a backup)")
     s.add_argument("--store")
     _add_model_args(s)
+    s = ssub.add_parser("remove", help="remove a generator and its exemplars from the user store (keeps a backup)")
+    s.add_argument("generator")
+    s.add_argument("--store")
     s = ssub.add_parser("export", help="write a consistent copy of the user store to DEST")
     s.add_argument("dest")
     s.add_argument("--store")

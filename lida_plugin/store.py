@@ -19,15 +19,13 @@ Layering: :class:`StoreStack` searches a user store over the read-only bundled d
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import sqlite3
 import time
 import uuid
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -126,7 +124,13 @@ class Exemplars:
 class ExemplarStore:
     """One SQLite store file. Use as a context manager or call :meth:`close`."""
 
-    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False, create: bool = False) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, readonly: bool = False, create: bool = False, immutable: bool = False
+    ) -> None:
+        """Open (or with ``create``, make) a store. ``immutable`` (read-only files in a read-only
+        place, such as the bundled default in site-packages) tells SQLite not to look for
+        journal or WAL files at all."""
+        readonly = readonly or immutable
         self.path = Path(path)
         self.readonly = readonly
         if not self.path.exists():
@@ -138,7 +142,8 @@ class ExemplarStore:
                 raise StoreError(f"cannot create store folder {self.path.parent}: {exc.strerror or exc}") from None
         try:
             if readonly:
-                self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+                flags = "mode=ro&immutable=1" if immutable else "mode=ro"
+                self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?{flags}", uri=True, timeout=30)
             else:
                 self.conn = sqlite3.connect(self.path, timeout=30)
                 self.conn.execute("PRAGMA journal_mode=WAL")
@@ -253,9 +258,13 @@ class ExemplarStore:
             )  # fmt: skip
         return True
 
-    def remove_generator(self, name: str) -> int:
-        """Delete a generator and its exemplars; returns how many exemplars went."""
+    def remove_generator(self, name: str, *, backup: bool = True) -> int:
+        """Delete a generator and its exemplars (after a backup copy); returns how many went."""
         self._writable()
+        if not any(g.name == name for g in self.generators()):
+            raise StoreError(f"store {self.path} has no generator {name!r}")
+        if backup:
+            self.backup()
         with self.conn:
             n = self.conn.execute("DELETE FROM exemplars WHERE generator=?", (name,)).rowcount
             self.conn.execute("DELETE FROM generators WHERE name=?", (name,))
@@ -278,8 +287,7 @@ class ExemplarStore:
                     f" {new.crop_size}px; register the original images again instead"
                 )
         if backup and rows:
-            copy = self.backup_to(self.path.with_name(f"{self.path.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}"))
-            log.info("backup of %s written to %s", self.path, copy)
+            self.backup()
         from tqdm import tqdm
 
         updates = []
@@ -295,6 +303,24 @@ class ExemplarStore:
             self.meta.pop("model_id", None)
             self._bind_model(encoder)
         return len(updates)
+
+    def compact(self) -> None:
+        """Rewrite the file small and self-contained (no WAL), e.g. before shipping it."""
+        self._writable()
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.conn.execute("PRAGMA journal_mode=DELETE")
+        self.conn.execute("VACUUM")
+
+    def backup(self) -> Path:
+        """A timestamped copy beside the store (``<store>.bak-YYYYmmdd-HHMMSS``)."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        dest = self.path.with_name(f"{self.path.name}.bak-{stamp}")
+        n = 1
+        while dest.exists():
+            dest, n = self.path.with_name(f"{self.path.name}.bak-{stamp}-{n}"), n + 1
+        self.backup_to(dest)
+        log.info("backup of %s written to %s", self.path, dest)
+        return dest
 
     def backup_to(self, dest: str | os.PathLike[str]) -> Path:
         """A consistent copy of the whole store at ``dest`` (SQLite's online backup)."""
@@ -388,9 +414,6 @@ class ExemplarStore:
             "meta": dict(self.meta),
         }
 
-    def iter_sources(self) -> Iterator[tuple[str, str]]:
-        yield from self.conn.execute("SELECT sha256, generator FROM exemplars")
-
 
 class StoreStack:
     """The stores searched for one run: the user store (if any) over the bundled default."""
@@ -424,21 +447,10 @@ def open_stack(encoder, store: str | os.PathLike[str] | None = None, *, use_defa
         raise StoreError(f"store {upath} does not exist (register a generator into it first)")
     dpath = bundled_store_path()
     if use_default and dpath.exists() and dpath.resolve() != upath.resolve():
-        stores.append(ExemplarStore(dpath, readonly=True))
+        stores.append(ExemplarStore(dpath, immutable=True))
     try:
         return StoreStack(stores, encoder)
     except StoreError:
         for s in stores:
             s.close()
         raise
-
-
-def copy_with_backup(src: Path, dest: Path) -> None:
-    """Copy ``src`` over ``dest``, keeping a timestamped copy of ``dest`` first if it exists."""
-    if dest.exists():
-        shutil.copy2(dest, dest.with_name(f"{dest.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}"))
-    shutil.copy2(src, dest)
-
-
-def dumps_info(info: dict) -> str:
-    return json.dumps(info, indent=2, sort_keys=True)

@@ -114,3 +114,29 @@ def test_concurrent_writers_do_not_lose_registrations(tmp_path, enc, images):
     assert not errors
     with sqlite3.connect(path) as c:
         assert c.execute("SELECT COUNT(*) FROM exemplars").fetchone()[0] == 9
+
+
+def test_remove_generator_keeps_a_backup(tmp_path, enc, images):
+    path = tmp_path / "s.sqlite"
+    with ExemplarStore(path, create=True) as s:
+        for p in images["gen-a"]:
+            s.register(enc, decode_file(p), "gen-a")
+        s.register(enc, decode_file(images["gen-b"][0]), "gen-b")
+        assert s.remove_generator("gen-a") == 3
+        assert [g.name for g in s.generators()] == ["gen-b"]
+        with pytest.raises(StoreError, match="no generator 'gen-a'"):
+            s.remove_generator("gen-a")
+    (backup,) = tmp_path.glob("s.sqlite.bak-*")
+    with ExemplarStore(backup, readonly=True) as b:
+        assert b.exemplar_count() == 4
+
+
+def test_compacted_store_opens_immutable(tmp_path, enc, images):
+    path = tmp_path / "s.sqlite"
+    with ExemplarStore(path, create=True) as s:
+        s.register(enc, decode_file(images["gen-a"][0]), "gen-a")
+        s.compact()
+    assert not (tmp_path / "s.sqlite-wal").exists()
+    path.chmod(0o444)
+    with ExemplarStore(path, immutable=True) as s:
+        assert s.exemplar_count() == 1 and s.readonly
