@@ -86,7 +86,7 @@ class SmallResNet(nn.Module):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
         layers, cin = [], widths[0]
-        for w, s, b in zip(widths, strides, blocks):
+        for w, s, b in zip(widths, strides, blocks, strict=True):
             for i in range(b):
                 layers.append(BasicBlock(cin, w, s if i == 0 else 1))
                 cin = w

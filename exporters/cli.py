@@ -1,0 +1,265 @@
+"""``lida-train`` (or ``python -m exporters``): pretrain | adapt | export | evaluate | zoo | reproduce."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .train import DEFAULT_DATA, Recipe
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_RUNS = REPO / "runs"
+DEFAULT_MODEL = REPO / "lida_plugin" / "data" / "encoder.onnx"
+DEFAULT_STORE = REPO / "lida_plugin" / "data" / "default-store.sqlite"
+
+_HELP = {
+    "arch": "encoder architecture (lida-resnet-tiny, lida-resnet-small, resnet50-lida, resnet50-lida-nomaxpool)",
+    "mode": "fingerprint mode: scaled ((x&7)*36), binary (255*(x&7!=0)) or rgb (baseline)",
+    "pretrain": "pre-training proxy: zoo+real, zoo, real or none",
+    "adapt_loss": "adaptation attribution loss: center (paper) or ce (ablation)",
+    "shots": "registration images per generated class for adaptation (0 = whole train split)",
+    "labels": "comma-separated generated classes to adapt on (default: all)",
+    "zoo_pipelines": "comma-separated zoo pipelines (default: every available one)",
+    "tau": "detection temperature",
+    "lam": "weight lambda of the detection loss",
+}
+
+
+def _add_recipe_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("recipe (defaults = the shipped model's recipe)")
+    for f in dataclasses.fields(Recipe):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        flag = "--" + f.name.replace("_", "-")
+        h = _HELP.get(f.name, f.name.replace("_", " ")) + f" (default: {default})"
+        if isinstance(default, bool):
+            g.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=default, help=h)
+        elif isinstance(default, list):
+            g.add_argument(flag, type=lambda s: [x for x in s.split(",") if x], default=default, help=h)
+        else:
+            g.add_argument(flag, type=type(default), default=default, help=h)
+
+
+def _recipe(args) -> Recipe:
+    return Recipe(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe)})
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data", default=str(DEFAULT_DATA), help="data root with generated/ and real/ (default: %(default)s)"
+    )
+    p.add_argument(
+        "--run", default=str(DEFAULT_RUNS / "default"), help="run directory for checkpoints (default: %(default)s)"
+    )
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _items(args):
+    from .data import load_folder
+
+    return load_folder(args.data)
+
+
+def _threads(args) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+
+
+def cmd_pretrain(args) -> int:
+    from .train import pretrain
+
+    _threads(args)
+    r = _recipe(args)
+    ck = pretrain(r, _items(args), args.run, args.generators, not args.no_progress, args.max_seconds)
+    print(ck)
+    return 0
+
+
+def cmd_adapt(args) -> int:
+    from .train import adapt
+
+    _threads(args)
+    init = args.init or (Path(args.run) / "pretrain.pt")
+    if init and not Path(init).is_file():
+        if args.pretrain != "none":
+            print(f"error: no pre-trained checkpoint {init}; run `lida-train pretrain` first", file=sys.stderr)
+            return 2
+        init = None
+    ck = adapt(_recipe(args), _items(args), init, args.run, not args.no_progress)
+    print(ck)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_checkpoint
+
+    _threads(args)
+    ckpt = args.checkpoint or (Path(args.run) / "adapt.pt")
+    path, info, stats = export_checkpoint(ckpt, _items(args), args.out, args.fpr, args.model_id)
+    print(json.dumps({"model": str(path), "model_id": info.model_id, **stats}, indent=1))
+    return 0
+
+
+def evaluate_checkpoint(ckpt, items, shots, draws) -> dict:
+    import numpy as np
+
+    from .evaluate import report
+    from .train import embed_images, load_encoder
+
+    model, r, st = load_encoder(ckpt)
+    t = time.perf_counter()
+    emb = embed_images(model, [it.pixels for it in items], r.crop, r.crop_count, r.align)
+    proto = st["prototype"].numpy() if "prototype" in st else None
+    out = report(emb, items, shots, draws, proto)
+    out["embed_seconds"] = round(time.perf_counter() - t, 1)
+    out["train_seconds"] = round(float(st.get("seconds", 0.0)), 1)
+    del np
+    return out
+
+
+def cmd_evaluate(args) -> int:
+    _threads(args)
+    items = _items(args)
+    res = {str(c): evaluate_checkpoint(c, items, args.shots, args.draws) for c in args.checkpoints}
+    print(json.dumps(res, indent=1))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+def cmd_zoo(args) -> int:
+    from . import zoo as Z
+    from .data import load_folder
+
+    reals = load_folder(args.data, split="train", kinds=("real",))
+    pipes = args.pipelines or Z.available(args.generators or Z.DEFAULT_GENERATORS)
+    Z.cached_zoo([r.pixels for r in reals], [r.relpath for r in reals], pipes, Path(args.run).parent / "cache",
+                 args.generators or Z.DEFAULT_GENERATORS)  # fmt: skip
+    print(f"zoo cached: {len(reals)} photos x {len(pipes)} pipelines")
+    return 0
+
+
+def register_default_store(model: Path, store: Path, data: str, include_ldm: bool) -> list[str]:
+    """Register train-split exemplars of every named generator with the runtime's CLI."""
+    from .data import load_folder
+
+    items = load_folder(data, split="train", kinds=("generated",))
+    by: dict[str, list] = {}
+    for it in items:
+        if include_ldm or not it.label.startswith("ldm-sr"):
+            by.setdefault(it.label, []).append(it)
+    if store.exists():
+        store.unlink()
+    done = []
+    for lab, its in sorted(by.items()):
+        cmd = [sys.executable, "-m", "lida_plugin.cli", "register", "--store", str(store), "--model", str(model)]
+        cmd += ["--generator", lab, "--family", its[0].family] + [str(Path(data) / it.relpath) for it in its]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        done.append(f"{lab} ({len(its)})")
+    return done
+
+
+def cmd_reproduce(args) -> int:
+    from .export import export_checkpoint
+    from .train import adapt, pretrain
+
+    _threads(args)
+    t0 = time.perf_counter()
+    r = _recipe(args)
+    run = Path(args.run)
+    items = _items(args)
+    log: dict = {"recipe": dataclasses.asdict(r), "command": " ".join(sys.argv)}
+    tp = time.perf_counter()
+    ck_p = pretrain(r, items, run, args.generators, not args.no_progress)
+    log["pretrain_wall_s"] = round(time.perf_counter() - tp, 1)
+    ta = time.perf_counter()
+    ck_a = adapt(r, items, ck_p, run, not args.no_progress)
+    log["adapt_wall_s"] = round(time.perf_counter() - ta, 1)
+    path, info, stats = export_checkpoint(ck_a, items, args.out, args.fpr, args.model_id,
+                                          {"pretrain_wall_s": log["pretrain_wall_s"]})  # fmt: skip
+    log.update(model=str(path), model_id=info.model_id, export=stats, size_bytes=path.stat().st_size)
+    if not args.skip_eval:
+        log["eval_pretrained"] = evaluate_checkpoint(ck_p, items, (1, 5, 10), 1)
+        log["eval_adapted_full_train"] = evaluate_checkpoint(ck_a, items, (1, 5, 10), 1)
+    if not args.skip_store:
+        log["store"] = str(args.store)
+        log["store_generators"] = register_default_store(path, Path(args.store), args.data, args.store_include_ldm)
+    log["wall_s"] = round(time.perf_counter() - t0, 1)
+    (run / "reproduce.json").write_text(json.dumps(log, indent=1))
+    print(json.dumps(log, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lida-train", description="Train and export LIDA encoders (PyTorch -> ONNX).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("pretrain", help="stage 2: proxy pre-training on real fingerprints / the generator zoo")
+    _common(p)
+    _add_recipe_args(p)
+    p.add_argument("--generators", help="folder with the zoo networks (default: ../shared/generators)")
+    p.add_argument("--max-seconds", type=float, help="stop after this much training time (checkpoint is kept)")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("adapt", help="stage 3: few-shot adaptation (center loss + real-prototype detection loss)")
+    _common(p)
+    _add_recipe_args(p)
+    p.add_argument("--init", help="pre-trained checkpoint (default: <run>/pretrain.pt)")
+    p.set_defaults(func=cmd_adapt)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX with calibrated contract metadata")
+    _common(p)
+    p.add_argument("--checkpoint", help="checkpoint to export (default: <run>/adapt.pt)")
+    p.add_argument("--out", default=str(DEFAULT_MODEL), help="ONNX file to write (default: %(default)s)")
+    p.add_argument("--fpr", type=float, default=0.05, help="false-positive rate on held-out reals (default: 0.05)")
+    p.add_argument("--model-id", help="model id (default: derived from the recipe hash)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("evaluate", help="quick held-out retrieval check (Rank-1/mAP at k shots)")
+    _common(p)
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10])
+    p.add_argument("--draws", type=int, default=1, help="gallery draws to average (default: 1)")
+    p.add_argument("--json-out")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("zoo", help="make (and cache) the generator-zoo images")
+    _common(p)
+    p.add_argument("--generators")
+    p.add_argument("--pipelines", type=lambda s: [x for x in s.split(",") if x], default=[])
+    p.set_defaults(func=cmd_zoo)
+
+    p = sub.add_parser("reproduce", help="the whole default recipe: pretrain, adapt, export, evaluate, default store")
+    _common(p)
+    _add_recipe_args(p)
+    p.add_argument("--generators")
+    p.add_argument("--out", default=str(DEFAULT_MODEL))
+    p.add_argument("--store", default=str(DEFAULT_STORE))
+    p.add_argument("--store-include-ldm", action="store_true", help="also register the 7 ldm-sr research checkpoints")
+    p.add_argument("--fpr", type=float, default=0.05)
+    p.add_argument("--model-id")
+    p.add_argument("--skip-eval", action="store_true")
+    p.add_argument("--skip-store", action="store_true")
+    p.set_defaults(func=cmd_reproduce)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

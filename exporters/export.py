@@ -1,0 +1,183 @@
+"""ONNX export to the model contract, with calibrated thresholds and a parity check.
+
+* Graph: ``Encoder`` (fingerprint layer inside) exported with opset 18, dynamic batch.
+* ``real_prototype``: the adapted prototype ``p_r`` (for a model that was never adapted, the
+  normalised mean embedding of the train-split real images).
+* ``detection_threshold``: calibrated on the **held-out real** images so that at most
+  ``fpr`` (default 5%) of them score ``ai_score >= threshold``.
+* ``open_set_threshold``: chosen on the **train split** generated images by leave-one-out:
+  for each image, ``known`` = its highest cosine to another image of its own class, ``unknown``
+  = its highest cosine to any image of another class (as if its own generator were not
+  registered); the threshold maximises the balanced accuracy of ``known >= t`` vs ``unknown < t``.
+* Parity: ONNX Runtime vs torch on real crops, max abs difference (must be <= 1e-4).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lida_plugin.contract import INPUT_NAME, OUTPUT_NAME, ModelInfo, ai_score, parse_metadata
+
+from . import data as D
+from .models import NORMALIZATION
+from .train import Recipe, embed_images, load_encoder, recipe_hash
+
+PARITY_TOL = 1e-4
+
+
+def export_onnx(model: torch.nn.Module, path: str | Path, crop: int, metadata: dict[str, str] | None = None) -> Path:
+    """Write ``model`` as ONNX (opset 18, dynamic batch) with ``metadata`` as metadata_props."""
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    dummy = torch.randint(0, 256, (2, 3, crop, crop), dtype=torch.uint8)
+    tmp = path.with_suffix(".tmp.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is the verified path
+        torch.onnx.export(
+            model, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=18,
+            dynamo=False, dynamic_axes={INPUT_NAME: {0: "n"}, OUTPUT_NAME: {0: "n"}},
+        )  # fmt: skip
+    m = onnx.load(str(tmp))
+    del m.metadata_props[:]
+    for k, v in (metadata or {}).items():
+        e = m.metadata_props.add()
+        e.key, e.value = k, v
+    onnx.save(m, str(path))
+    tmp.unlink(missing_ok=True)
+    return path
+
+
+def parity(model: torch.nn.Module, onnx_path: str | Path, crops: np.ndarray) -> float:
+    """Max abs difference between torch and ONNX Runtime (CPU) embeddings of ``crops``."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        ref = model.eval()(torch.from_numpy(crops)).numpy()
+    got = sess.run([OUTPUT_NAME], {INPUT_NAME: crops})[0]
+    return float(np.abs(ref - got).max())
+
+
+def detection_threshold(real_scores: np.ndarray, fpr: float) -> float:
+    """Smallest listed score ``t`` with at most ``fpr`` of ``real_scores >= t``."""
+    s = np.sort(np.asarray(real_scores, dtype=np.float64))
+    n = len(s)
+    k = min(n - 1, math.ceil((1.0 - fpr) * n))
+    t = float(s[k])
+    # ties: move up until the rate holds
+    while (s >= t).mean() > fpr and k < n - 1:
+        k += 1
+        t = float(s[k])
+    return float(np.clip(np.nextafter(t, 2.0) if (s >= t).mean() > fpr else t, 0.0, 1.0))
+
+
+def open_set_threshold(emb: np.ndarray, labels: list[str]) -> tuple[float, dict]:
+    """Leave-one-out threshold on cosine similarity (see the module docstring)."""
+    y = np.asarray(labels)
+    sim = emb @ emb.T
+    np.fill_diagonal(sim, -np.inf)
+    known, unknown = [], []
+    for i in range(len(y)):
+        same = y == y[i]
+        same[i] = False
+        if same.any():
+            known.append(sim[i, same].max())
+        unknown.append(sim[i, y != y[i]].max())
+    known, unknown = np.asarray(known), np.asarray(unknown)
+    cands = np.unique(np.concatenate([known, unknown]))
+    best_t, best = 0.0, -1.0
+    for t in cands:
+        bacc = 0.5 * ((known >= t).mean() + (unknown < t).mean())
+        if bacc > best:
+            best, best_t = bacc, float(t)
+    stats = {
+        "balanced_accuracy": round(float(best), 4),
+        "known_accept": round(float((known >= best_t).mean()), 4),
+        "unknown_reject": round(float((unknown < best_t).mean()), 4),
+    }
+    return float(np.clip(best_t, -1.0, 1.0)), stats
+
+
+def export_checkpoint(
+    ckpt: str | Path,
+    items: list[D.Item],
+    out: str | Path,
+    fpr: float = 0.05,
+    model_id: str | None = None,
+    extra_training: dict | None = None,
+) -> tuple[Path, ModelInfo, dict]:
+    """Export an ``adapt.pt``/``pretrain.pt`` checkpoint with calibrated metadata."""
+    model, recipe, st = load_encoder(ckpt)
+    model.eval()
+    rc = recipe
+    real_ho = [it for it in items if it.kind == "real" and it.split == "heldout"]
+    real_tr = [it for it in items if it.kind == "real" and it.split == "train"]
+    gen_tr = [it for it in items if it.kind == "generated" and it.split == "train"]
+    if not real_ho:
+        raise D.DataError("calibration needs held-out real images")
+    if "prototype" in st:
+        proto = F.normalize(st["prototype"].float(), dim=0).numpy()
+    else:
+        e = embed_images(model, [it.pixels for it in real_tr], rc.crop, rc.crop_count, rc.align)
+        proto = e.mean(0)
+        proto = proto / np.linalg.norm(proto)
+    e_ho = embed_images(model, [it.pixels for it in real_ho], rc.crop, rc.crop_count, rc.align)
+    det_t = detection_threshold(ai_score(e_ho @ proto, rc.tau), fpr)
+    e_gen = embed_images(model, [it.pixels for it in gen_tr], rc.crop, rc.crop_count, rc.align)
+    open_t, open_stats = open_set_threshold(e_gen, [it.label for it in gen_tr])
+    rh = recipe_hash(recipe, [it.relpath for it in items if it.split == "train"])
+    short = {"lida-resnet-small": "rns", "lida-resnet-tiny": "rnt"}.get(rc.arch, rc.arch)
+    mid = model_id or f"lida-{short}-{rc.mode}-s{rc.crop}-{rh[:10]}"
+    training = {
+        "recipe": json.loads(rc.to_json()),
+        "pretrain_seconds": None,
+        "adapt_seconds": round(float(st.get("seconds", 0.0)), 1),
+        "adapt_classes": st.get("classes"),
+        "open_set": open_stats,
+        "detection_calibration": f"{len(real_ho)} held-out real images, fpr {fpr}",
+        "split": "sha256 rank per class, first ceil(n/2) train (exporters/data.py)",
+    }
+    training.update(extra_training or {})
+    info = ModelInfo(
+        model_id=mid, architecture=rc.arch, fingerprint_mode=rc.mode, crop_size=rc.crop,
+        crop_count=rc.crop_count, crop_align=rc.align, min_image_size=rc.crop,
+        normalization=NORMALIZATION[rc.mode], embedding_dim=rc.dim,
+        real_prototype=tuple(float(v) for v in proto), detection_temperature=rc.tau,
+        detection_threshold=det_t, detection_fpr=fpr, open_set_threshold=open_t, recipe_hash=rh,
+        training=training,
+    )  # fmt: skip
+    path = export_onnx(model, out, rc.crop, info.to_metadata())
+    crops = np.concatenate([D.eval_crops(it.pixels, rc.crop, 4, rc.align) for it in real_ho[:16]])
+    diff = parity(model, path, crops)
+    if diff > PARITY_TOL:
+        raise RuntimeError(f"parity check failed: torch vs onnxruntime max abs diff {diff:.2e} > {PARITY_TOL}")
+    import onnx
+
+    parse_metadata({p.key: p.value for p in onnx.load(str(path)).metadata_props}, str(path))
+    return path, info, {"parity_max_abs_diff": diff, "open_set": open_stats, "detection_threshold": det_t}
+
+
+def export_untrained(recipe: Recipe, out: str | Path, fpr: float = 0.05) -> Path:
+    """An uncalibrated model (random weights) to the contract: for tests and smoke checks."""
+    from .models import build
+
+    model = build(recipe.arch, recipe.mode, recipe.dim)
+    proto = np.zeros(recipe.dim)
+    proto[0] = 1.0
+    info = ModelInfo(
+        model_id="lida-untrained", architecture=recipe.arch, fingerprint_mode=recipe.mode, crop_size=recipe.crop,
+        crop_count=recipe.crop_count, crop_align=recipe.align, min_image_size=recipe.crop,
+        normalization=NORMALIZATION[recipe.mode], embedding_dim=recipe.dim, real_prototype=tuple(proto),
+        detection_temperature=recipe.tau, detection_threshold=0.5, detection_fpr=fpr, open_set_threshold=0.5,
+    )  # fmt: skip
+    return export_onnx(model, out, recipe.crop, info.to_metadata())
