@@ -90,9 +90,11 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .attribute import Attributor, error_result
+    from .manifest import writer_from_args
     from .store import open_stack
 
     encoder = _open_encoder(args)
+    manifests = writer_from_args(args, encoder)  # --manifest: keys checked here, before any asset is touched
     stack = open_stack(encoder, args.store, use_default=not args.no_default_store)
     attributor = Attributor(encoder, stack, top_k=args.top_k, force=args.force)
     items = list(expand_paths(args.paths, args.recursive))
@@ -112,12 +114,16 @@ def cmd_attribute(args: argparse.Namespace) -> int:
             res = next(stream) if err is None else error_result(path, err, attributor.model_id, attributor.store_id)
             errors += not res.ok
             record = res.to_dict()
+            if manifests is not None:  # signed C2PA manifest + prior provenance; a failure is a per-file error
+                errors += not manifests.apply(record)
             emit(record, args)
             records.append(record)
             bar.update(1)
     finally:
         bar.close()
         stack.close()
+        if manifests is not None:
+            manifests.close()
     if args.output_format == "json":
         json.dump(records, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -262,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(output_format="text", func=cmd_attribute)
     _add_model_args(p)
     _add_store_args(p)
+    from .manifest import add_manifest_args
+
+    add_manifest_args(p)
 
     p = sub.add_parser(
         "register",
@@ -328,7 +337,10 @@ def _extra_commands() -> list:
 
 
 #: ``(module, function)``: modules that add subcommands (manifest keys/verify, watch, eval).
-_EXTRA_COMMAND_SPECS: list[tuple[str, str]] = []
+_EXTRA_COMMAND_SPECS: list[tuple[str, str]] = [
+    ("lida_plugin.keys", "add_commands"),
+    ("lida_plugin.verify", "add_commands"),
+]
 _EXTRA_COMMANDS = _extra_commands()
 
 

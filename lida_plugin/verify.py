@@ -1,0 +1,187 @@
+"""``lida verify``: validate a C2PA manifest (embedded or sidecar) and decode our assertion.
+
+Exit codes (also in ``lida verify --help`` and docs/provenance.md):
+
+* 0: **Trusted**: signature, hashes and certificate chain check out against a trust anchor
+* 4: **Valid**: signature and hashes check out, but the signer is not trusted (no anchor given,
+  or the chain does not lead to one); ``--allow-untrusted`` makes this 0
+* 5: **Invalid**: the asset or the manifest was altered, or the manifest is corrupt
+* 6: no C2PA manifest found (nothing embedded, no sidecar)
+* 2: usage error; 3: setup error (an unreadable trust anchor, a missing file)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import LidaError
+from .provenance import ASSERTION_LABEL, make_context, mime_for, read_store
+
+EXIT_TRUSTED, EXIT_VALID, EXIT_INVALID, EXIT_NO_MANIFEST = 0, 4, 5, 6
+
+
+class VerifyError(LidaError):
+    """The file or a trust anchor cannot be read."""
+
+
+def _read_anchor(path: str) -> bytes:
+    try:
+        data = Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise VerifyError(f"{path}: cannot read the trust anchor: {exc.strerror or exc}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise VerifyError(f"{path}: not a PEM certificate (expected e.g. the root-ca.pem from `lida keys init`)")
+    return data
+
+
+def verify(
+    path: str | os.PathLike[str], *, sidecar: str | os.PathLike[str] | None = None, trust_anchors: list[str] = ()
+) -> dict[str, Any]:
+    """The verification report for ``path`` (see :func:`exit_code`)."""
+    p = Path(path)
+    if not p.is_file():
+        raise VerifyError(f"{p}: no such file")
+    anchors = [_read_anchor(a) for a in trust_anchors]
+    side_path = Path(sidecar) if sidecar else None
+    side_bytes = None
+    if side_path is not None:
+        try:
+            side_bytes = side_path.read_bytes()
+        except OSError as exc:
+            raise VerifyError(f"{side_path}: cannot read the sidecar: {exc.strerror or exc}") from None
+    ctx = make_context(anchors)
+    try:
+        mime = _sniff_mime(p)
+        summary, store = read_store(p, sidecar=side_bytes, mime=mime, context=ctx)
+        where = "sidecar" if side_bytes is not None else "embedded"
+        auto = p.with_suffix(".c2pa")
+        if summary["status"] == "none" and side_bytes is None and auto.is_file():
+            summary, store = read_store(p, sidecar=auto.read_bytes(), mime=mime, context=ctx)
+            where, side_path = "sidecar", auto
+    finally:
+        ctx.close()
+    report: dict[str, Any] = {"path": str(p), "manifest_source": where if summary["status"] != "none" else None}
+    if side_path is not None:
+        report["sidecar"] = str(side_path)
+    report["trust_anchors"] = list(trust_anchors)
+    if summary["status"] == "present":
+        state = summary.get("validation_state")
+        report |= {
+            "state": state,
+            "failure_codes": summary.get("failure_codes", []),
+            "codes": _all_codes(store),
+            "active_manifest": summary.get("active_manifest"),
+            "signer": summary.get("signer"),
+            "claim_generator": summary.get("claim_generator"),
+            "digital_source_types": summary.get("digital_source_types"),
+            "manifests": summary.get("manifests"),
+            "ingredients": _ingredients(store, summary.get("active_manifest")),
+            "lida_attribution": summary.get("lida_attribution"),
+        }
+    elif summary["status"] == "none":
+        report |= {"state": None, "error": "no C2PA manifest found (embedded or sidecar)"}
+    else:
+        report |= {"state": "Invalid", "failure_codes": ["manifest.unreadable"], "error": summary.get("error")}
+    return report
+
+
+def _sniff_mime(p: Path) -> str:
+    try:
+        from PIL import Image
+
+        with Image.open(p) as im:
+            return mime_for(p, im.format)
+    except Exception:  # not an image Pillow knows: trust the suffix
+        return mime_for(p)
+
+
+def _all_codes(store: dict | None) -> dict[str, list[str]]:
+    am = ((store or {}).get("validation_results") or {}).get("activeManifest") or {}
+    return {k: [e.get("code") for e in am.get(k) or []] for k in ("success", "informational", "failure")}
+
+
+def _ingredients(store: dict | None, active: str | None) -> list[dict[str, Any]]:
+    m = ((store or {}).get("manifests") or {}).get(active) or {}
+    return [
+        {"title": i.get("title"), "relationship": i.get("relationship"), "active_manifest": i.get("active_manifest")}
+        for i in m.get("ingredients") or []
+    ]
+
+
+def exit_code(report: dict[str, Any], allow_untrusted: bool = False) -> int:
+    state = report.get("state")
+    if state == "Trusted":
+        return EXIT_TRUSTED
+    if state == "Valid":
+        return EXIT_TRUSTED if allow_untrusted else EXIT_VALID
+    if state is None:
+        return EXIT_NO_MANIFEST
+    return EXIT_INVALID
+
+
+def _print_text(r: dict[str, Any]) -> None:
+    state = r.get("state")
+    if state is None:
+        print(f"{r['path']}: no C2PA manifest")
+        return
+    print(f"{r['path']}: {state} ({r.get('manifest_source')}{' ' + r['sidecar'] if r.get('sidecar') else ''})")
+    if state == "Valid":
+        why = "no trust anchor given" if not r.get("trust_anchors") else "the signer does not chain to a given anchor"
+        print(f"  signature and hashes check out; signer not trusted ({why})")
+    if r.get("error"):
+        print(f"  error: {r['error']}")
+    for code in r.get("failure_codes") or []:
+        print(f"  failure: {code}")
+    s = r.get("signer") or {}
+    if s:
+        print(f"  signer: {s.get('common_name')} / {s.get('issuer')} ({s.get('alg')})")
+    if r.get("digital_source_types"):
+        print(f"  digital source type: {', '.join(r['digital_source_types'])}")
+    for i in r.get("ingredients") or []:
+        chained = f", its manifest {i['active_manifest']}" if i.get("active_manifest") else ""
+        print(f"  ingredient: {i.get('title')} ({i.get('relationship')}{chained})")
+    a = r.get("lida_attribution")
+    if a:
+        gen = a.get("generator") or "-"
+        print(f"  {ASSERTION_LABEL} v{a.get('version')}: {a.get('verdict')}, generator {gen}, score {a.get('score')}")
+        model = a.get("model") or {}
+        print(f"    model {model.get('id')} sha256 {str(model.get('sha256'))[:16]}..., store {a.get('store_id')}")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    anchors = list(args.trust_anchor or [])
+    if not anchors and os.environ.get("LIDA_TRUST_ANCHOR"):
+        anchors = [os.environ["LIDA_TRUST_ANCHOR"]]
+    report = verify(args.path, sidecar=args.sidecar, trust_anchors=anchors)
+    code = exit_code(report, args.allow_untrusted)
+    report["exit_code"] = code
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_text(report)
+    sys.stdout.flush()
+    return code
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="validate a C2PA manifest and show our attribution",
+        description="Validate the C2PA manifest of PATH (embedded, or the sidecar <stem>.c2pa / --sidecar) and decode"
+        " the org.lida.attribution assertion.",
+        epilog="exit codes: 0 Trusted, 4 Valid but untrusted signer (0 with --allow-untrusted), 5 Invalid,"
+        " 6 no manifest, 2 usage error, 3 setup error",
+    )
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--sidecar", metavar="FILE", help="a sidecar manifest store (.c2pa) for PATH")
+    p.add_argument("--trust-anchor", metavar="PEM", action="append",
+                   help="root certificate(s) to trust, e.g. root-ca.pem from `lida keys init` (repeatable;"
+                        " default $LIDA_TRUST_ANCHOR)")  # fmt: skip
+    p.add_argument("--allow-untrusted", action="store_true", help="exit 0 for Valid (untrusted signer) too")
+    p.add_argument("--json", action="store_true", help="the full report as JSON")
+    p.set_defaults(func=cmd_verify)
