@@ -1,0 +1,315 @@
+"""``lida watch`` on real folders with the real watchdog observer (no mocks).
+
+In-process tests drive :class:`lida_plugin.watch.Watcher` directly; the kill-and-restart test
+runs ``python -m lida_plugin.cli watch`` as a subprocess, SIGKILLs it midway and restarts it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from io import BytesIO
+from pathlib import Path
+
+import jsonschema
+import pytest
+from conftest import synthetic_pixels, write_png
+from PIL import Image
+
+from lida_plugin.watch import WatchConfig, Watcher, is_candidate
+
+SCHEMA = json.loads((Path(__file__).parent.parent / "lida_plugin/schemas/attribution-result.schema.json").read_text())
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks():
+    """Fail a test that leaves threads running (watchdog's own suite does the same)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 2.0
+    while True:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not leaked, f"threads leaked: {[t.name for t in leaked]}"
+
+
+def png_bytes(kind: str, seed: int) -> bytes:
+    buf = BytesIO()
+    Image.fromarray(synthetic_pixels(kind, seed)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def wait_for(cond, timeout: float = 30.0, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
+@pytest.fixture
+def attributor(isolated_env, tiny_model):
+    from lida_plugin.attribute import Attributor
+    from lida_plugin.encoder import Encoder
+    from lida_plugin.store import open_stack
+
+    enc = Encoder(tiny_model, device="cpu", threads=1)
+    stack = open_stack(enc, None, use_default=False)
+    yield Attributor(enc, stack)
+    stack.close()
+
+
+class Recorder:
+    """A host plugin that records every ``lida_asset_done`` call."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+        self.lock = threading.Lock()
+
+    from lida_plugin import hookimpl
+
+    @hookimpl
+    def lida_asset_done(self, path, record, outputs):
+        with self.lock:
+            self.calls.append({"path": path, "record": record, "outputs": outputs})
+
+
+@pytest.fixture
+def pm():
+    from lida_plugin.manager import new_plugin_manager
+
+    pm = new_plugin_manager(load_entrypoints=False)
+    rec = Recorder()
+    pm.register(rec, name="recorder")
+    pm.recorder = rec
+    return pm
+
+
+def test_candidate_names():
+    for ok in ("a.png", "B.JPG", "x.y.webp", "photo.tiff"):
+        assert is_candidate(ok), ok
+    for bad in (".a.png", "~a.png", "a.png.part", "a.tmp", "a.png.crdownload", "a.json", "a", "a.png.swp"):
+        assert not is_candidate(bad), bad
+
+
+def test_watch_in_process(tmp_path, attributor, pm):
+    """Initial scan, events, temp names, rename-in, slow writes, duplicates, a bad file, clean stop."""
+    inbox, out, quar = tmp_path / "in", tmp_path / "out", tmp_path / "quarantine"
+    inbox.mkdir()
+    write_png(inbox / "before-start.png", "gen-a", 1)  # present before the watcher starts
+    cfg = WatchConfig(in_dir=inbox, out_dir=out, quarantine=quar, settle=0.3, rescan=1.0, stats_interval=0.5)
+    with Watcher(cfg, attributor, pm=pm) as w:
+        write_png(inbox / "a.png", "gen-b", 2)
+        (inbox / "dup-of-a.png").write_bytes((inbox / "a.png").read_bytes())
+        write_png(tmp_path / "staging.png", "real", 3)
+        os.rename(tmp_path / "staging.png", inbox / "renamed.png")
+        (inbox / "partial.png.part").write_bytes(png_bytes("gen-a", 4))  # ignored
+        (inbox / ".hidden.png").write_bytes(png_bytes("gen-a", 5))  # ignored
+        (inbox / "broken.png").write_bytes(png_bytes("gen-a", 6)[:300])
+        data = png_bytes("gen-d", 7)
+        with open(inbox / "slow.png", "wb") as f:  # written in chunks with pauses longer than a tick
+            for i in range(0, len(data), len(data) // 4 + 1):
+                f.write(data[i : i + len(data) // 4 + 1])
+                f.flush()
+                time.sleep(0.15)
+        names = ["before-start.png", "a.png", "dup-of-a.png", "renamed.png", "broken.png", "slow.png"]
+        assert wait_for(lambda: all((out / f"{n}.json").exists() for n in names) and w.idle())
+        w.request_rescan()  # a rescan finds nothing new: everything is journaled
+        time.sleep(0.3)
+    reports = {p.name: json.loads(p.read_text()) for p in out.glob("*.json")}
+    assert set(reports) == {f"{n}.json" for n in names}
+    for name, rec in reports.items():
+        jsonschema.validate(rec, SCHEMA)
+        assert rec["path"] == str(inbox / name[: -len(".json")])
+    assert reports["broken.png.json"]["status"] == "error"
+    assert "corrupt" in reports["broken.png.json"]["error"] or "truncated" in reports["broken.png.json"]["error"]
+    assert reports["dup-of-a.png.json"]["duplicate_of"] in (str(inbox / "a.png"), str(inbox / "dup-of-a.png"))
+    assert reports["slow.png.json"]["status"] == "ok"
+    assert reports["slow.png.json"]["image"]["sha256"] == reports["slow.png.json"]["image"]["sha256"]
+    assert (quar / "broken.png").read_bytes() == (inbox / "broken.png").read_bytes()  # a copy; original stays
+    err = json.loads((quar / "broken.png.error.json").read_text())
+    assert err["error"] == reports["broken.png.json"]["error"]
+    calls = pm.recorder.calls
+    assert sorted(c["path"] for c in calls) == sorted(str(inbox / n) for n in names)  # once each
+    assert all(c["outputs"]["report"].endswith(".json") for c in calls)
+    with sqlite3.connect(cfg.journal) as db:
+        assert db.execute("SELECT COUNT(*), MAX(processed), MIN(notified) FROM assets").fetchone() == (6, 1, 1)
+    assert not list(out.glob(".lida-tmp-*"))
+
+
+def test_restart_skips_done_and_moves_processed(tmp_path, attributor, pm):
+    """A second start re-analyses nothing; --move-processed moves good files, bad ones go to quarantine."""
+    inbox, out, done, quar = tmp_path / "in", tmp_path / "out", tmp_path / "done", tmp_path / "q"
+    inbox.mkdir()
+    for i in range(4):
+        write_png(inbox / f"img{i}.png", "gen-a", 10 + i)
+    cfg = WatchConfig(in_dir=inbox, out_dir=out, settle=0.2)
+    with Watcher(cfg, attributor, pm=pm) as w:
+        assert wait_for(lambda: len(list(out.glob("*.json"))) == 4 and w.idle())
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    (inbox / "bad.png").write_bytes(b"not an image at all")
+    cfg2 = WatchConfig(in_dir=inbox, out_dir=out, settle=0.2, move_processed=done, quarantine=quar)
+    with Watcher(cfg2, attributor, pm=pm) as w:
+        assert wait_for(lambda: (quar / "bad.png.error.json").exists() and w.idle())
+        # the four journaled files are moved by the initial scan without being analysed again
+        assert wait_for(lambda: len(list(done.glob("*.png"))) == 4)
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("img*.json")} == mtimes
+    assert not (inbox / "bad.png").exists() and (quar / "bad.png").exists()
+    assert sorted(p.name for p in inbox.iterdir() if not p.name.startswith(".")) == []
+    assert len(pm.recorder.calls) == 5
+
+
+def test_watch_command_refuses_manifest_without_out(tmp_path, isolated_env):
+    from lida_plugin.cli import main
+
+    (tmp_path / "in").mkdir()
+    assert main(["watch", str(tmp_path / "in"), "--manifest", "sidecar"]) == 3
+
+
+# -- the kill-and-restart test ----------------------------------------------------------------
+def _start(inbox: Path, out: Path, quar: Path, log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "lida_plugin.cli", "watch", str(inbox), "--out", str(out), "--quarantine", str(quar),
+           "--workers", "2", "--settle", "0.5", "--rescan", "2", "--stats-interval", "1", "--log-json"]  # fmt: skip
+    env = dict(os.environ, LIDA_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "ab"), env=env)  # noqa: SIM115
+
+
+def _log_events(log: Path) -> list[dict]:
+    out = []
+    for line in log.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+def _wait_ready(proc: subprocess.Popen, log: Path, n: int) -> None:
+    ok = wait_for(lambda: sum(e.get("event") == "scan" and e.get("initial") for e in _log_events(log)) >= n, 60)
+    assert ok and proc.poll() is None, log.read_text()[-3000:]
+
+
+@pytest.mark.slow
+def test_kill_and_restart_200_files(tmp_path, isolated_env):
+    """200 files dropped concurrently (slow writers, renames, corrupt files, duplicates, temp names);
+    SIGKILL midway, more files while it is down, restart: one report per file, nothing twice."""
+    inbox, out, quar, log = tmp_path / "in", tmp_path / "out", tmp_path / "q", tmp_path / "watch.log"
+    inbox.mkdir()
+    rng = random.Random(7)
+    valid: dict[str, bytes] = {}
+    corrupt: dict[str, bytes] = {}
+    plan = []  # (name, bytes, how)
+    for i in range(150):
+        kind = ("gen-a", "gen-b", "gen-c", "real")[i % 4]
+        plan.append((f"v{i:03d}.png", png_bytes(kind, 5000 + i), "slow" if i % 10 == 0 else ("rename" if i % 7 == 0 else "write")))
+    for i in range(25):  # duplicates of earlier files under other names
+        src = plan[rng.randrange(150)]
+        plan.append((f"dup{i:02d}.png", src[1], "write"))
+    for i in range(25):
+        good = png_bytes("gen-a", 9000 + i)
+        bad = [good[: len(good) // 3], b"\x89PNG\r\n\x1a\n" + os.urandom(200), os.urandom(500), b""][i % 4]
+        plan.append((f"bad{i:02d}.png", bad, "write"))
+    for name, data, _ in plan:
+        (corrupt if name.startswith("bad") else valid)[name] = data
+    rng.shuffle(plan)
+    first, second = plan[:140], plan[140:]
+    staging = tmp_path / "staging"
+    staging.mkdir()
+
+    def drop(item) -> None:
+        name, data, how = item
+        if how == "rename":
+            (staging / name).write_bytes(data)
+            os.rename(staging / name, inbox / name)
+        elif how == "slow":
+            with open(inbox / name, "wb") as f:
+                step = max(1, len(data) // 5)
+                for i in range(0, len(data), step):
+                    f.write(data[i : i + step])
+                    f.flush()
+                    time.sleep(0.25)
+        else:
+            (inbox / name).write_bytes(data)
+
+    proc = _start(inbox, out, quar, log)
+    try:
+        _wait_ready(proc, log, 1)
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(drop, item) for item in first]
+            # ignored names: never analysed, never reported
+            (inbox / "upload.png.part").write_bytes(valid["v001.png"])
+            (inbox / ".DS_Store").write_bytes(b"x")
+            (inbox / "~lock.png").write_bytes(valid["v002.png"])
+            assert wait_for(lambda: len(list(out.glob("*.json"))) >= 40, 60)
+            proc.send_signal(signal.SIGKILL)  # midway: files in flight, slow writers still writing
+            proc.wait(10)
+            killed_reports = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.json")}
+            assert len(killed_reports) < len(first) - 20, "the watcher was not killed midway"
+            for f in futures:
+                f.result()
+            list(pool.map(drop, second))  # arrive while it is down: found by the initial scan
+        proc = _start(inbox, out, quar, log)
+        _wait_ready(proc, log, 2)
+        expected = {f"{n}.json" for n in valid} | {f"{n}.json" for n in corrupt}
+        assert wait_for(lambda: {p.name for p in out.glob("*.json")} >= expected, 90), log.read_text()[-3000:]
+        assert wait_for(lambda: len(list(quar.glob("*.error.json"))) == len(corrupt), 30)
+        time.sleep(2.5)  # one more rescan: must find nothing to do
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    reports = {p.name: json.loads(p.read_text()) for p in out.glob("*.json")}
+    assert set(reports) == expected  # nothing missing, nothing extra (no temp names, no torn files)
+    assert not [p for p in out.iterdir() if p.name.startswith(".lida-tmp-")]
+    sha_to_first: dict[str, str] = {}
+    for name, data in valid.items():
+        rec = reports[f"{name}.json"]
+        jsonschema.validate(rec, SCHEMA)
+        assert rec["status"] == "ok", rec
+        assert rec["path"] == str(inbox / name)
+        import hashlib
+
+        sha = hashlib.sha256(data).hexdigest()
+        assert rec["image"]["sha256"] == sha
+        if "duplicate_of" in rec:
+            assert Path(rec["duplicate_of"]).read_bytes() == data
+        else:
+            assert sha not in sha_to_first, f"{name} and {sha_to_first.get(sha)} were both analysed"
+            sha_to_first[sha] = name
+    for name in corrupt:
+        rec = reports[f"{name}.json"]
+        jsonschema.validate(rec, SCHEMA)
+        assert rec["status"] == "error" and rec["error"]
+        err = json.loads((quar / f"{name}.error.json").read_text())
+        assert err["error"] == rec["error"] and err["path"] == str(inbox / name)
+        assert (quar / name).read_bytes() == corrupt[name] and (inbox / name).exists()
+    # reports written before the kill were not rewritten after the restart
+    for name, ident in killed_reports.items():
+        p = out / name
+        assert (p.stat().st_ino, p.stat().st_mtime_ns) == ident, f"{name} was written again after the restart"
+    with sqlite3.connect(out / ".lida-watch.sqlite") as db:
+        rows = db.execute("SELECT path, state, processed, notified FROM assets").fetchall()
+    assert sorted(r[0] for r in rows) == sorted(str(inbox / n) for n in [*valid, *corrupt])  # one row per file
+    assert all(r[2] == 1 for r in rows), "an asset was processed twice"
+    assert all(r[3] == 1 for r in rows)
+    states = {r[0]: r[1] for r in rows}
+    assert sum(s == "error" for s in states.values()) == len(corrupt)
+    events = _log_events(log)
+    assert any(e.get("event") == "throughput" for e in events)
+    assert not any(e.get("level") == "error" for e in events), [e for e in events if e.get("level") == "error"][:3]
+    shutil.rmtree(staging)
