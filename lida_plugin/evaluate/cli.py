@@ -1,0 +1,248 @@
+"""``lida eval``: the paper's protocol on a data folder, with baselines, a report and plots.
+
+Registered in :data:`lida_plugin.cli._EXTRA_COMMAND_SPECS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _ints(s: str) -> tuple[int, ...]:
+    try:
+        v = tuple(int(x) for x in s.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+    if not v or any(x < 1 for x in v):
+        raise argparse.ArgumentTypeError("shots must be positive integers")
+    return tuple(sorted(set(v)))
+
+
+def _pair(s: str) -> tuple[str, str]:
+    if "=" not in s:
+        raise argparse.ArgumentTypeError(f"expected NAME=MODEL.onnx, got {s!r}")
+    name, path = s.split("=", 1)
+    return name.strip(), path.strip()
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate attribution the paper's way (Rank-1/mAP at k shots, detection, open set, robustness)",
+        description="Evaluate on a data folder laid out as <root>/generated/<generator>/*.png and"
+        " <root>/real/<set>/*.png (e.g. ../shared/data). See docs/evaluation.md.",
+    )
+    p.add_argument("data_root", metavar="DATA_ROOT")
+    p.add_argument("--shots", type=_ints, default=(1, 5, 10), help="gallery images per class (default 1,5,10)")
+    p.add_argument("--seeds", type=int, default=5, help="episodes (gallery draws) per k (default 5)")
+    p.add_argument(
+        "--split",
+        choices=("heldout", "all"),
+        default="heldout",
+        help="heldout (default): gallery from the train half, queries = the held-out half (any model"
+        " trained on this corpus); all: gallery and queries from all images (models that never saw it)",
+    )
+    p.add_argument("--model", help="encoder ONNX (default: $LIDA_MODEL, else the bundled model)")
+    p.add_argument("--no-model", action="store_true", help="no encoder: baselines only")
+    p.add_argument("--no-raw", action="store_true", help="skip the raw-fingerprint nearest-neighbour baseline")
+    p.add_argument(
+        "--compare",
+        type=_pair,
+        action="append",
+        default=[],
+        metavar="NAME=MODEL.onnx",
+        help="also evaluate this contract model as condition NAME (repeatable), e.g. rgb=rgb.onnx",
+    )
+    p.add_argument(
+        "--train-baseline",
+        action="append",
+        default=[],
+        choices=("rgb", "scaled-matched", "authors"),
+        help="train (train split only) and evaluate a baseline encoder: rgb, scaled-matched (the"
+        " fingerprint model under the same budget) or authors (ResNet-50 w/o max-pool, 256 crops);"
+        " needs the train extra; models are kept in runs/eval-<kind>/",
+    )
+    p.add_argument("--train-seconds", type=float, default=120.0, help="pre-training budget per baseline (default 120)")
+    p.add_argument("--train-adapt-steps", type=int, default=200, help="adaptation steps per baseline (default 200)")
+    p.add_argument(
+        "--adapt",
+        action="store_true",
+        help="add registration + few-shot adaptation on each episode's gallery (needs the train extra)",
+    )
+    p.add_argument("--adapt-init", help="pre-trained checkpoint to adapt from (default runs/default/pretrain.pt)")
+    p.add_argument("--adapt-steps", type=int, default=150, help="adaptation steps per episode (default 150)")
+    p.add_argument("--adapt-seeds", type=int, help="seeds for the adapted condition (default: --seeds)")
+    p.add_argument("--no-robustness", action="store_true", help="skip the JPEG/resize/crop sweep")
+    p.add_argument("--robust-per-class", type=int, default=10, help="queries per class in the sweep (default 10)")
+    p.add_argument("--no-open-set", action="store_true", help="skip leave-one-generator-out")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("LIDA_THREADS", "0")) or None,
+        help="CPU threads (default: $LIDA_THREADS, else all cores)",
+    )
+    p.add_argument("--out", help="folder for results.json, report.md and plots/")
+    p.add_argument("--report", help="Markdown report to write (plots go to results/ next to it), e.g. docs/RESULTS.md")
+    p.add_argument("--json", action="store_true", help="print the full JSON result to stdout")
+    p.add_argument("--progress", action="store_true", help="progress bars on stderr")
+    p.set_defaults(func=cmd_eval)
+
+
+def _command(args: argparse.Namespace) -> str:
+    parts = ["lida", "eval", args.data_root, "--shots", ",".join(map(str, args.shots)), "--seeds", str(args.seeds)]
+    if args.split != "heldout":
+        parts += ["--split", args.split]
+    if args.model:
+        parts += ["--model", args.model]
+    for flag in ("no_model", "no_raw", "adapt", "no_robustness", "no_open_set"):
+        if getattr(args, flag):
+            parts.append("--" + flag.replace("_", "-"))
+    if args.adapt:
+        parts += ["--adapt-steps", str(args.adapt_steps)]
+        if args.adapt_seeds is not None:
+            parts += ["--adapt-seeds", str(args.adapt_seeds)]
+    for name, path in args.compare:
+        parts += ["--compare", f"{name}={path}"]
+    for kind in args.train_baseline:
+        parts += ["--train-baseline", kind]
+    if args.train_baseline:
+        parts += ["--train-seconds", f"{args.train_seconds:g}", "--train-adapt-steps", str(args.train_adapt_steps)]
+    if args.robust_per_class != 10:
+        parts += ["--robust-per-class", str(args.robust_per_class)]
+    if args.report:
+        parts += ["--report", args.report]
+    if args.out:
+        parts += ["--out", args.out]
+    return shlex.join(parts)
+
+
+def _notes(result: dict) -> list[str]:
+    notes = []
+    main = result["conditions"].get("lida")
+    tr = (main or {}).get("training") or {}
+    if tr.get("adapt_classes"):
+        notes.append(
+            f"The shipped encoder was adapted on the train half of {len(tr['adapt_classes'])} generated classes of"
+            " this corpus, so 'registration only' here registers generators the encoder was trained to separate"
+            " (their held-out images were never seen). The leave-one-generator-out rows remove a generator from"
+            " the store only, not from the encoder's training, so they are an optimistic estimate for a truly new"
+            " generator; `--adapt` (adaptation from the pre-trained checkpoint on each episode's gallery only) is"
+            " the paper's few-shot setting."
+        )
+    notes.append(
+        "Ties in the ranking are broken against the query (a same-similarity item of another class ranks first),"
+        " so a degenerate encoder cannot score by luck; classes with too few images for a k are listed as skipped"
+        " and are neither registered nor queried at that k, so averages at different k cover different classes."
+    )
+    return notes
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..errors import LidaError
+    from .corpus import CorpusError
+    from .report import markdown, write_json, write_plots
+    from .run import EvalConfig, evaluate
+    from .training import TrainExtraMissing, train_baseline
+
+    if args.seeds < 1:
+        print("lida eval: error: --seeds must be >= 1", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    compare = dict(args.compare)
+    try:
+        for kind in args.train_baseline:
+            from .training import RUNS
+
+            print(f"training baseline {kind} ({args.train_seconds:g} s pre-training) ...", file=sys.stderr)
+            compare[f"{kind}-baseline"] = str(
+                train_baseline(
+                    kind, args.data_root, RUNS, args.train_seconds, args.train_adapt_steps, args.threads, args.progress
+                )
+            )
+        cfg = EvalConfig(
+            data_root=args.data_root,
+            shots=args.shots,
+            seeds=args.seeds,
+            split=args.split,
+            model=args.model,
+            use_model=not args.no_model,
+            raw_baseline=not args.no_raw,
+            compare=compare,
+            adapt=args.adapt,
+            adapt_init=args.adapt_init,
+            adapt_steps=args.adapt_steps,
+            adapt_seeds=args.adapt_seeds,
+            robustness=not args.no_robustness,
+            robust_per_class=args.robust_per_class,
+            open_set=not args.no_open_set,
+            threads=args.threads,
+            progress=args.progress,
+        )
+        result = evaluate(cfg)
+    except (CorpusError, TrainExtraMissing, FileNotFoundError, ValueError) as exc:
+        print(f"lida eval: error: {exc}", file=sys.stderr)
+        return 3
+    except LidaError:
+        raise
+    command = _command(args)
+    result["meta"]["command"] = command
+    result["meta"]["seconds"] = round(time.perf_counter() - t0, 1)
+    result["notes"] = _notes(result)
+    written = []
+    if args.out:
+        out = Path(args.out)
+        written.append(write_json(result, out / "results.json"))
+        written += write_plots(result, out / "plots")
+        (out / "report.md").write_text(markdown(result, command, "plots") + "\n")
+        written.append(out / "report.md")
+    if args.report:
+        rep = Path(args.report)
+        plots = rep.parent / "results"
+        written += write_plots(result, plots)
+        written.append(write_json(result, plots / "results.json"))
+        rep.parent.mkdir(parents=True, exist_ok=True)
+        rep.write_text(markdown(result, command, "results") + "\n")
+        written.append(rep)
+    if args.json:
+        from .report import _clean
+
+        json.dump(_clean(result), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(summary_text(result))
+    for w in written:
+        log.info("wrote %s", w)
+    if written:
+        print("wrote " + ", ".join(str(w) for w in written), file=sys.stderr)
+    return 0
+
+
+def summary_text(result: dict) -> str:
+    """A short plain-text table for the terminal."""
+    from .report import _ms
+
+    lines = []
+    shots = [str(k) for k in result["meta"]["shots"]]
+    lines.append("condition\t" + "\t".join(f"{k}-shot R1\t{k}-shot mAP" for k in shots))
+    for n, c in result["conditions"].items():
+        cells = []
+        for k in shots:
+            s = c["retrieval"].get(k, {}).get("summary", {})
+            cells += [_ms(s.get("rank1_class_avg")), _ms(s.get("map_class_avg"))]
+        lines.append(f"{n}\t" + "\t".join(cells))
+    for n, c in result["conditions"].items():
+        if c.get("detection"):
+            lines.append(f"{n}: detection AUC {c['detection']['auc']:.4f}")
+    for t in result.get("targets", []):
+        lines.append(f"target: {t['target']}: {'met' if t['met'] else 'NOT met' if t['met'] is False else 'n/a'}")
+    lines.append(f"({result['meta']['seconds']:.0f} s)")
+    return "\n".join(lines)

@@ -1,0 +1,102 @@
+"""Metric functions of lida eval against hand-computed rankings (ties included)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lida_plugin.evaluate import metrics as M
+
+
+def test_rank_and_ap_without_ties():
+    sims = [0.9, 0.8, 0.7, 0.6]
+    gl = ["a", "b", "a", "b"]
+    rel = M.ranked_relevance([sims, sims], gl, ["a", "b"])
+    assert rel.tolist() == [[True, False, True, False], [False, True, False, True]]
+    # a: relevant at ranks 1 and 3 -> (1/1 + 2/3) / 2; b: ranks 2 and 4 -> (1/2 + 2/4) / 2
+    assert M.average_precision(rel[0]) == pytest.approx((1 + 2 / 3) / 2)
+    assert M.average_precision(rel[1]) == pytest.approx(0.5)
+    r = M.retrieval_metrics([sims, sims], gl, ["a", "b"])
+    assert r["rank1_micro"] == 0.5
+    assert r["map_micro"] == pytest.approx(((1 + 2 / 3) / 2 + 0.5) / 2)
+    assert r["top1"] == ["a", "a"]
+
+
+def test_ties_are_broken_against_the_query():
+    sims = [0.5, 0.5, 0.2]
+    gl = ["a", "b", "a"]
+    # query a: the tied b ranks first -> [b, a0, a2]: AP (1/2 + 2/3) / 2, Rank-1 0
+    assert M.rank_gallery(sims, np.array(gl) == "a").tolist() == [1, 0, 2]
+    # query b: the tied a ranks first -> [a0, b, a2]: AP 1/2, Rank-1 0
+    assert M.rank_gallery(sims, np.array(gl) == "b").tolist() == [0, 1, 2]
+    r = M.retrieval_metrics([sims, sims], gl, ["a", "b"])
+    assert r["per_class"]["a"]["rank1"] == 0.0
+    assert r["per_class"]["a"]["map"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert r["per_class"]["b"]["rank1"] == 0.0
+    assert r["per_class"]["b"]["map"] == pytest.approx(0.5)
+    assert r["top1"] == ["b", "a"]
+
+
+def test_all_equal_similarities_never_score_by_luck():
+    sims = np.zeros((3, 4))
+    r = M.retrieval_metrics(sims, ["a", "a", "b", "c"], ["a", "b", "c"])
+    assert r["rank1_micro"] == 0.0
+    # a: relevant at ranks 3, 4 of 4 -> (1/3 + 2/4)/2; b, c: at rank 4 -> 1/4
+    assert r["per_class"]["a"]["map"] == pytest.approx((1 / 3 + 2 / 4) / 2)
+    assert r["per_class"]["b"]["map"] == pytest.approx(0.25)
+
+
+def test_equal_ties_within_one_class_keep_gallery_order():
+    order = M.rank_gallery([0.3, 0.9, 0.9, 0.9], np.array([True, True, False, True]))
+    assert order.tolist() == [2, 1, 3, 0]
+
+
+def test_no_relevant_item_gives_zero_ap():
+    assert M.average_precision(np.array([False, False])) == 0.0
+
+
+def test_class_average_differs_from_micro():
+    # three queries of a (all hits), one of b (a miss)
+    sims = [[0.9, 0.1]] * 3 + [[0.9, 0.1]]
+    r = M.retrieval_metrics(sims, ["a", "b"], ["a", "a", "a", "b"])
+    assert r["rank1_micro"] == 0.75
+    assert r["rank1_class_avg"] == 0.5
+    assert r["per_class"]["b"]["map"] == pytest.approx(0.5)
+
+
+def test_empty_queries():
+    r = M.retrieval_metrics(np.zeros((0, 2)), ["a", "b"], [])
+    assert r["n_queries"] == 0 and math.isnan(r["rank1_micro"])
+
+
+def test_roc_auc_hand_computed_and_ties():
+    assert M.roc_auc([0.1, 0.4, 0.35, 0.8], [False, False, True, True]) == pytest.approx(0.75)
+    assert M.roc_auc([0.5, 0.5], [True, False]) == pytest.approx(0.5)
+    # one tie pair among 2x2: pairs (0.7>0.2), (0.7>0.5), (0.5=0.5 -> 1/2), (0.5>0.2) -> 3.5/4
+    assert M.roc_auc([0.7, 0.5, 0.5, 0.2], [True, True, False, False]) == pytest.approx(3.5 / 4)
+    assert math.isnan(M.roc_auc([0.1, 0.2], [True, True]))
+
+
+def test_threshold_metrics():
+    t = M.threshold_metrics([0.9, 0.6, 0.4, 0.1], [True, True, True, False], 0.5)
+    assert t["tpr"] == pytest.approx(2 / 3)
+    assert t["fpr"] == 0.0
+    assert t["accuracy"] == 0.75
+    assert t["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_confusion_and_family():
+    cm = M.confusion_matrix(["a", "a", "b"], ["a", "b", "b"], ["a", "b"])
+    assert cm.tolist() == [[1, 1], [0, 1]]
+    fam = {"sd-1.4": "sd1", "sd-1.5": "sd1", "flux": "flux"}
+    assert M.family_accuracy(["sd-1.4", "sd-1.5", "flux"], ["sd-1.5", "sd-1.5", "sd-1.4"], fam) == pytest.approx(2 / 3)
+
+
+def test_summarize():
+    s = M.summarize([0.5, 1.0, float("nan")])
+    assert s["mean"] == 0.75 and s["n"] == 2
+    assert s["std"] == pytest.approx(np.std([0.5, 1.0], ddof=1))
+    assert M.summarize([0.3])["std"] == 0.0
+    assert M.summarize([])["n"] == 0
