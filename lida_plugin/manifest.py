@@ -350,6 +350,7 @@ class ManifestWriter:
         if expected and before != expected:
             raise ManifestError("the file changed after it was analysed; the verdict may not describe it")
         manifest = build_manifest(record, src.name, mime, model_sha256=self.model_sha256, policy=self.policy)
+        manifest["assertions"] += _plugin_assertions(src, record, manifest)
         manifest["assertions"] += plugin_assertions(None, path=str(src), record=record, manifest=manifest)  # hooks
         tmp = dest.parent / f".{dest.name}.lida-tmp-{uuid.uuid4().hex[:8]}"
         parent_note = "asset without a manifest"
@@ -458,6 +459,15 @@ class ManifestWriter:
                     pass
             raise ManifestError(_os_reason(exc, dest)) from None
         return backup
+
+
+def _plugin_assertions(src: Path, record: dict[str, Any], manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Assertions from ``lida_manifest_assertions`` plugins (checked and filtered by the plugin manager)."""
+    try:
+        from .manager import plugin_assertions
+    except ImportError:  # an installation without the plugin manager
+        return []
+    return plugin_assertions(None, path=str(src), record=record, manifest=manifest)
 
 
 def _free_name(p: Path) -> Path:

@@ -434,3 +434,32 @@ def test_cli_usage_errors(isolated_env, images, keys, argv):
     with pytest.raises(SystemExit) as e:
         main(["attribute", str(images["real"][0]), "--keys", str(keys), *argv])
     assert e.value.code == 2
+
+
+def test_plugin_assertions_are_signed_after_ours(config, tmp_path):
+    import pluggy
+
+    from lida_plugin.manager import get_plugin_manager
+
+    hookimpl = pluggy.HookimplMarker("lida_plugin")
+
+    class Ingest:
+        @hookimpl
+        def lida_manifest_assertions(self, path, record, manifest):
+            assert manifest["assertions"][1]["label"] == "org.lida.attribution"
+            return [{"label": "org.example.ingest", "data": {"desk": "photo", "asset": Path(path).name}},
+                    {"label": "org.lida.fake", "data": {}}]  # fmt: skip
+
+    pm = get_plugin_manager()
+    plugin = Ingest()
+    pm.register(plugin, name="test-ingest")
+    try:
+        src = write_image(tmp_path / "u.png", "png")
+        rec = sign(config, src, tmp_path / "out")
+    finally:
+        pm.unregister(plugin)
+    _, _, store = read_back(Path(rec["manifest"]["path"]))
+    labels = [a["label"] for a in active(store)["assertions"]]
+    assert assertion(store, "org.example.ingest") == {"desk": "photo", "asset": "u.png"}
+    assert labels.index("org.example.ingest") > labels.index("org.lida.attribution")
+    assert "org.lida.fake" not in labels  # reserved labels are dropped by the manager
