@@ -90,11 +90,13 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .attribute import Attributor, error_result
+    from .manager import get_plugin_manager, notify_asset_done, record_outputs
     from .manifest import writer_from_args
     from .store import open_stack
 
     encoder = _open_encoder(args)
     manifests = writer_from_args(args, encoder)  # --manifest: keys checked here, before any asset is touched
+    pm = get_plugin_manager()
     stack = open_stack(encoder, args.store, use_default=not args.no_default_store)
     attributor = Attributor(encoder, stack, top_k=args.top_k, force=args.force)
     items = list(expand_paths(args.paths, args.recursive))
@@ -117,6 +119,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
             if manifests is not None:  # signed C2PA manifest + prior provenance; a failure is a per-file error
                 errors += not manifests.apply(record)
             emit(record, args)
+            notify_asset_done(pm, path=path, record=record, outputs=record_outputs(record))  # lida_asset_done hooks
             records.append(record)
             bar.update(1)
     finally:
@@ -340,6 +343,7 @@ def _extra_commands() -> list:
 _EXTRA_COMMAND_SPECS: list[tuple[str, str]] = [
     ("lida_plugin.keys", "add_commands"),
     ("lida_plugin.verify", "add_commands"),
+    ("lida_plugin.watch", "add_commands"),
 ]
 _EXTRA_COMMANDS = _extra_commands()
 
