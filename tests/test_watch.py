@@ -213,7 +213,13 @@ def test_kill_and_restart_200_files(tmp_path, isolated_env):
     plan = []  # (name, bytes, how)
     for i in range(150):
         kind = ("gen-a", "gen-b", "gen-c", "real")[i % 4]
-        plan.append((f"v{i:03d}.png", png_bytes(kind, 5000 + i), "slow" if i % 10 == 0 else ("rename" if i % 7 == 0 else "write")))
+        plan.append(
+            (
+                f"v{i:03d}.png",
+                png_bytes(kind, 5000 + i),
+                "slow" if i % 10 == 0 else ("rename" if i % 7 == 0 else "write"),
+            )
+        )
     for i in range(25):  # duplicates of earlier files under other names
         src = plan[rng.randrange(150)]
         plan.append((f"dup{i:02d}.png", src[1], "write"))

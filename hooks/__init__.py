@@ -1,0 +1,1 @@
+"""Examples for hosts that embed lida through its pluggy hooks (see docs/hooks.md)."""

@@ -1,0 +1,206 @@
+"""The pluggy contract: entry-point loading from installed metadata, the hooks, the docs, the example host."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+
+import jsonschema
+import pluggy
+import pytest
+
+from lida_plugin import hookimpl, hookspecs
+from lida_plugin.manager import new_plugin_manager, plugin_assertions, plugin_names
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMA = json.loads((REPO / "lida_plugin/schemas/attribution-result.schema.json").read_text())
+HOOKS = sorted(n for n, f in vars(hookspecs).items() if n.startswith("lida_") and callable(f))
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks():
+    """Fail a test that leaves threads running (watchdog's own suite does the same)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 2.0
+    while True:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not leaked, f"threads leaked: {[t.name for t in leaked]}"
+
+
+@pytest.fixture
+def builtin_closed():
+    from lida_plugin import plugin
+
+    yield
+    plugin.close()
+
+
+@pytest.fixture
+def sink_dist(tmp_path, monkeypatch):
+    """Install a third-party plugin distribution whose entry point is hooks.example_sink (metadata only)."""
+    site = tmp_path / "site"
+    info = site / "lida_example_sink-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lida-example-sink\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[lida_plugin]\nexample-sink = hooks.example_sink\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.syspath_prepend(str(REPO))
+    sink = tmp_path / "sink.jsonl"
+    monkeypatch.setenv("LIDA_EXAMPLE_SINK", str(sink))
+    return sink
+
+
+def test_lida_is_an_installed_entry_point():
+    eps = {ep.name: ep for ep in metadata.entry_points(group="lida_plugin")}
+    assert eps["lida"].value == "lida_plugin.plugin"
+    assert eps["lida"].dist.name == "lida-plugin"
+
+
+def test_host_loads_lida_by_entry_point_and_calls_the_hooks(isolated_env, images, builtin_closed):
+    pm = pluggy.PluginManager("lida_plugin")
+    pm.add_hookspecs(hookspecs)
+    assert pm.load_setuptools_entrypoints("lida_plugin") >= 1
+    builtin = pm.get_plugin("lida")
+    assert builtin is not None and builtin.__name__ == "lida_plugin.plugin"
+    assert dict(pm.list_plugin_distinfo())[builtin].project_name == "lida-plugin"
+
+    path = str(images["gen-a"][0])
+    record = pm.hook.lida_analyze_asset(path=path, config={"device": "cpu", "threads": 1, "use_default_store": False})
+    jsonschema.validate(record, SCHEMA)
+    assert record["status"] == "ok" and record["path"] == path and record["verdict"] == "ai-generated"
+    bad = pm.hook.lida_analyze_asset(path=str(images["gen-a"][0]) + ".missing", config={"device": "cpu"})
+    assert bad["status"] == "error" and "no such file" in bad["error"]
+    # broadcasts with no host plugin: nothing registered for them, no error
+    assert pm.hook.lida_asset_done(path=path, record=record, outputs={}) == []
+    assert pm.hook.lida_manifest_assertions(path=path, record=record, manifest={}) == []
+
+
+def test_host_plugin_overrides_analysis_first():
+    class Remote:
+        @hookimpl
+        def lida_analyze_asset(self, path, config):
+            return {"path": path, "status": "ok", "verdict": "real", "from": "remote"} if path.endswith(".x") else None
+
+    pm = new_plugin_manager(load_entrypoints=False)
+    pm.register(Remote())
+    assert pm.hook.lida_analyze_asset(path="a.x", config={})["from"] == "remote"
+    with pytest.raises(ValueError, match="unknown lida config"):  # falls through to the built-in
+        pm.hook.lida_analyze_asset(path="a.y", config={"no_such_key": 1})
+
+
+def test_third_party_plugin_by_entry_point(isolated_env, images, sink_dist, monkeypatch, builtin_closed):
+    pm = new_plugin_manager()
+    assert {"lida", "example-sink"} <= set(plugin_names(pm))
+    path = str(images["real"][0])
+    record = pm.hook.lida_analyze_asset(path=path, config={"device": "cpu", "threads": 1})
+    pm.hook.lida_asset_done(path=path, record=record, outputs={"report": "r.json"})
+    line = json.loads(sink_dist.read_text())
+    assert line == {"path": path, "status": "ok", "verdict": "real", "generator": None, "error": None,
+                    "outputs": {"report": "r.json"}}  # fmt: skip
+    got = plugin_assertions(pm, path=path, record=record, manifest={"assertions": []})
+    assert [a["label"] for a in got] == ["org.example.ingest"]
+
+    monkeypatch.setenv("LIDA_LOAD_PLUGINS", "")  # restrict: only the built-in
+    assert plugin_names(new_plugin_manager()) == ["lida"]
+    monkeypatch.setenv("LIDA_LOAD_PLUGINS", "example-sink")
+    assert set(plugin_names(new_plugin_manager())) == {"lida", "example-sink"}
+
+
+def test_plugin_assertions_drop_reserved_and_malformed():
+    class Bad:
+        @hookimpl
+        def lida_manifest_assertions(self, path, record, manifest):
+            return [
+                {"label": "org.lida.attribution", "data": {}},
+                {"label": "x"},
+                "nope",
+                {"label": "org.ok", "data": {}},
+            ]
+
+    class Raises:
+        @hookimpl
+        def lida_manifest_assertions(self):
+            raise RuntimeError("boom")
+
+    pm = new_plugin_manager(load_entrypoints=False)
+    pm.register(Bad())
+    assert plugin_assertions(pm, path="a", record={}, manifest={}) == [{"label": "org.ok", "data": {}}]
+    pm.register(Raises())
+    assert plugin_assertions(pm, path="a", record={}, manifest={}) == []
+
+
+def test_trace_env_prints_hook_calls(monkeypatch, capsys):
+    monkeypatch.setenv("LIDA_TRACE_PLUGINS", "1")
+    pm = new_plugin_manager(load_entrypoints=False)
+    pm.hook.lida_asset_done(path="p.png", record={"status": "ok"}, outputs={})
+    err = capsys.readouterr().err
+    assert "lida_asset_done(path, record, outputs)" in err and "result: []" in err
+
+
+def test_lida_attribute_calls_asset_done(isolated_env, images, capsys, monkeypatch):
+    import tqdm
+
+    from lida_plugin.cli import main
+
+    monkeypatch.setattr(tqdm.tqdm, "monitor_interval", 0)  # no process-wide tqdm monitor thread
+    from lida_plugin.manager import get_plugin_manager
+
+    seen = []
+
+    class Sink:
+        @hookimpl
+        def lida_asset_done(self, path, record, outputs):
+            seen.append((path, record["status"]))
+
+    pm = get_plugin_manager()
+    sink = Sink()
+    pm.register(sink)
+    try:
+        paths = [str(images["gen-b"][0]), str(images["real"][1]), str(images["real"][1]) + ".missing"]
+        assert main(["attribute", "--jsonl", *paths]) == 1
+    finally:
+        pm.unregister(sink)
+    assert seen == [(paths[0], "ok"), (paths[1], "ok"), (paths[2], "error")]
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_docs_mention_every_hook_and_argument():
+    """Like datasette's test_docs: docs/hooks.md has a heading `name(args)` per hook, args as in the spec."""
+    doc = (REPO / "docs/hooks.md").read_text()
+    headings = dict(re.findall(r"^### `(lida_\w+)\(([^)]*)\)`", doc, re.M))
+    assert sorted(headings) == HOOKS
+    for name in HOOKS:
+        spec_args = list(inspect.signature(getattr(hookspecs, name)).parameters)
+        assert [a.strip() for a in headings[name].split(",")] == spec_args, name
+        section = doc.split(f"### `{name}(")[1].split("\n### ")[0]
+        for arg in spec_args:
+            assert f"`{arg}`" in section, f"{name}: argument {arg} is not described"
+        assert getattr(hookspecs, name).__doc__.strip(), f"{name} has no docstring contract"
+    readme = (REPO / "README.md").read_text() if (REPO / "README.md").exists() else ""
+    for name in HOOKS:
+        assert name in readme, f"README does not mention {name}"
+
+
+def test_example_host_runs(tmp_path, isolated_env, images):
+    folder = images["gen-a"][0].parent
+    sink = tmp_path / "records.jsonl"
+    env = dict(os.environ, LIDA_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "hooks.example_host", str(folder), "--sink", str(sink)],
+                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "lida" in proc.stderr.splitlines()[0]
+    lines = [json.loads(x) for x in sink.read_text().splitlines()]
+    assert len(lines) == len(list(folder.iterdir())) == 12
+    assert {x["verdict"] for x in lines} <= {"real", "ai-generated"}
