@@ -91,3 +91,19 @@ def test_evaluation_does_not_import_torch():
             "lida_plugin.evaluate.report, lida_plugin.evaluate.training; print('torch' in sys.modules)")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_adapt_condition_trains_on_the_gallery_only(eval_data, tiny_model, tmp_path):
+    pytest.importorskip("torch")
+    from exporters.train import Recipe, pretrain
+    from lida_plugin.evaluate.run import EvalConfig, evaluate
+
+    r = Recipe(arch="lida-resnet-tiny", dim=16, crop=32, crop_count=4, pretrain="none")
+    init = pretrain(r, [], tmp_path / "run", progress=False)  # random weights, no data needed
+    cfg = EvalConfig(str(eval_data), shots=(1,), seeds=1, model=str(tiny_model), raw_baseline=False, adapt=True,
+                     adapt_init=str(init), adapt_steps=2, robustness=False, open_set=False, threads=1)  # fmt: skip
+    res = evaluate(cfg)
+    ad = res["conditions"]["lida-adapted"]
+    assert ad["adapt_steps"] == 2 and ad["seeds"] == 1
+    s = ad["retrieval"]["1"]["summary"]
+    assert s["rank1_class_avg"]["n"] == 1 and 0.0 <= s["detection_auc"]["mean"] <= 1.0

@@ -71,7 +71,7 @@ def add_commands(sub) -> None:
         " fingerprint model under the same budget) or authors (ResNet-50 w/o max-pool, 256 crops);"
         " needs the train extra; models are kept in runs/eval-<kind>/",
     )
-    p.add_argument("--train-seconds", type=float, default=120.0, help="pre-training budget per baseline (default 120)")
+    p.add_argument("--train-steps", type=int, default=600, help="pre-training steps per baseline (default 600)")
     p.add_argument("--train-adapt-steps", type=int, default=200, help="adaptation steps per baseline (default 200)")
     p.add_argument(
         "--adapt",
@@ -115,7 +115,7 @@ def _command(args: argparse.Namespace) -> str:
     for kind in args.train_baseline:
         parts += ["--train-baseline", kind]
     if args.train_baseline:
-        parts += ["--train-seconds", f"{args.train_seconds:g}", "--train-adapt-steps", str(args.train_adapt_steps)]
+        parts += ["--train-steps", str(args.train_steps), "--train-adapt-steps", str(args.train_adapt_steps)]
     if args.robust_per_class != 10:
         parts += ["--robust-per-class", str(args.robust_per_class)]
     if args.report:
@@ -162,10 +162,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for kind in args.train_baseline:
             from .training import RUNS
 
-            print(f"training baseline {kind} ({args.train_seconds:g} s pre-training) ...", file=sys.stderr)
+            print(f"training baseline {kind} ({args.train_steps} pre-training steps) ...", file=sys.stderr)
             compare[f"{kind}-baseline"] = str(
                 train_baseline(
-                    kind, args.data_root, RUNS, args.train_seconds, args.train_adapt_steps, args.threads, args.progress
+                    kind, args.data_root, RUNS, args.train_steps, args.train_adapt_steps, args.threads, args.progress
                 )
             )
         cfg = EvalConfig(

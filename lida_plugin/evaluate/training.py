@@ -124,7 +124,7 @@ def adapted_condition(entries: list[Entry], cfg, fam: dict[str, str]) -> dict:
     return out
 
 
-def baseline_recipe(kind: str, budget_steps: int | None = None):
+def baseline_recipe(kind: str):
     """The recipe of a trained baseline: the default recipe with the baseline's change."""
     _, T = _exporters()
     r = T.Recipe()
@@ -137,8 +137,6 @@ def baseline_recipe(kind: str, budget_steps: int | None = None):
                                 pretrain_batch=8, adapt_batch=8)  # fmt: skip
     else:
         raise ValueError(f"unknown baseline {kind!r}; choose from {BASELINES}")
-    if budget_steps:
-        r = dataclasses.replace(r, pretrain_steps=budget_steps)
     return r
 
 
@@ -146,12 +144,14 @@ def train_baseline(
     kind: str,
     data_root: str | Path,
     run_dir: str | Path,
-    pretrain_seconds: float,
+    pretrain_steps: int,
     adapt_steps: int,
     threads: int | None = None,
     progress: bool = False,
 ) -> Path:
-    """Train (pre-train for at most ``pretrain_seconds``, then adapt) and export a baseline;
+    """Train (``pretrain_steps`` of pre-training, then ``adapt_steps`` of adaptation, on the train split)
+    and export a baseline; a fixed step count, not a time budget, so baselines trained side by side
+    on a busy machine get the same training;
     returns the ONNX path (``<run_dir>/eval-<kind>/model.onnx``, reused when it exists).
 
     ``run_dir`` is normally ``runs/``, so pre-training finds the generator-zoo images the
@@ -169,9 +169,9 @@ def train_baseline(
         log.info("baseline %s: reusing %s", kind, onnx)
         return onnx
     items = D.load_folder(data_root)
-    r = dataclasses.replace(baseline_recipe(kind), adapt_steps=adapt_steps)
-    ck_p = T.pretrain(r, items, run, progress=progress, max_seconds=pretrain_seconds)
+    r = dataclasses.replace(baseline_recipe(kind), pretrain_steps=pretrain_steps, adapt_steps=adapt_steps)
+    ck_p = T.pretrain(r, items, run, progress=progress)
     ck_a = T.adapt(r, items, ck_p, run, progress=progress)
-    extra = {"baseline": kind, "pretrain_budget_seconds": pretrain_seconds}
+    extra = {"baseline": kind, "pretrain_steps": pretrain_steps, "adapt_steps": adapt_steps}
     path, _, _ = export_checkpoint(ck_a, items, onnx, model_id=f"eval-baseline-{kind}", extra_training=extra)
     return path
