@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .errors import LidaError
 from .keys import SigningConfig, load_signing_config, make_signer
 from .manager import plugin_assertions
 from .provenance import ASSERTION_LABEL, TRAINED, compare, make_context, mime_for, read_store
@@ -57,6 +58,10 @@ POLICIES = ("assertion", "action", "action-attributed")
 EMBED_MIMES = {"image/jpeg", "image/png", "image/webp", "image/tiff", "image/gif", "image/avif", "image/heic",
                "image/heif", "image/jxl", "image/dng"}  # fmt: skip
 BACKUP_SUFFIX = ".lida-bak"
+
+
+class OutputDirError(LidaError):
+    """The ``--out`` folder cannot be created (a setup error: nothing was written)."""
 
 
 class ManifestError(Exception):
@@ -253,9 +258,7 @@ class ManifestWriter:
             try:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                from .keys import KeysError
-
-                raise KeysError(f"--out {self.out_dir}: cannot create it: {exc.strerror or exc}") from None
+                raise OutputDirError(f"--out {self.out_dir}: cannot create it: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         for r in (self.signer, self.context, self.read_context):
@@ -277,6 +280,16 @@ class ManifestWriter:
             record["manifest"] = {"status": "skipped", "reason": "the file was not analysed"}
             record.setdefault("provenance", None)
             return True
+        try:
+            return self._apply(record)
+        except Exception as exc:  # a bug or an unforeseen library error: still one file's error, not a traceback
+            log.debug("manifest writer failed", exc_info=True)
+            log.error("%s: manifest not written: internal error: %s", record.get("path"), exc)
+            record["manifest"] = {"status": "error", "error": f"internal error: {exc}", "original_untouched": True}
+            record.setdefault("provenance", None)
+            return False
+
+    def _apply(self, record: dict[str, Any]) -> bool:
         src = Path(record["path"])
         mime = mime_for(src, (record.get("image") or {}).get("format"))
         prior, prior_source = self._prior(src, mime)

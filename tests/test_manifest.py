@@ -463,3 +463,27 @@ def test_plugin_assertions_are_signed_after_ours(config, tmp_path):
     assert assertion(store, "org.example.ingest") == {"desk": "photo", "asset": "u.png"}
     assert labels.index("org.example.ingest") > labels.index("org.lida.attribution")
     assert "org.lida.fake" not in labels  # reserved labels are dropped by the manager
+
+
+def test_unexpected_failure_is_still_a_per_file_error(config, tmp_path, monkeypatch):
+    src = write_image(tmp_path / "v.png", "png")
+    before = src.read_bytes()
+
+    def boom(*a, **kw):
+        raise RuntimeError("surprise")
+
+    monkeypatch.setattr(manifest_mod, "build_manifest", boom)
+    rec = record_for(src)
+    with writer(config, out_dir=tmp_path / "out") as w:
+        assert not w.apply(rec)
+    assert rec["manifest"]["status"] == "error" and "surprise" in rec["manifest"]["error"]
+    jsonschema.validate(rec, RESULT_SCHEMA)
+    assert src.read_bytes() == before
+
+
+def test_out_dir_that_cannot_be_created_is_a_setup_error(isolated_env, images, keys, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    rc = main(["attribute", str(images["real"][0]), "--manifest", "embed", "--out", str(blocker / "sub"),
+               "--keys", str(keys)])  # fmt: skip
+    assert rc == 3 and "cannot create it" in capsys.readouterr().err
