@@ -487,3 +487,29 @@ def test_out_dir_that_cannot_be_created_is_a_setup_error(isolated_env, images, k
     rc = main(["attribute", str(images["real"][0]), "--manifest", "embed", "--out", str(blocker / "sub"),
                "--keys", str(keys)])  # fmt: skip
     assert rc == 3 and "cannot create it" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["embed", "sidecar"])
+def test_large_file_is_streamed_not_loaded(config, keys, tmp_path, mode):
+    import tracemalloc
+
+    import numpy as np
+    from PIL import Image
+
+    src = tmp_path / "big.tif"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (2400, 2400, 3), dtype=np.uint8)).save(src)  # ~17 MB, uncompressed
+    size = src.stat().st_size
+    rec = record_for(src)
+    with writer(config, out_dir=tmp_path / "out", mode=mode) as w:
+        tracemalloc.start()
+        try:
+            assert w.apply(rec), rec["manifest"]
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < size / 4, f"peak Python allocation {peak} for a {size}-byte file"
+    out = Path(rec["manifest"]["path"])
+    state, _, _ = read_back(src if mode == "sidecar" else out, sidecar=out.read_bytes() if mode == "sidecar" else None,
+                            anchor=keys / ROOT_CERT)  # fmt: skip
+    assert state == "Trusted"
