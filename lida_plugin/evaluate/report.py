@@ -221,7 +221,8 @@ def markdown(result: dict, command: str, plot_dir: str | None = None) -> str:
         a("")
         for n, g in rob.get("gate", {}).items():
             coll = [r["transform"] for r in g["levels"] if r["collapsed"]]
-            a(f"- {n}: accuracy collapsed (Rank-1 below half of clean {_pct(g['clean_rank1'])}%) under: "
+            a(f"- {n}: accuracy collapsed (Rank-1 below half of clean {_pct(g['clean_rank1'])}% or below twice"
+              f" chance {_pct(g.get('chance_rank1'))}%) under: "
               f"{', '.join(coll) or 'none'}; the gate let confident attributions through at collapsed levels: "
               f"{', '.join(g['collapsed_let_through']) or 'none'}; the gate fired where accuracy had not collapsed: "
               f"{', '.join(g['fired_without_collapse']) or 'none'}.")  # fmt: skip
@@ -351,7 +352,7 @@ def write_plots(result: dict, out_dir: str | Path) -> list[Path]:
             for lab in labels:
                 sel = labs == lab
                 if sel.any():
-                    marker = "x" if lab == "real" else "o"
+                    marker = "x" if lab == "real" else ("^" if lab.startswith("ldm-sr") else "o")
                     ax.scatter(xy[sel, 0], xy[sel, 1], s=9, color=colour[lab], marker=marker, label=lab, alpha=0.75)
             ev = m.get("explained_variance", [0, 0])
             ax.set_title(f"{n} (PC1 {100 * ev[0]:.0f}%, PC2 {100 * ev[1]:.0f}%)", fontsize=9)

@@ -337,6 +337,7 @@ def robustness(entries: list[Entry], conds: list[Condition], cfg: EvalConfig, fa
     out: dict = {"queries": len(subset), "per_class_cap": cfg.robust_per_class, "levels": {}}
     k = min(cfg.shots)
     out["shots"] = k
+    out["classes"] = len(make_episode(entries, k, 0, cfg.split).classes)
     for t in cfg.robust_transforms:
         t0 = time.perf_counter()
         embs, reliable, reasons, errors = embed_paths(
@@ -396,12 +397,14 @@ def robustness(entries: list[Entry], conds: list[Condition], cfg: EvalConfig, fa
 
 
 def _gate_check(out: dict, conds: list[Condition]) -> None:
-    """Per condition: the levels where Rank-1 fell below half its clean value ("collapsed"), and
-    whether the gate let any confident attribution (a named generator) through there."""
+    """Per condition: the levels where accuracy has "collapsed" (Rank-1 below half its clean value,
+    or below twice chance, 2/C for C classes), and whether the gate let any confident attribution
+    (a generator named) through there."""
     for c in conds:
         if c.info is None or "none" not in out["levels"]:
             continue
         clean = out["levels"]["none"]["conditions"][c.name]["rank1_class_avg"]["mean"]
+        chance = 1.0 / max(1, out.get("classes", 1))
         rows = []
         for t, lv in out["levels"].items():
             cr = lv["conditions"][c.name]
@@ -410,7 +413,7 @@ def _gate_check(out: dict, conds: list[Condition]) -> None:
                 {
                     "transform": t,
                     "rank1": r1,
-                    "collapsed": bool(r1 < 0.5 * clean),
+                    "collapsed": bool(r1 < 0.5 * clean or r1 < 2 * chance),
                     "inconclusive_rate": lv["inconclusive_rate"],
                     "confident_attribution_rate": cr["confident_attribution_rate"]["mean"],
                     "confident_wrong_attribution_rate": cr["confident_wrong_attribution_rate"]["mean"],
@@ -420,6 +423,7 @@ def _gate_check(out: dict, conds: list[Condition]) -> None:
         early = [r["transform"] for r in rows if not r["collapsed"] and r["inconclusive_rate"] > 0]
         out.setdefault("gate", {})[c.name] = {
             "clean_rank1": clean,
+            "chance_rank1": chance,
             "levels": rows,
             "collapsed_let_through": let_through,
             "fired_without_collapse": early,
