@@ -81,6 +81,7 @@ def add_commands(sub) -> None:
     p.add_argument("--adapt-init", help="pre-trained checkpoint to adapt from (default runs/default/pretrain.pt)")
     p.add_argument("--adapt-steps", type=int, default=150, help="adaptation steps per episode (default 150)")
     p.add_argument("--adapt-seeds", type=int, help="seeds for the adapted condition (default: --seeds)")
+    p.add_argument("--adapt-shots", type=_ints, help="shots for the adapted condition (default: --shots)")
     p.add_argument("--no-robustness", action="store_true", help="skip the JPEG/resize/crop sweep")
     p.add_argument("--robust-per-class", type=int, default=10, help="queries per class in the sweep (default 10)")
     p.add_argument("--no-open-set", action="store_true", help="skip leave-one-generator-out")
@@ -110,6 +111,8 @@ def _command(args: argparse.Namespace) -> str:
         parts += ["--adapt-steps", str(args.adapt_steps)]
         if args.adapt_seeds is not None:
             parts += ["--adapt-seeds", str(args.adapt_seeds)]
+        if args.adapt_shots:
+            parts += ["--adapt-shots", ",".join(map(str, args.adapt_shots))]
     for name, path in args.compare:
         parts += ["--compare", f"{name}={path}"]
     for kind in args.train_baseline:
@@ -181,6 +184,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             adapt_init=args.adapt_init,
             adapt_steps=args.adapt_steps,
             adapt_seeds=args.adapt_seeds,
+            adapt_shots=args.adapt_shots,
             robustness=not args.no_robustness,
             robust_per_class=args.robust_per_class,
             open_set=not args.no_open_set,

@@ -100,7 +100,7 @@ def adapted_condition(entries: list[Entry], cfg, fam: dict[str, str]) -> dict:
         "retrieval": {},
     }
     with tempfile.TemporaryDirectory(prefix="lida-eval-adapt-") as tmp:
-        for k in cfg.shots:
+        for k in cfg.adapt_shots or cfg.shots:
             acc = KAccumulator(k)
             for seed in range(seeds):
                 ep = make_episode(entries, k, seed, cfg.split)
