@@ -141,6 +141,13 @@ def _notes(result: dict) -> list[str]:
             " generator; `--adapt` (adaptation from the pre-trained checkpoint on each episode's gallery only) is"
             " the paper's few-shot setting."
         )
+    if "rgb-baseline" in result["conditions"]:
+        notes.append(
+            "Content confound: several named-generator classes here are one prompt rendered at several weight"
+            " quantisations (flux-1, z-image, sd-1.5-ggml, the Core ML sd-1.4/1.5 pairs), so an RGB encoder can"
+            " retrieve them by picture content, not by generator trace. The seven ldm-sr classes are the same 100"
+            " faces through seven checkpoints: content-controlled, the honest test of fingerprint vs RGB."
+        )
     notes.append(
         "Ties in the ranking are broken against the query (a same-similarity item of another class ranks first),"
         " so a degenerate encoder cannot score by luck; classes with too few images for a k are listed as skipped"

@@ -330,8 +330,11 @@ def robust_subset(entries: list[Entry], split: str, per_class: int) -> list[int]
 
 
 def robustness(entries: list[Entry], conds: list[Condition], cfg: EvalConfig, fam: dict[str, str]) -> dict:
-    """Queries re-encoded per transform; galleries stay the clean registration images."""
+    """Queries re-encoded per transform; galleries stay the clean registration images. Run for the
+    encoder and the raw-fingerprint baseline (the comparison models only when there is no encoder)."""
     conds = [c for c in conds if c.embedder is not None]
+    if any(c.name in (MAIN, RAW) for c in conds):
+        conds = [c for c in conds if c.name in (MAIN, RAW)]
     subset = robust_subset(entries, cfg.split, cfg.robust_per_class)
     in_subset = set(subset)
     paths = [entries[i].path for i in subset]
@@ -449,10 +452,13 @@ def evaluate(cfg: EvalConfig) -> dict:
         geo = (main.info.crop_size, main.info.crop_count, main.info.crop_align) if main else (64, 16, 8)
         embedders[RAW] = RawFingerprintEmbedder(*geo)
         descriptions[RAW] = "nearest neighbour on raw low-bit fingerprints (no encoder)"
-    if not embedders:
-        raise ValueError("nothing to evaluate: no model and no baseline")
+    if not embedders and not cfg.adapt:
+        raise ValueError("nothing to evaluate: no model, no baseline and no --adapt")
     t0 = time.perf_counter()
-    embs, reliable, _, errors = embed_paths([e.path for e in entries], embedders, progress=cfg.progress)
+    if embedders:
+        embs, reliable, _, errors = embed_paths([e.path for e in entries], embedders, progress=cfg.progress)
+    else:
+        embs, reliable, errors = {}, np.ones(len(entries), dtype=bool), [None] * len(entries)
     embed_s = time.perf_counter() - t0
     conds = [
         Condition(n, descriptions[n], embs[n], getattr(e, "info", None), e, e.describe()) for n, e in embedders.items()
