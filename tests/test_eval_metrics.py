@@ -100,3 +100,51 @@ def test_summarize():
     assert s["std"] == pytest.approx(np.std([0.5, 1.0], ddof=1))
     assert M.summarize([0.3])["std"] == 0.0
     assert M.summarize([])["n"] == 0
+
+
+def _lv(r1: float, inconclusive: float, confident: float) -> dict:
+    c = {
+        "rank1_class_avg": {"mean": r1},
+        "confident_attribution_rate": {"mean": confident},
+        "confident_wrong_attribution_rate": {"mean": 0.0},
+    }
+    return {"inconclusive_rate": inconclusive, "conditions": {"lida": c}}
+
+
+def test_gate_check_flags_collapsed_levels_let_through():
+    from types import SimpleNamespace
+
+    from lida_plugin.evaluate.run import _gate_check
+
+    out = {"classes": 10, "levels": {
+        "none": _lv(0.8, 0.0, 0.7),
+        "jpeg-q95": _lv(0.7, 1.0, 0.0),  # fine accuracy, but the gate fires: fired without collapse
+        "resize-0.5": _lv(0.15, 0.0, 0.3),  # collapsed (< 0.4), gate silent, confident answers: let through
+        "crop": _lv(0.1, 1.0, 0.0),  # collapsed and gated: fine
+    }}  # fmt: skip
+    _gate_check(out, [SimpleNamespace(name="lida", info=object())])
+    g = out["gate"]["lida"]
+    assert g["collapsed_let_through"] == ["resize-0.5"]
+    assert g["fired_without_collapse"] == ["jpeg-q95"]
+    assert [r["collapsed"] for r in g["levels"]] == [False, False, True, True]
+
+
+def test_targets_need_five_seeds_and_an_rgb_baseline():
+    from lida_plugin.evaluate.run import targets
+
+    def cond(r1_1, r1_10=None):
+        ret = {"1": {"summary": {"rank1_class_avg": {"mean": r1_1}}}}
+        if r1_10 is not None:
+            ret["10"] = {"summary": {"rank1_class_avg": {"mean": r1_10}}}
+        return {"retrieval": ret}
+
+    lida = {**cond(0.75, 0.85), "detection": {"auc": 0.99}}
+    res = {"meta": {"shots": [1, 10], "seeds": 5}, "conditions": {"lida": lida, "rgb-baseline": cond(0.3)}}
+    t = {x["target"]: x["met"] for x in targets(res)}
+    assert t["lida: 1-shot Rank-1 >= 70%"] is True
+    assert t["lida: 1-shot Rank-1 >= 2x rgb-baseline"] is True
+    assert t["lida: 10-shot Rank-1 >= 90%"] is False
+    assert t["lida: detection AUC >= 0.98"] is True
+    res["meta"]["seeds"] = 3
+    t = {x["target"]: x["met"] for x in targets(res)}
+    assert t["lida: 1-shot Rank-1 >= 70%"] is None
