@@ -42,6 +42,7 @@ import sys
 import threading
 import time
 from collections import defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".g
 TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".swp", ".lock", ".filepart")
 TMP_PREFIX = ".lida-tmp-"
 MANIFEST_MODES = ("none", "sidecar", "embed")
+WRITE_GROUP = 64  # assets completed per journal transaction at most
 
 
 def is_candidate(name: str) -> bool:
@@ -244,6 +246,7 @@ class _Item:
     adopted: bool = False
     duplicate_of: str | None = None
     waiters: list[_Item] = field(default_factory=list)
+    sealed: bool = False  # in the writer: duplicate_of no longer changes
 
 
 class _Stats:
@@ -322,11 +325,8 @@ class Watcher:
             d.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(cfg.journal)
         self._clean_temp_files()
-        if cfg.polling:
-            from watchdog.observers.polling import PollingObserver as ObserverClass
-        else:
-            from watchdog.observers import Observer as ObserverClass
-        self._observer = ObserverClass()
+        self._observer = _make_observer(cfg.polling)
+        self._sync_pool = ThreadPoolExecutor(8, thread_name_prefix="lida-watch-fsync")
         events = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent, FileDeletedEvent, DirMovedEvent]
         self._observer.schedule(_make_handler(self), str(cfg.in_dir), recursive=cfg.recursive, event_filter=events)
         self._observer.start()  # before the scan, so nothing written during the scan is missed
@@ -382,6 +382,7 @@ class Watcher:
         self._write_q.put(None)
         self._threads[-1].join()
         self._threads = []
+        self._sync_pool.shutdown()
         c = self.stats.counts
         _event(logging.INFO, "stopped", processed=sum(c.values()), left_for_next_start=dropped + len(self.tracker), **c)
         self.journal.close()
@@ -555,6 +556,12 @@ class Watcher:
             if exc.reason == "no such file":
                 self._release(item.path)  # gone before we got to it: nothing to report
                 return
+            with contextlib.suppress(OSError):
+                adopted = self._adoptable_report(item, os.stat(item.path))
+                if adopted is not None and adopted.get("status") == "error":  # reported by a killed run
+                    item.record, item.adopted = adopted, True
+                    self._write_q.put(item)
+                    return
             self._fail(item, exc.reason)
             return
         except FileNotFoundError:
@@ -569,6 +576,14 @@ class Watcher:
                 self.journal.update_stat(item.path, item.sha256, st.st_size, st.st_mtime_ns)
                 self._release(item.path)
                 return
+            adopted = self._adoptable_report(item, st)
+            if adopted is not None:  # its report was written by a run killed before journaling it
+                item.record, item.adopted = adopted, True
+                item.duplicate_of = adopted.get("duplicate_of")
+                if adopted.get("status") == "ok" and not item.duplicate_of:
+                    self._adopt_original(item)
+                self._write_q.put(item)
+                return
             first = self.journal.first_done(item.sha256)
             if first is not None and first.path != item.path:
                 item.duplicate_of = first.path
@@ -582,11 +597,6 @@ class Watcher:
                 claim.waiters.append(item)
                 return
             self._claims[item.sha256] = item
-        adopted = self._adoptable_report(item)
-        if adopted is not None:
-            item.record, item.adopted = adopted, True
-            self._write_q.put(item)
-            return
         try:
             decoded = decode_bytes(data, item.path, max_pixels=self.attributor.max_pixels)
             crops = self.attributor.encoder.crops_for(decoded)
@@ -601,12 +611,44 @@ class Watcher:
         item.prepared = (decoded, crops)
         self._encode_q.put(item)
 
-    def _adoptable_report(self, item: _Item) -> dict[str, Any] | None:
-        """A report left by a run killed between writing it and journaling it."""
+    def _adopt_original(self, item: _Item) -> None:
+        """(Claim lock held.) An adopted report says its asset is the first with these bytes: make that so,
+        or, when another name already is, turn the adopted one into a duplicate (its report gains
+        ``duplicate_of``; the result is reused, not recomputed)."""
+        first = self.journal.first_done(item.sha256)
+        claim = self._claims.get(item.sha256)
+        if first is not None and first.path != item.path:
+            other = first.path
+        elif claim is not None and claim.sealed:
+            other = claim.path
+        else:
+            if claim is not None:  # being analysed under another name, not yet written: that one becomes the duplicate
+                claim.duplicate_of = item.path
+                item.waiters += claim.waiters
+                claim.waiters = []
+            self._claims[item.sha256] = item
+            return
+        item.duplicate_of, item.adopted = other, False
+
+    def _adoptable_report(self, item: _Item, st: os.stat_result) -> dict[str, Any] | None:
+        """A report for these very bytes left by a run killed between writing it and journaling it.
+
+        An ``ok`` report must name this path and hash; an error report (no hash) must name this path
+        and be newer than the file's last change.
+        """
         if self.cfg.out_dir is None:
             return None
-        rec = _read_report(str(self._report_path(item.rel)), item.sha256)
-        return rec if rec is not None and rec.get("path") == item.path else None
+        report = self._report_path(item.rel)
+        try:
+            rec = json.loads(report.read_text())
+            newer = report.stat().st_mtime_ns >= st.st_mtime_ns
+        except (OSError, ValueError):
+            return None
+        if not isinstance(rec, dict) or rec.get("path") != item.path:
+            return None
+        if rec.get("status") == "ok":
+            return rec if (rec.get("image") or {}).get("sha256") == item.sha256 else None
+        return rec if rec.get("status") == "error" and newer else None
 
     def _repend(self, item: _Item) -> None:
         with self._claim_lock:
@@ -659,89 +701,102 @@ class Watcher:
 
     # -- writer: reports, quarantine, journal, hooks ---------------------------------------------------
     def _write_loop(self) -> None:
-        while True:
+        """Completes what is ready in groups: reports fsync'd in parallel, one journal transaction per group."""
+        last = False
+        while not last:
             item = self._write_q.get()
             if item is None:
                 return
+            group = [item]
+            while len(group) < WRITE_GROUP:
+                try:
+                    nxt = self._write_q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    last = True
+                    break
+                group.append(nxt)
             try:
-                self._complete(item)
-            except Exception:
-                log.exception("event=writer_error path=%s", item.path)
-                self._release(item.path)
+                self._complete(group)
+            except Exception:  # e.g. disk full: nothing journaled, so the next rescan retries these files
+                log.exception("event=writer_error files=%d", len(group))
+                for it in group + self._release_claims(group):
+                    self._release(it.path)
 
-    def _complete(self, item: _Item) -> None:
-        done = [item]
-        with self._claim_lock:
-            if item.sha256 and self._claims.get(item.sha256) is item:
-                del self._claims[item.sha256]
-                done += item.waiters
-        finished: list[tuple[_Item, dict[str, Any], dict[str, str], Completion]] = []
-        for it in done:
-            if it is not item:  # same bytes under another name: reuse the result
-                it.record = item.record
+    def _complete(self, group: list[_Item]) -> None:
+        with self._claim_lock:  # from here on, whether an item is a duplicate is settled
+            for it in group:
+                it.sealed = True
+        finished: list[tuple[_Item, dict[str, Any], dict[str, str], str]] = []
+        for it in group:
             record = dict(it.record)
             record["path"] = it.path
             if it.duplicate_of:
                 record["duplicate_of"] = it.duplicate_of
-            outputs, completion = self._write_outputs(it, record)
-            finished.append((it, record, outputs, completion))
-        self.journal.record(c for *_, c in finished)
-        for it, record, outputs, completion in finished:
-            if self.cfg.move_processed and completion.state != "error":
+            ok = record.get("status") == "ok"
+            state = "error" if not ok else ("duplicate" if it.duplicate_of else "done")
+            outputs: dict[str, str] = {}
+            if ok and self.manifest_writer is not None and not it.adopted:
+                manifest = self._write_manifest(record)
+                if manifest:
+                    outputs["manifest"] = manifest
+            finished.append((it, record, outputs, state))
+        if self.cfg.out_dir is not None:
+            writes = []
+            for it, record, outputs, _ in finished:
+                outputs["report"] = str(self._report_path(it.rel))
+                if not it.adopted:
+                    writes.append((self._report_path(it.rel), (json.dumps(record, indent=2) + "\n").encode()))
+            list(self._sync_pool.map(lambda w: _atomic_write(*w), writes))  # parallel fsyncs share journal commits
+        else:
+            with self._stdout_lock:
+                sys.stdout.write("".join(json.dumps(r) + "\n" for _, r, _, _ in finished))
+                sys.stdout.flush()
+        completions = []
+        for it, record, outputs, state in finished:
+            if state == "error" and self.cfg.quarantine is not None:
+                q = self._quarantine(it, record)
+                if q:
+                    outputs["quarantine"] = q
+            size, mtime_ns, _ = it.stat
+            completions.append(
+                Completion(it.path, it.sha256 or "unreadable", state, size, mtime_ns, report=outputs.get("report"),
+                           duplicate_of=it.duplicate_of, error=record.get("error"))
+            )  # fmt: skip
+        self.journal.record(completions)
+        # Only now, with the bytes journaled, may another name with them be told it is a duplicate.
+        waiters = self._release_claims(group)
+        for w in waiters:  # same bytes under another name, analysed meanwhile: reuse the result
+            w.record = next(it.record for it in group if it.sha256 == w.sha256)
+        from .manager import notify_asset_done
+
+        for it, record, outputs, state in finished:
+            if self.cfg.move_processed and state != "error":
                 moved = self._move_processed(it.path, it.rel)
                 if moved:
                     outputs["moved_to"] = moved
-            from .manager import notify_asset_done
-
             notify_asset_done(self.pm, path=it.path, record=record, outputs=outputs)
             self._release(it.path)
-            self.stats.add("adopted" if it.adopted else completion.state)
+            self.stats.add("adopted" if it.adopted else state)
             _event(
-                logging.INFO,
-                "asset",
-                path=it.rel,
-                state=completion.state,
-                verdict=record.get("verdict"),
-                generator=record.get("generator"),
-                error=record.get("error"),
-                duplicate_of=it.duplicate_of,
+                logging.INFO, "asset", path=it.rel, state=state, verdict=record.get("verdict"),
+                generator=record.get("generator"), error=record.get("error"), duplicate_of=it.duplicate_of,
                 latency_s=round(time.monotonic() - it.ready_at, 3),
-            )
-        self.journal.mark_notified((c.path, c.sha256) for *_, c in finished)
+            )  # fmt: skip
+        self.journal.mark_notified((c.path, c.sha256) for c in completions)
+        if waiters:
+            self._complete(waiters)
 
-    def _write_outputs(self, it: _Item, record: dict[str, Any]) -> tuple[dict[str, str], Completion]:
-        ok = record.get("status") == "ok"
-        state = "error" if not ok else ("duplicate" if it.duplicate_of else "done")
-        outputs: dict[str, str] = {}
-        if ok and self.manifest_writer is not None and not it.adopted:
-            manifest = self._write_manifest(record)
-            if manifest:
-                outputs["manifest"] = manifest
-        if self.cfg.out_dir is not None:
-            report = self._report_path(it.rel)
-            if not it.adopted:
-                _atomic_write(report, (json.dumps(record, indent=2) + "\n").encode())
-            outputs["report"] = str(report)
-        else:
-            with self._stdout_lock:
-                sys.stdout.write(json.dumps(record) + "\n")
-                sys.stdout.flush()
-        if not ok and self.cfg.quarantine is not None:
-            q = self._quarantine(it, record)
-            if q:
-                outputs["quarantine"] = q
-        size, mtime_ns, _ = it.stat
-        completion = Completion(
-            it.path,
-            it.sha256 or "unreadable",
-            state,
-            size,
-            mtime_ns,
-            report=outputs.get("report"),
-            duplicate_of=it.duplicate_of,
-            error=record.get("error"),
-        )
-        return outputs, completion
+    def _release_claims(self, group: list[_Item]) -> list[_Item]:
+        """Forget the group's claims on their bytes; the items that waited on them."""
+        waiters = []
+        with self._claim_lock:
+            for it in group:
+                if it.sha256 and self._claims.get(it.sha256) is it:
+                    del self._claims[it.sha256]
+                    waiters += it.waiters
+        return waiters
 
     def _write_manifest(self, record: dict[str, Any]) -> str | None:
         """Sign the finding into a C2PA manifest (``record["manifest"]`` says how it went); its path if written."""
@@ -812,6 +867,22 @@ class Watcher:
                     if f.startswith(TMP_PREFIX):
                         with contextlib.suppress(OSError):
                             os.unlink(os.path.join(root, f))
+
+
+def _make_observer(polling: bool):
+    """PollingObserver for shares; inotify with full move events on Linux (a rename into the folder from
+    outside is then a FileMovedEvent, delivered at once, not a FileCreatedEvent); else the platform's."""
+    if polling:
+        from watchdog.observers.polling import PollingObserver
+
+        return PollingObserver()
+    if sys.platform.startswith("linux"):
+        from watchdog.observers.inotify import InotifyObserver
+
+        return InotifyObserver(generate_full_events=True)
+    from watchdog.observers import Observer
+
+    return Observer()
 
 
 def _read_report(path: str | None, sha256: str | None) -> dict[str, Any] | None:

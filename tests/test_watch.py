@@ -6,6 +6,7 @@ runs ``python -m lida_plugin.cli watch`` as a subprocess, SIGKILLs it midway and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -135,9 +136,14 @@ def test_watch_in_process(tmp_path, attributor, pm):
         assert rec["path"] == str(inbox / name[: -len(".json")])
     assert reports["broken.png.json"]["status"] == "error"
     assert "corrupt" in reports["broken.png.json"]["error"] or "truncated" in reports["broken.png.json"]["error"]
-    assert reports["dup-of-a.png.json"]["duplicate_of"] in (str(inbox / "a.png"), str(inbox / "dup-of-a.png"))
+    pair = [reports["a.png.json"], reports["dup-of-a.png.json"]]  # whichever came second is the duplicate
+    assert sorted(r.get("duplicate_of", "") for r in pair) == [
+        "",
+        pair[0]["path"] if "duplicate_of" in pair[1] else pair[1]["path"],
+    ]
+    assert pair[0]["image"]["sha256"] == pair[1]["image"]["sha256"]
     assert reports["slow.png.json"]["status"] == "ok"
-    assert reports["slow.png.json"]["image"]["sha256"] == reports["slow.png.json"]["image"]["sha256"]
+    assert reports["slow.png.json"]["image"]["sha256"] == hashlib.sha256(data).hexdigest()
     assert (quar / "broken.png").read_bytes() == (inbox / "broken.png").read_bytes()  # a copy; original stays
     err = json.loads((quar / "broken.png.error.json").read_text())
     assert err["error"] == reports["broken.png.json"]["error"]
@@ -261,7 +267,9 @@ def test_kill_and_restart_200_files(tmp_path, isolated_env):
             assert wait_for(lambda: len(list(out.glob("*.json"))) >= 40, 60)
             proc.send_signal(signal.SIGKILL)  # midway: files in flight, slow writers still writing
             proc.wait(10)
-            killed_reports = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.json")}
+            killed_reports = {
+                p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_text()) for p in out.glob("*.json")
+            }
             assert len(killed_reports) < len(first) - 20, "the watcher was not killed midway"
             for f in futures:
                 f.result()
@@ -288,8 +296,6 @@ def test_kill_and_restart_200_files(tmp_path, isolated_env):
         jsonschema.validate(rec, SCHEMA)
         assert rec["status"] == "ok", rec
         assert rec["path"] == str(inbox / name)
-        import hashlib
-
         sha = hashlib.sha256(data).hexdigest()
         assert rec["image"]["sha256"] == sha
         if "duplicate_of" in rec:
@@ -304,10 +310,15 @@ def test_kill_and_restart_200_files(tmp_path, isolated_env):
         err = json.loads((quar / f"{name}.error.json").read_text())
         assert err["error"] == rec["error"] and err["path"] == str(inbox / name)
         assert (quar / name).read_bytes() == corrupt[name] and (inbox / name).exists()
-    # reports written before the kill were not rewritten after the restart
-    for name, ident in killed_reports.items():
+    # reports written before the kill were not recomputed after the restart: untouched, or (when the killed run
+    # wrote it but did not journal it, and the restart journaled the same bytes under another name first) the
+    # same record plus duplicate_of
+    for name, (ino, mtime, text) in killed_reports.items():
         p = out / name
-        assert (p.stat().st_ino, p.stat().st_mtime_ns) == ident, f"{name} was written again after the restart"
+        if (p.stat().st_ino, p.stat().st_mtime_ns) != (ino, mtime):
+            old, new = json.loads(text), json.loads(p.read_text())
+            assert "duplicate_of" in new and "duplicate_of" not in old, f"{name} was written again after the restart"
+            assert {k: v for k, v in new.items() if k != "duplicate_of"} == old, f"{name} was recomputed"
     with sqlite3.connect(out / ".lida-watch.sqlite") as db:
         rows = db.execute("SELECT path, state, processed, notified FROM assets").fetchall()
     assert sorted(r[0] for r in rows) == sorted(str(inbox / n) for n in [*valid, *corrupt])  # one row per file
