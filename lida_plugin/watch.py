@@ -1008,6 +1008,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.settle < 0 or args.close_settle < 0 or args.rescan <= 0 or args.stats_interval <= 0:
         print("lida watch: error: --workers must be >= 1 and the intervals positive", file=sys.stderr)
         return cli.EXIT_USAGE
+    if args.manifest != "none" and not args.out:
+        print(f"lida watch: error: --manifest {args.manifest} needs --out OUT_DIR (manifests go beside the reports)",
+              file=sys.stderr)  # fmt: skip
+        return cli.EXIT_USAGE
     cfg = WatchConfig(
         in_dir=args.in_dir,
         out_dir=args.out,

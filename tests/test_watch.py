@@ -181,7 +181,8 @@ def test_watch_command_refuses_manifest_without_out(tmp_path, isolated_env):
     from lida_plugin.cli import main
 
     (tmp_path / "in").mkdir()
-    assert main(["watch", str(tmp_path / "in"), "--manifest", "sidecar"]) == 3
+    assert main(["watch", str(tmp_path / "in"), "--manifest", "sidecar"]) == 2
+    assert main(["watch", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 3
 
 
 # -- the kill-and-restart test ----------------------------------------------------------------
@@ -330,3 +331,33 @@ def test_kill_and_restart_200_files(tmp_path, isolated_env):
     assert any(e.get("event") == "throughput" for e in events)
     assert not any(e.get("level") == "error" for e in events), [e for e in events if e.get("level") == "error"][:3]
     shutil.rmtree(staging)
+
+
+def test_watch_writes_sidecar_manifests(tmp_path, attributor, pm):
+    """--manifest sidecar: one signed <stem>.c2pa per analysed asset beside the reports; bad files get none."""
+    import argparse
+
+    from lida_plugin.keys import init_keys
+    from lida_plugin.watch import manifest_writer_for
+
+    keys = init_keys(tmp_path / "keys")
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    args = argparse.Namespace(manifest="sidecar", out=str(out), keys=str(keys), source_type_policy="assertion")
+    writer = manifest_writer_for(args, attributor.encoder)
+    try:
+        cfg = WatchConfig(in_dir=inbox, out_dir=out, manifest="sidecar", settle=0.2)
+        with Watcher(cfg, attributor, pm=pm, manifest_writer=writer) as w:
+            write_png(inbox / "a.png", "gen-a", 1)
+            (inbox / "b.png").write_bytes((inbox / "a.png").read_bytes())
+            (inbox / "bad.png").write_bytes(b"nope")
+            assert wait_for(lambda: len(list(out.glob("*.json"))) == 3 and w.idle())
+    finally:
+        writer.close()
+    for name in ("a", "b"):
+        rec = json.loads((out / f"{name}.png.json").read_text())
+        assert rec["manifest"]["status"] == "ok" and rec["manifest"]["path"] == str(out / f"{name}.c2pa")
+        assert (out / f"{name}.c2pa").stat().st_size > 0
+    assert not (out / "bad.c2pa").exists()
+    outputs = {Path(c["path"]).name: c["outputs"] for c in pm.recorder.calls}
+    assert outputs["a.png"]["manifest"] == str(out / "a.c2pa") and "manifest" not in outputs["bad.png"]
