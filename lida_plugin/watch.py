@@ -326,11 +326,18 @@ class Watcher:
         self.journal = Journal(cfg.journal)
         self._clean_temp_files()
         self._observer = _make_observer(cfg.polling)
-        self._sync_pool = ThreadPoolExecutor(8, thread_name_prefix="lida-watch-fsync")
         events = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent, FileDeletedEvent, DirMovedEvent]
-        self._observer.schedule(_make_handler(self), str(cfg.in_dir), recursive=cfg.recursive, event_filter=events)
-        self._observer.start()  # before the scan, so nothing written during the scan is missed
-        self._redeliver_notifications()
+        try:
+            self._observer.schedule(_make_handler(self), str(cfg.in_dir), recursive=cfg.recursive, event_filter=events)
+            self._observer.start()  # before the scan, so nothing written during the scan is missed
+            self._redeliver_notifications()
+        except Exception:
+            if self._observer.is_alive():
+                self._observer.stop()
+                self._observer.join()
+            self.journal.close()
+            raise
+        self._sync_pool = ThreadPoolExecutor(8, thread_name_prefix="lida-watch-fsync")
         self._threads = [threading.Thread(target=self._schedule_loop, name="lida-watch-scheduler", daemon=True)]
         self._threads += [
             threading.Thread(target=self._worker_loop, name=f"lida-watch-worker-{i}", daemon=True)
@@ -388,12 +395,16 @@ class Watcher:
         self.journal.close()
 
     def run(self, stop: threading.Event) -> None:
+        """Watch until ``stop`` is set; raises :class:`LidaError` if the scheduler died (after stopping cleanly)."""
         self.start()
         try:
-            while not stop.wait(0.5):
+            while not stop.wait(0.5) and not self._stop.is_set():
                 pass
         finally:
+            crashed = self._stop.is_set() and not stop.is_set()
             self.stop()
+        if crashed:
+            raise LidaError("the watcher's scheduler failed (see the log); restart it: nothing journaled is lost")
 
     def __enter__(self) -> Watcher:
         self.start()
@@ -473,33 +484,42 @@ class Watcher:
     def _schedule_loop(self) -> None:
         try:
             n = self._scan()
-            _event(logging.INFO, "scan", new=n, initial=True)
-            next_rescan = time.monotonic() + self.cfg.rescan
-            next_stats = time.monotonic() + self.cfg.stats_interval
-            while not self._stop.wait(self.cfg.tick):
+        except Exception:  # the journal or the folder is unusable from the start: stop rather than sit idle
+            log.exception("event=scheduler_crashed")
+            self._stop.set()
+            return
+        _event(logging.INFO, "scan", new=n, initial=True)
+        next_rescan = time.monotonic() + self.cfg.rescan
+        next_stats = time.monotonic() + self.cfg.stats_interval
+        while not self._stop.wait(self.cfg.tick):
+            try:
                 now = time.monotonic()
-                for path, _ in self.tracker.due(now):
-                    if self._is_inflight(path):
-                        continue  # changed while being analysed: looked at again once it is done
-                    try:
-                        st = os.stat(path)
-                    except OSError:
-                        self.tracker.forget(path)
-                        continue
-                    if self.tracker.confirm(path, st, now):
-                        self._enqueue(path, st)
+                self._dispatch_due(now)
                 if now >= next_rescan or self._rescan_now.is_set():
                     self._rescan_now.clear()
+                    next_rescan = now + self.cfg.rescan
                     n = self._scan()
                     if n:
                         _event(logging.INFO, "scan", new=n, initial=False)
-                    next_rescan = now + self.cfg.rescan
                 if now >= next_stats:
-                    self._log_stats()
                     next_stats = now + self.cfg.stats_interval
-        except Exception:  # never leave the service without a scheduler silently
-            log.exception("event=scheduler_crashed")
-            self._stop.set()
+                    self._log_stats()
+            except Exception:  # e.g. a transient journal error: log, breathe, go on (the rescan catches up)
+                log.exception("event=scheduler_error")
+                self._stop.wait(1.0)
+
+    def _dispatch_due(self, now: float) -> None:
+        """Hand the paths whose size and mtime stayed the same for their quiet period to the workers."""
+        for path, _ in self.tracker.due(now):
+            if self._is_inflight(path):
+                continue  # changed while being analysed: looked at again once it is done
+            try:
+                st = os.stat(path)
+            except OSError:
+                self.tracker.forget(path)
+                continue
+            if self.tracker.confirm(path, st, now):
+                self._enqueue(path, st)
 
     def _log_stats(self) -> None:
         c = self.stats.counts
