@@ -44,7 +44,11 @@ class OnnxEmbedder:
 
     def describe(self) -> dict:
         return {"kind": self.kind, "model": self.path, "model_id": self.info.model_id, "sha256": self.encoder.sha256,
-                "architecture": self.info.architecture, "fingerprint_mode": self.info.fingerprint_mode}  # fmt: skip
+                "architecture": self.info.architecture, "fingerprint_mode": self.info.fingerprint_mode,
+                "crop_size": self.info.crop_size, "crop_count": self.info.crop_count,
+                "thresholds": {"detection": self.info.detection_threshold, "detection_fpr": self.info.detection_fpr,
+                               "open_set": self.info.open_set_threshold},
+                "training": self.info.training}  # fmt: skip
 
 
 class RawFingerprintEmbedder:

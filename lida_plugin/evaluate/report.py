@@ -71,8 +71,11 @@ def markdown(result: dict, command: str, plot_dir: str | None = None) -> str:
     a("")
     for name, c in conds.items():
         if c.get("model_id"):
+            rec = (c.get("training") or {}).get("recipe") or {}
+            steps = f", {rec['pretrain_steps']} pre-training + {rec['adapt_steps']} adaptation steps" if rec else ""
             a(f"- **{name}**: {c['description']}; model `{c['model_id']}` ({c.get('architecture')},"
-              f" fingerprint `{c.get('fingerprint_mode')}`, sha256 `{c.get('sha256', '')[:12]}`)")  # fmt: skip
+              f" fingerprint `{c.get('fingerprint_mode')}`, {c.get('crop_count')}×{c.get('crop_size')}px crops{steps},"
+              f" sha256 `{c.get('sha256', '')[:12]}`)")  # fmt: skip
         else:
             a(f"- **{name}**: {c['description']}")
     a("")
@@ -91,6 +94,8 @@ def markdown(result: dict, command: str, plot_dir: str | None = None) -> str:
             v = t["value"]
             if isinstance(v, list):
                 val = ", ".join(v) or "none"
+            elif "AUC" in t["target"]:
+                val = "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
             else:
                 val = _pct(v)
                 if t.get("baseline") is not None:
