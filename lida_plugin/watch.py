@@ -59,6 +59,7 @@ TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download
 TMP_PREFIX = ".lida-tmp-"
 MANIFEST_MODES = ("none", "sidecar", "embed")
 WRITE_GROUP = 64  # assets completed per journal transaction at most
+BATCH_WAIT = 0.02  # seconds the encoder waits for a fuller batch while files are queued
 
 
 def is_candidate(name: str) -> bool:
@@ -590,7 +591,16 @@ class Watcher:
         if _key(st) != item.stat or len(data) != st.st_size:  # still being written after all
             self._repend(item)
             return
-        item.sha256 = hashlib.sha256(data).hexdigest()
+        try:  # decoding hashes the bytes too: one pass over them serves the journal, dedupe and the record
+            decoded = decode_bytes(data, item.path, max_pixels=self.attributor.max_pixels)
+            failure = None
+            item.sha256 = decoded.sha256
+        except InputError as exc:
+            decoded, failure = None, exc.reason
+        except MemoryError:
+            decoded, failure = None, "out of memory while decoding"
+        if decoded is None:
+            item.sha256 = hashlib.sha256(data).hexdigest()
         with self._claim_lock:
             if self.journal.get(item.path, item.sha256) is not None:  # known bytes, new mtime
                 self.journal.update_stat(item.path, item.sha256, st.st_size, st.st_mtime_ns)
@@ -617,14 +627,13 @@ class Watcher:
                 claim.waiters.append(item)
                 return
             self._claims[item.sha256] = item
+        if failure is not None:
+            self._fail(item, failure)
+            return
         try:
-            decoded = decode_bytes(data, item.path, max_pixels=self.attributor.max_pixels)
             crops = self.attributor.encoder.crops_for(decoded)
         except InputError as exc:
             self._fail(item, exc.reason)
-            return
-        except MemoryError:
-            self._fail(item, "out of memory while decoding")
             return
         # Keep the shape (width/height) but not the pixels: the crops are all the encoder needs.
         decoded.pixels = np.broadcast_to(np.zeros((), np.uint8), decoded.pixels.shape)
@@ -696,9 +705,13 @@ class Watcher:
             if item is None:
                 return
             batch = [item]
+            deadline = time.monotonic() + BATCH_WAIT
             while len(batch) < self.cfg.batch:
+                # Under load (files still queued for decoding) wait a little for a fuller batch: fewer,
+                # larger encoder runs; at idle take what is there, so a lone file is not delayed.
+                wait = deadline - time.monotonic() if self._work_q.qsize() else 0.0
                 try:
-                    nxt = self._encode_q.get_nowait()
+                    nxt = self._encode_q.get(timeout=wait) if wait > 0 else self._encode_q.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
