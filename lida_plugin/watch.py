@@ -138,6 +138,7 @@ class _Pending:
     stat: tuple[int, int, int] | None
     changed: float  # monotonic time of the last change seen
     quiet: float  # seconds without change needed
+    closed_ns: int | None = None  # wall time of a close-after-write or rename-in event
 
 
 class _Tracker:
@@ -161,12 +162,13 @@ class _Tracker:
             if p is None:
                 self._pending[path] = _Pending(None, time.monotonic(), self.settle)
             else:
-                p.changed, p.quiet = time.monotonic(), self.settle
+                p.changed, p.quiet, p.closed_ns = time.monotonic(), self.settle, None
 
     def complete(self, path: str, quiet: float | None = None) -> None:
         """Closed after writing, or renamed into the folder: a short confirmation is enough."""
         with self._lock:
-            self._pending[path] = _Pending(None, time.monotonic(), self.close_settle if quiet is None else quiet)
+            quiet = self.close_settle if quiet is None else quiet
+            self._pending[path] = _Pending(None, time.monotonic(), quiet, closed_ns=time.time_ns())
 
     def scanned(self, path: str, st: os.stat_result) -> None:
         """Found by a scan: an mtime older than ``settle`` counts as quiet time already spent."""
@@ -190,7 +192,8 @@ class _Tracker:
             p = self._pending.get(path)
             if p is None:
                 return False
-            if p.stat == key:
+            # Unchanged since the last look; or, after a close/rename event, not modified since that event.
+            if p.stat == key or (p.stat is None and p.closed_ns is not None and st.st_mtime_ns <= p.closed_ns):
                 del self._pending[path]
                 return True
             if p.stat is not None:  # it changed since the last look: a writer is still at work
