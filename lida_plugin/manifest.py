@@ -45,7 +45,6 @@ from typing import Any
 from . import __version__
 from .errors import LidaError
 from .keys import SigningConfig, load_signing_config, make_signer
-from .manager import plugin_assertions
 from .provenance import ASSERTION_LABEL, TRAINED, compare, make_context, mime_for, read_store
 
 log = logging.getLogger(__name__)
@@ -364,7 +363,6 @@ class ManifestWriter:
             raise ManifestError("the file changed after it was analysed; the verdict may not describe it")
         manifest = build_manifest(record, src.name, mime, model_sha256=self.model_sha256, policy=self.policy)
         manifest["assertions"] += _plugin_assertions(src, record, manifest)
-        manifest["assertions"] += plugin_assertions(None, path=str(src), record=record, manifest=manifest)  # hooks
         tmp = dest.parent / f".{dest.name}.lida-tmp-{uuid.uuid4().hex[:8]}"
         parent_note = "asset without a manifest"
         manifest_bytes = b""
