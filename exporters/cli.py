@@ -115,11 +115,15 @@ def evaluate_checkpoint(ckpt, items, shots, draws) -> dict:
     model, r, st = load_encoder(ckpt)
     t = time.perf_counter()
     emb = embed_images(model, [it.pixels for it in items], r.crop, r.crop_count, r.align)
-    proto = st["prototype"].numpy() if "prototype" in st else None
+    if "prototype" in st:
+        proto = st["prototype"].numpy()
+    else:  # not adapted: the normalised mean of the train-split real embeddings (as export does)
+        sel = [i for i, it in enumerate(items) if it.kind == "real" and it.split == "train"]
+        proto = emb[sel].mean(0) if sel else None
+        proto = proto / np.linalg.norm(proto) if proto is not None else None
     out = report(emb, items, shots, draws, proto)
     out["embed_seconds"] = round(time.perf_counter() - t, 1)
     out["train_seconds"] = round(float(st.get("seconds", 0.0)), 1)
-    del np
     return out
 
 
@@ -154,14 +158,21 @@ def register_default_store(model: Path, store: Path, data: str, include_ldm: boo
     for it in items:
         if include_ldm or not it.label.startswith("ldm-sr"):
             by.setdefault(it.label, []).append(it)
-    if store.exists():
-        store.unlink()
+    for p in (store, store.with_name(store.name + "-wal"), store.with_name(store.name + "-shm")):
+        p.unlink(missing_ok=True)
     done = []
     for lab, its in sorted(by.items()):
         cmd = [sys.executable, "-m", "lida_plugin.cli", "register", "--store", str(store), "--model", str(model)]
         cmd += ["--generator", lab, "--family", its[0].family] + [str(Path(data) / it.relpath) for it in its]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         done.append(f"{lab} ({len(its)})")
+    from lida_plugin.store import ExemplarStore
+
+    st = ExemplarStore(store)
+    try:
+        st.compact()  # no WAL, vacuumed: ready to ship as package data
+    finally:
+        st.close()
     return done
 
 
@@ -181,8 +192,11 @@ def cmd_reproduce(args) -> int:
     ta = time.perf_counter()
     ck_a = adapt(r, items, ck_p, run, not args.no_progress)
     log["adapt_wall_s"] = round(time.perf_counter() - ta, 1)
+    open_labels = None
+    if args.store_include_ldm:
+        open_labels = {it.label for it in items if it.kind == "generated"}
     path, info, stats = export_checkpoint(ck_a, items, args.out, args.fpr, args.model_id,
-                                          {"pretrain_wall_s": log["pretrain_wall_s"]})  # fmt: skip
+                                          {"pretrain_wall_s": log["pretrain_wall_s"]}, open_labels)  # fmt: skip
     log.update(model=str(path), model_id=info.model_id, export=stats, size_bytes=path.stat().st_size)
     if not args.skip_eval:
         log["eval_pretrained"] = evaluate_checkpoint(ck_p, items, (1, 5, 10), 1)

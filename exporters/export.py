@@ -115,14 +115,27 @@ def export_checkpoint(
     fpr: float = 0.05,
     model_id: str | None = None,
     extra_training: dict | None = None,
+    open_set_labels: set[str] | None = None,
 ) -> tuple[Path, ModelInfo, dict]:
-    """Export an ``adapt.pt``/``pretrain.pt`` checkpoint with calibrated metadata."""
+    """Export an ``adapt.pt``/``pretrain.pt`` checkpoint with calibrated metadata.
+
+    ``open_set_labels``: the generated classes the open-set threshold is chosen on (default:
+    every class except the ``ldm-sr-*`` research checkpoints, i.e. the default store's classes).
+    """
     model, recipe, st = load_encoder(ckpt)
     model.eval()
     rc = recipe
     real_ho = [it for it in items if it.kind == "real" and it.split == "heldout"]
     real_tr = [it for it in items if it.kind == "real" and it.split == "train"]
-    gen_tr = [it for it in items if it.kind == "generated" and it.split == "train"]
+    gen_tr = [
+        it
+        for it in items
+        if it.kind == "generated"
+        and it.split == "train"
+        and (it.label in open_set_labels if open_set_labels is not None else not it.label.startswith("ldm-sr"))
+    ]
+    if len({it.label for it in gen_tr}) < 2:  # too few classes to calibrate on: use them all
+        gen_tr = [it for it in items if it.kind == "generated" and it.split == "train"]
     if not real_ho:
         raise D.DataError("calibration needs held-out real images")
     if "prototype" in st:
@@ -143,7 +156,7 @@ def export_checkpoint(
         "pretrain_seconds": None,
         "adapt_seconds": round(float(st.get("seconds", 0.0)), 1),
         "adapt_classes": st.get("classes"),
-        "open_set": open_stats,
+        "open_set": {**open_stats, "classes": sorted({it.label for it in gen_tr})},
         "detection_calibration": f"{len(real_ho)} held-out real images, fpr {fpr}",
         "split": "sha256 rank per class, first ceil(n/2) train (exporters/data.py)",
     }

@@ -53,16 +53,17 @@ class Recipe:
     align: int = 8
     flip: bool = True
     seed: int = 0
-    pretrain: str = "zoo+real"
+    pretrain: str = "zoo"
     pretrain_steps: int = 3000
     pretrain_batch: int = 32
     pretrain_lr: float = 2e-3
     zoo_pipelines: list[str] = field(default_factory=list)  # empty: every available pipeline
-    adapt_loss: str = "center"
-    adapt_steps: int = 600
+    adapt_loss: str = "ce"
+    adapt_steps: int = 300
     adapt_batch: int = 32
-    adapt_lr: float = 5e-4
+    adapt_lr: float = 1e-4
     adapt_real_fraction: float = 0.25
+    freeze_bn: bool = False  # adaptation keeps the pre-trained BatchNorm statistics
     tau: float = 0.1
     lam: float = LAMBDA
     center_alpha: float = 0.5
@@ -289,6 +290,10 @@ def adapt(
     total = recipe.adapt_steps
     bar = _progress(total, step, f"adapt[{recipe.adapt_loss}]", progress)
     model.train()
+    if recipe.freeze_bn:
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
     ema = None
     t_last = time.perf_counter()
 
