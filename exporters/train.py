@@ -7,14 +7,16 @@ head on the embedding (so the proxy shapes the very space retrieval uses). Proxy
 * ``real``: train-split real photos, label = source-image identity (every photo its own class;
   crops of one photo share that photo's sensor/processing noise, the only thing its low bits
   can tell apart);
-* ``zoo``: train-split real photos pushed through the generator zoo (:mod:`exporters.zoo`),
+* ``zoo`` (default): train-split real photos pushed through the generator zoo (:mod:`exporters.zoo`),
   label = pipeline, plus the untouched photos as one ``real`` class;
 * ``zoo+real``: zoo pipelines as classes plus the photos by identity;
 * ``none``: no pre-training (adaptation starts from random weights).
 
 Stage 3, :func:`adapt` -- registration (gallery) images of the generated classes plus
-train-split real images; loss ``L_A + lambda * L_D`` (``Recipe.adapt_loss = "center"``) or
-cross-entropy + ``lambda * L_D`` (``"ce"``, the ablation).
+train-split real images; loss ``L_A + lambda * L_D`` with the paper's center loss
+(``Recipe.adapt_loss = "center"``) or cosine-softmax cross-entropy + ``lambda * L_D`` (``"ce"``:
+the paper's ablation, and the shipped default because it measured better here; see
+``docs/training.md``).
 
 Checkpoints: ``<run>/pretrain.pt`` and ``<run>/adapt.pt`` are written every
 ``ckpt_every`` steps and at the end; a run restarted with the same directory resumes.
