@@ -253,6 +253,12 @@ def adapt(
     model = build(recipe.arch, recipe.mode, recipe.dim)
     if init:
         st0 = torch.load(init, map_location="cpu", weights_only=False)
+        r0 = Recipe.from_dict(json.loads(st0.get("recipe", "{}")))
+        if (r0.arch, r0.mode, r0.dim) != (recipe.arch, recipe.mode, recipe.dim):
+            raise ValueError(
+                f"{init} is a {r0.arch}/{r0.mode}/D={r0.dim} checkpoint; adaptation was asked for "
+                f"{recipe.arch}/{recipe.mode}/D={recipe.dim} (pass the same --arch/--mode/--dim)"
+            )
         model.load_state_dict(st0["model"])
     reg = registration_set(items, recipe.shots, recipe.labels or None)
     reals = [it for it in items if it.kind == "real" and it.split == "train"]
