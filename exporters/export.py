@@ -94,6 +94,8 @@ def open_set_threshold(emb: np.ndarray, labels: list[str]) -> tuple[float, dict]
             known.append(sim[i, same].max())
         unknown.append(sim[i, y != y[i]].max())
     known, unknown = np.asarray(known), np.asarray(unknown)
+    if not len(known) or not len(unknown):  # no class with two images, or one class: nothing to calibrate on
+        return -1.0, {"balanced_accuracy": None, "known_accept": None, "unknown_reject": None, "uncalibrated": True}
     cands = np.unique(np.concatenate([known, unknown]))
     best_t, best = 0.0, -1.0
     for t in cands:
