@@ -41,10 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("folder", type=Path)
     ap.add_argument("--sink", help="JSON-lines file the example sink appends to (default $LIDA_EXAMPLE_SINK)")
     ap.add_argument("--model", help="encoder ONNX file (default $LIDA_MODEL, else the bundled model)")
+    ap.add_argument("--store", help="user exemplar store (default $LIDA_STORE, else the per-user one)")
+    ap.add_argument("--no-default-store", action="store_true", help="do not search the bundled default store")
     args = ap.parse_args(argv)
     if args.sink:
         os.environ["LIDA_EXAMPLE_SINK"] = args.sink
-    config = {"model": args.model} if args.model else {}
+    config = {"model": args.model, "store": args.store, "use_default_store": not args.no_default_store}
     try:
         pm = build_plugin_manager()
         print("plugins:", ", ".join(sorted(name for name, _ in pm.list_name_plugin())), file=sys.stderr)

@@ -80,7 +80,9 @@ def test_host_loads_lida_by_entry_point_and_calls_the_hooks(isolated_env, images
     record = pm.hook.lida_analyze_asset(path=path, config={"device": "cpu", "threads": 1, "use_default_store": False})
     jsonschema.validate(record, SCHEMA)
     assert record["status"] == "ok" and record["path"] == path and record["verdict"] == "ai-generated"
-    bad = pm.hook.lida_analyze_asset(path=str(images["gen-a"][0]) + ".missing", config={"device": "cpu"})
+    bad = pm.hook.lida_analyze_asset(
+        path=str(images["gen-a"][0]) + ".missing", config={"device": "cpu", "use_default_store": False}
+    )
     assert bad["status"] == "error" and "no such file" in bad["error"]
     # broadcasts with no host plugin: nothing registered for them, no error
     assert pm.hook.lida_asset_done(path=path, record=record, outputs={}) == []
@@ -104,7 +106,7 @@ def test_third_party_plugin_by_entry_point(isolated_env, images, sink_dist, monk
     pm = new_plugin_manager()
     assert {"lida", "example-sink"} <= set(plugin_names(pm))
     path = str(images["real"][0])
-    record = pm.hook.lida_analyze_asset(path=path, config={"device": "cpu", "threads": 1})
+    record = pm.hook.lida_analyze_asset(path=path, config={"device": "cpu", "threads": 1, "use_default_store": False})
     pm.hook.lida_asset_done(path=path, record=record, outputs={"report": "r.json"})
     line = json.loads(sink_dist.read_text())
     assert line == {"path": path, "status": "ok", "verdict": "real", "generator": None, "error": None,
@@ -169,7 +171,7 @@ def test_lida_attribute_calls_asset_done(isolated_env, images, capsys, monkeypat
     pm.register(sink)
     try:
         paths = [str(images["gen-b"][0]), str(images["real"][1]), str(images["real"][1]) + ".missing"]
-        assert main(["attribute", "--jsonl", *paths]) == 1
+        assert main(["attribute", "--jsonl", "--no-default-store", *paths]) == 1
     finally:
         pm.unregister(sink)
     assert seen == [(paths[0], "ok"), (paths[1], "ok"), (paths[2], "error")]
@@ -197,8 +199,8 @@ def test_example_host_runs(tmp_path, isolated_env, images):
     folder = images["gen-a"][0].parent
     sink = tmp_path / "records.jsonl"
     env = dict(os.environ, LIDA_THREADS="1", PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-m", "hooks.example_host", str(folder), "--sink", str(sink)],
-                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    cmd = [sys.executable, "-m", "hooks.example_host", str(folder), "--sink", str(sink), "--no-default-store"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "lida" in proc.stderr.splitlines()[0]
     lines = [json.loads(x) for x in sink.read_text().splitlines()]

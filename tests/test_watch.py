@@ -181,14 +181,15 @@ def test_watch_command_refuses_manifest_without_out(tmp_path, isolated_env):
     from lida_plugin.cli import main
 
     (tmp_path / "in").mkdir()
-    assert main(["watch", str(tmp_path / "in"), "--manifest", "sidecar"]) == 2
-    assert main(["watch", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 3
+    assert main(["watch", str(tmp_path / "in"), "--manifest", "sidecar", "--no-default-store"]) == 2
+    assert main(["watch", str(tmp_path / "missing"), "--out", str(tmp_path / "out"), "--no-default-store"]) == 3
 
 
 # -- the kill-and-restart test ----------------------------------------------------------------
 def _start(inbox: Path, out: Path, quar: Path, log: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "lida_plugin.cli", "watch", str(inbox), "--out", str(out), "--quarantine", str(quar),
-           "--workers", "2", "--settle", "0.5", "--rescan", "2", "--stats-interval", "1", "--log-json"]  # fmt: skip
+           "--workers", "2", "--settle", "0.5", "--rescan", "2", "--stats-interval", "1", "--log-json",
+           "--no-default-store"]  # fmt: skip
     env = dict(os.environ, LIDA_THREADS="1", PYTHONUNBUFFERED="1")
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "ab"), env=env)  # noqa: SIM115
 
