@@ -362,3 +362,24 @@ def test_watch_writes_sidecar_manifests(tmp_path, attributor, pm):
     assert not (out / "bad.c2pa").exists()
     outputs = {Path(c["path"]).name: c["outputs"] for c in pm.recorder.calls}
     assert outputs["a.png"]["manifest"] == str(out / "a.c2pa") and "manifest" not in outputs["bad.png"]
+
+
+def test_restart_redelivers_cut_off_notifications(tmp_path, attributor, pm):
+    """A run killed after journaling an asset but before its lida_asset_done calls: the restart delivers them."""
+    from lida_plugin.journal import Completion, Journal
+
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    out.mkdir()
+    src = write_png(inbox / "a.png", "gen-a", 1)
+    st = src.stat()
+    record = {"path": str(src), "status": "ok", "verdict": "real"}
+    (out / "a.png.json").write_text(json.dumps(record))
+    with Journal(out / ".lida-watch.sqlite") as j:  # as the killed run left it: committed, not yet delivered
+        j.record([Completion(str(src), "0" * 64, "done", st.st_size, st.st_mtime_ns, report=str(out / "a.png.json"))])
+    with Watcher(WatchConfig(in_dir=inbox, out_dir=out, settle=0.2), attributor, pm=pm) as w:
+        assert wait_for(w.idle)
+        time.sleep(0.3)
+    assert [(c["path"], c["record"]) for c in pm.recorder.calls] == [(str(src), record)]  # once, not re-analysed
+    with sqlite3.connect(out / ".lida-watch.sqlite") as db:
+        assert db.execute("SELECT processed, notified FROM assets").fetchall() == [(1, 1)]
