@@ -327,7 +327,13 @@ class Watcher:
             raise LidaError(f"watch folder {cfg.in_dir} does not exist or is not a folder")
         for d in cfg.excluded_dirs():
             d.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(cfg.journal)
+        cfg.journal.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _exclusive_lock(Path(str(cfg.journal) + ".lock"))
+        try:
+            self.journal = Journal(cfg.journal)
+        except LidaError:
+            self._lock_file.close()
+            raise
         self._clean_temp_files()
         self._observer = _make_observer(cfg.polling)
         events = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent, FileDeletedEvent, DirMovedEvent]
@@ -340,6 +346,7 @@ class Watcher:
                 self._observer.stop()
                 self._observer.join()
             self.journal.close()
+            self._lock_file.close()
             raise
         self._sync_pool = ThreadPoolExecutor(8, thread_name_prefix="lida-watch-fsync")
         self._threads = [threading.Thread(target=self._schedule_loop, name="lida-watch-scheduler", daemon=True)]
@@ -397,6 +404,7 @@ class Watcher:
         c = self.stats.counts
         _event(logging.INFO, "stopped", processed=sum(c.values()), left_for_next_start=dropped + len(self.tracker), **c)
         self.journal.close()
+        self._lock_file.close()
 
     def run(self, stop: threading.Event) -> None:
         """Watch until ``stop`` is set; raises :class:`LidaError` if the scheduler died (after stopping cleanly)."""
@@ -903,6 +911,22 @@ class Watcher:
                     if f.startswith(TMP_PREFIX):
                         with contextlib.suppress(OSError):
                             os.unlink(os.path.join(root, f))
+
+
+def _exclusive_lock(path: Path):
+    """Hold an exclusive lock on ``path`` for as long as the returned file is open (released by the OS on a
+    crash): two watchers on one journal would analyse files twice."""
+    f = open(path, "a+")  # noqa: SIM115
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory lock
+        return f
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise LidaError(f"another lida watch is already using the journal {path.with_suffix('')}") from None
+    return f
 
 
 def _make_observer(polling: bool):

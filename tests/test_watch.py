@@ -383,3 +383,14 @@ def test_restart_redelivers_cut_off_notifications(tmp_path, attributor, pm):
     assert [(c["path"], c["record"]) for c in pm.recorder.calls] == [(str(src), record)]  # once, not re-analysed
     with sqlite3.connect(out / ".lida-watch.sqlite") as db:
         assert db.execute("SELECT processed, notified FROM assets").fetchall() == [(1, 1)]
+
+
+def test_second_watcher_on_one_journal_is_refused(tmp_path, attributor, pm):
+    from lida_plugin.errors import LidaError
+
+    (tmp_path / "in").mkdir()
+    cfg = WatchConfig(in_dir=tmp_path / "in", out_dir=tmp_path / "out")
+    with Watcher(cfg, attributor, pm=pm), pytest.raises(LidaError, match="already using the journal"):
+        Watcher(WatchConfig(in_dir=tmp_path / "in", out_dir=tmp_path / "out"), attributor, pm=pm).start()
+    with Watcher(cfg, attributor, pm=pm):  # released on stop
+        pass
