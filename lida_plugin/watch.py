@@ -715,20 +715,11 @@ class Watcher:
             item = self._encode_q.get()
             if item is None:
                 return
-            batch = [item]
-            deadline = time.monotonic() + BATCH_WAIT
-            while len(batch) < self.cfg.batch:
-                # Under load (files still queued for decoding) wait a little for a fuller batch: fewer,
-                # larger encoder runs; at idle take what is there, so a lone file is not delayed.
-                wait = deadline - time.monotonic() if self._work_q.qsize() else 0.0
-                try:
-                    nxt = self._encode_q.get(timeout=wait) if wait > 0 else self._encode_q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    done = True
-                    break
-                batch.append(nxt)
+            # Under load (files still queued for decoding) wait a little for a fuller batch: fewer, larger
+            # encoder runs; at idle take what is there, so a lone file is not delayed.
+            end = time.monotonic() + BATCH_WAIT
+            wait = lambda end=end: end - time.monotonic() if self._work_q.qsize() else 0.0  # noqa: E731
+            batch, done = _take(self._encode_q, item, self.cfg.batch, wait)
             try:
                 results = [r.to_dict() for r in self.attributor.attribute_decoded([b.prepared for b in batch])]
             except Exception as exc:  # an encoder failure must not lose the files
@@ -751,16 +742,7 @@ class Watcher:
             item = self._write_q.get()
             if item is None:
                 return
-            group = [item]
-            while len(group) < WRITE_GROUP:
-                try:
-                    nxt = self._write_q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    last = True
-                    break
-                group.append(nxt)
+            group, last = _take(self._write_q, item, WRITE_GROUP)
             try:
                 self._complete(group)
             except Exception:  # e.g. disk full: nothing journaled, so the next rescan retries these files
@@ -913,6 +895,22 @@ class Watcher:
                             os.unlink(os.path.join(root, f))
 
 
+def _take(q: queue.Queue, first: _Item, limit: int, wait=lambda: 0.0) -> tuple[list[_Item], bool]:
+    """``first`` and whatever else ``q`` holds, up to ``limit`` items (waiting at most ``wait()`` seconds for
+    each); and whether the end-of-work sentinel (``None``) was taken."""
+    items = [first]
+    while len(items) < limit:
+        w = wait()
+        try:
+            nxt = q.get(timeout=w) if w > 0 else q.get_nowait()
+        except queue.Empty:
+            break
+        if nxt is None:
+            return items, True
+        items.append(nxt)
+    return items, False
+
+
 def _exclusive_lock(path: Path):
     """Hold an exclusive lock on ``path`` for as long as the returned file is open (released by the OS on a
     crash): two watchers on one journal would analyse files twice."""
@@ -999,6 +997,7 @@ def manifest_writer_for(args: argparse.Namespace, encoder):
 
 def add_commands(sub) -> None:
     from . import cli
+    from .manifest import POLICIES
 
     p = sub.add_parser(
         "watch",
@@ -1020,7 +1019,7 @@ def add_commands(sub) -> None:
     )
     p.add_argument(
         "--source-type-policy",
-        choices=("assertion", "action", "action-attributed"),
+        choices=POLICIES,
         default="assertion",
         help="where the IPTC trainedAlgorithmicMedia source type goes (see lida attribute --help)",
     )

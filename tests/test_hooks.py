@@ -8,14 +8,13 @@ import os
 import re
 import subprocess
 import sys
-import threading
-import time
 from importlib import metadata
 from pathlib import Path
 
 import jsonschema
 import pluggy
 import pytest
+from leakcheck import no_thread_leaks  # noqa: F401  (autouse)
 
 from lida_plugin import hookimpl, hookspecs
 from lida_plugin.manager import new_plugin_manager, plugin_assertions, plugin_names
@@ -23,20 +22,6 @@ from lida_plugin.manager import new_plugin_manager, plugin_assertions, plugin_na
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((REPO / "lida_plugin/schemas/attribution-result.schema.json").read_text())
 HOOKS = sorted(n for n, f in vars(hookspecs).items() if n.startswith("lida_") and callable(f))
-
-
-@pytest.fixture(autouse=True)
-def no_thread_leaks():
-    """Fail a test that leaves threads running (watchdog's own suite does the same)."""
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 2.0
-    while True:
-        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-        if not leaked or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert not leaked, f"threads leaked: {[t.name for t in leaked]}"
 
 
 @pytest.fixture

@@ -24,25 +24,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 from conftest import synthetic_pixels, write_png
+from leakcheck import no_thread_leaks  # noqa: F401  (autouse)
 from PIL import Image
 
 from lida_plugin.watch import WatchConfig, Watcher, is_candidate
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "lida_plugin/schemas/attribution-result.schema.json").read_text())
-
-
-@pytest.fixture(autouse=True)
-def no_thread_leaks():
-    """Fail a test that leaves threads running (watchdog's own suite does the same)."""
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 2.0
-    while True:
-        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-        if not leaked or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert not leaked, f"threads leaked: {[t.name for t in leaked]}"
 
 
 def png_bytes(kind: str, seed: int) -> bytes:
