@@ -849,7 +849,7 @@ class Watcher:
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             if self.cfg.move_processed:
-                os.replace(it.path, dest) if _same_fs(it.path, dest.parent) else shutil.move(it.path, dest)
+                shutil.move(it.path, dest)  # a rename when on the same file system
             else:
                 tmp = dest.with_name(f"{TMP_PREFIX}{dest.name}")
                 shutil.copy2(it.path, tmp)
@@ -965,13 +965,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def _same_fs(a: str, b: Path) -> bool:
-    try:
-        return os.stat(a).st_dev == os.stat(b).st_dev
-    except OSError:
-        return False
 
 
 # -- command line ---------------------------------------------------------------------------
