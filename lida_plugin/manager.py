@@ -28,6 +28,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .errors import LidaError
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,18 @@ def new_plugin_manager(*, load_entrypoints: bool = True) -> pluggy.PluginManager
     pm.add_hookspecs(hookspecs)
     if load_entrypoints:
         wanted = os.environ.get("LIDA_LOAD_PLUGINS")
-        if wanted is None:
-            pm.load_setuptools_entrypoints(PROJECT)
-        else:
-            for name in (n.strip() for n in wanted.split(",")):
-                if name and not pm.load_setuptools_entrypoints(PROJECT, name=name) and not pm.has_plugin(name):
-                    log.warning("LIDA_LOAD_PLUGINS names %r but no %s entry point has that name", name, PROJECT)
+        try:
+            if wanted is None:
+                pm.load_setuptools_entrypoints(PROJECT)
+            else:
+                for name in (n.strip() for n in wanted.split(",")):
+                    if name and not pm.load_setuptools_entrypoints(PROJECT, name=name) and not pm.has_plugin(name):
+                        log.warning("LIDA_LOAD_PLUGINS names %r but no %s entry point has that name", name, PROJECT)
+        except Exception as exc:  # a broken installed plugin: say which, and how to run without it
+            raise LidaError(
+                f"a {PROJECT} plugin failed to load: {type(exc).__name__}: {exc}"
+                " (set LIDA_LOAD_PLUGINS to the plugins you want, e.g. LIDA_LOAD_PLUGINS= for none)"
+            ) from exc
     if not pm.is_registered(builtin):  # a source checkout without installed metadata
         pm.register(builtin, name=BUILTIN_NAME)
     if os.environ.get("LIDA_TRACE_PLUGINS"):

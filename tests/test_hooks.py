@@ -191,3 +191,18 @@ def test_example_host_runs(tmp_path, isolated_env, images):
     lines = [json.loads(x) for x in sink.read_text().splitlines()]
     assert len(lines) == len(list(folder.iterdir())) == 12
     assert {x["verdict"] for x in lines} <= {"real", "ai-generated"}
+
+
+def test_broken_plugin_is_a_clear_setup_error(tmp_path, monkeypatch):
+    from lida_plugin.errors import LidaError
+
+    site = tmp_path / "site"
+    info = site / "lida_broken-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lida-broken\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[lida_plugin]\nbroken = no_such_module_for_lida\n")
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.raises(LidaError, match="plugin failed to load.*LIDA_LOAD_PLUGINS"):
+        new_plugin_manager()
+    monkeypatch.setenv("LIDA_LOAD_PLUGINS", "")
+    assert plugin_names(new_plugin_manager()) == ["lida"]
