@@ -381,3 +381,25 @@ def test_second_watcher_on_one_journal_is_refused(tmp_path, attributor, pm):
         Watcher(WatchConfig(in_dir=tmp_path / "in", out_dir=tmp_path / "out"), attributor, pm=pm).start()
     with Watcher(cfg, attributor, pm=pm):  # released on stop
         pass
+
+
+def test_recursive_keeps_subfolders_and_skips_outputs_inside(tmp_path, attributor, pm):
+    """-r: files in subfolders (also a folder created later) get reports under the same subfolder; output
+    folders inside the watched folder and hidden folders are not watched."""
+    inbox = tmp_path / "in"
+    out, quar = inbox / "reports", inbox / "quarantine"  # outputs inside the drop folder
+    write_png(inbox / "a" / "x.png", "gen-a", 1)
+    write_png(inbox / ".cache" / "h.png", "gen-a", 2)
+    cfg = WatchConfig(in_dir=inbox, out_dir=out, quarantine=quar, recursive=True, settle=0.2)
+    with Watcher(cfg, attributor, pm=pm) as w:
+        write_png(inbox / "b" / "c" / "y.png", "gen-b", 3)
+        (inbox / "a" / "bad.png").write_bytes(b"junk")
+        assert wait_for(lambda: len(list(out.rglob("*.json"))) == 3 and w.idle())
+        time.sleep(0.5)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.json")) == [
+        "a/bad.png.json",
+        "a/x.png.json",
+        "b/c/y.png.json",
+    ]
+    assert (quar / "a" / "bad.png").exists() and (quar / "a" / "bad.png.error.json").exists()
+    assert len(pm.recorder.calls) == 3  # the quarantine copy inside the drop folder was not picked up
