@@ -337,6 +337,8 @@ class Watcher:
         self._clean_temp_files()
         self._observer = _make_observer(cfg.polling)
         events = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent, FileDeletedEvent, DirMovedEvent]
+        if type(self._observer).__name__ == "InotifyObserver":  # close events say when a write ends: one event
+            events.remove(FileModifiedEvent)  # per file instead of one per written chunk (the settle stat still runs)
         try:
             self._observer.schedule(_make_handler(self), str(cfg.in_dir), recursive=cfg.recursive, event_filter=events)
             self._observer.start()  # before the scan, so nothing written during the scan is missed
