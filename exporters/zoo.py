@@ -33,6 +33,7 @@ _SR = {
 }
 _INTERP = {"bicubic-x2": ("cubic", 2), "bicubic-x3": ("cubic", 3), "lanczos-x2": ("lanczos", 2)}
 _JPEG = {"jpeg-q50": 50, "jpeg-q75": 75, "jpeg-q90": 90}
+TAEF2_THREADS = 2
 ALL_PIPELINES = tuple(_INTERP) + tuple(_SR) + tuple(_JPEG) + ("taef2",)
 
 
@@ -92,8 +93,15 @@ class Zoo:
         h, w = rgb.shape[:2]
         h8, w8 = h // 8 * 8, w // 8 * 8
         x = torch.from_numpy(np.array(rgb[:h8, :w8])).permute(2, 0, 1)[None].float() / 255.0
-        with torch.no_grad():
-            y = self._taef2.decoder(self._taef2.encoder(x))
+        # Fixed intra-op thread count: float reductions depend on it, and a few low bits of the
+        # output with them. 2 threads is what the shipped model's zoo was made with.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(TAEF2_THREADS)
+        try:
+            with torch.no_grad():
+                y = self._taef2.decoder(self._taef2.encoder(x))
+        finally:
+            torch.set_num_threads(threads)
         y = (y.clamp(0, 1) * 255.0).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
         return np.ascontiguousarray(y)
 
