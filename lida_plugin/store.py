@@ -447,7 +447,14 @@ def open_stack(encoder, store: str | os.PathLike[str] | None = None, *, use_defa
         raise StoreError(f"store {upath} does not exist (register a generator into it first)")
     dpath = bundled_store_path()
     if use_default and dpath.exists() and dpath.resolve() != upath.resolve():
-        stores.append(ExemplarStore(dpath, immutable=True))
+        default = ExemplarStore(dpath, immutable=True)
+        if default.model_id is not None and default.model_id != encoder.model_id:
+            # the bundled store only serves the bundled model: skip it for any other model
+            log.warning("bundled default store skipped: it holds embeddings of %s, not %s", default.model_id,
+                        encoder.model_id)  # fmt: skip
+            default.close()
+        else:
+            stores.append(default)
     try:
         return StoreStack(stores, encoder)
     except StoreError:
