@@ -141,7 +141,7 @@ def _notes(result: dict) -> list[str]:
             " generator; `--adapt` (adaptation from the pre-trained checkpoint on each episode's gallery only) is"
             " the paper's few-shot setting."
         )
-    if "rgb-baseline" in result["conditions"]:
+    if any("rgb" in c for c in result["conditions"]):
         notes.append(
             "Content confound: several named-generator classes here are one prompt rendered at several weight"
             " quantisations (flux-1, z-image, sd-1.5-ggml, the Core ML sd-1.4/1.5 pairs), so an RGB encoder can"
@@ -173,7 +173,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             from .training import RUNS
 
             print(f"training baseline {kind} ({args.train_steps} pre-training steps) ...", file=sys.stderr)
-            compare[f"{kind}-baseline"] = str(
+            name = {"rgb": "rgb-matched", "scaled-matched": "scaled-matched"}.get(kind, f"{kind}-baseline")
+            compare[name] = str(
                 train_baseline(
                     kind, args.data_root, RUNS, args.train_steps, args.train_adapt_steps, args.threads, args.progress
                 )
