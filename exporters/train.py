@@ -160,7 +160,11 @@ def pretrain(
     if recipe.pretrain == "none":
         _save(ckpt, {"model": model.state_dict(), "step": 0, "done": True, "recipe": recipe.to_json(), "seconds": 0.0})
         return ckpt
+    # Making the zoo builds torch modules (taef2), which draws from torch's RNG; keep the RNG as
+    # it was so the run does not depend on whether the zoo cache already existed.
+    rng_state = torch.get_rng_state()
     names, groups = pretrain_groups(recipe, items, run_dir.parent / "cache", gen_dir)
+    torch.set_rng_state(rng_state)
     head = CosineClassifier(recipe.dim, len(names))
     params = list(model.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=recipe.pretrain_lr, weight_decay=1e-4)
