@@ -227,7 +227,7 @@ def markdown(result: dict, command: str, plot_dir: str | None = None) -> str:
         for n, g in rob.get("gate", {}).items():
             coll = [r["transform"] for r in g["levels"] if r["collapsed"]]
             a(f"- {n}: accuracy collapsed (Rank-1 below half of clean {_pct(g['clean_rank1'])}% or below twice"
-              f" chance {_pct(g.get('chance_rank1'))}%) under: "
+              f" chance, chance = {_pct(g.get('chance_rank1'))}%) under: "
               f"{', '.join(coll) or 'none'}; the gate let confident attributions through at collapsed levels: "
               f"{', '.join(g['collapsed_let_through']) or 'none'}; the gate fired where accuracy had not collapsed: "
               f"{', '.join(g['fired_without_collapse']) or 'none'}.")  # fmt: skip
