@@ -506,6 +506,11 @@ def add_manifest_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="embed into the original itself (atomic replace; the original is kept as <name>.lida-bak)",
     )
+    add_signing_args(g)
+
+
+def add_signing_args(g) -> None:
+    """``--keys`` and ``--source-type-policy``: shared by ``lida attribute`` and ``lida watch``."""
     g.add_argument(
         "--keys", metavar="PATH", help="signing keys folder or config (default: $LIDA_KEYS, else the user folder)"
     )

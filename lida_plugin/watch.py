@@ -992,7 +992,7 @@ def manifest_writer_for(args: argparse.Namespace, encoder):
 
 def add_commands(sub) -> None:
     from . import cli
-    from .manifest import POLICIES
+    from .manifest import add_signing_args
 
     p = sub.add_parser(
         "watch",
@@ -1009,15 +1009,7 @@ def add_commands(sub) -> None:
         default="none",
         help="also write a C2PA manifest per asset (needs the manifest writer; default none)",
     )
-    p.add_argument(
-        "--keys", metavar="PATH", help="signing keys for --manifest (default: $LIDA_KEYS, else the user folder)"
-    )
-    p.add_argument(
-        "--source-type-policy",
-        choices=POLICIES,
-        default="assertion",
-        help="where the IPTC trainedAlgorithmicMedia source type goes (see lida attribute --help)",
-    )
+    add_signing_args(p)
     p.add_argument("--workers", type=int, default=2, help="decode workers sharing the one model session (default 2)")
     p.add_argument(
         "--quarantine", metavar="DIR", help="copy files that cannot be analysed here, with <name>.error.json"
