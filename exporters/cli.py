@@ -114,7 +114,7 @@ def evaluate_checkpoint(ckpt, items, shots, draws) -> dict:
 
     model, r, st = load_encoder(ckpt)
     t = time.perf_counter()
-    emb = embed_images(model, [it.pixels for it in items], r.crop, r.crop_count, r.align)
+    emb = embed_images(model, [it.pixels for it in items], r.crop, r.crop_count, r.align, resize=r.resize)
     if "prototype" in st:
         proto = st["prototype"].numpy()
     else:  # not adapted: the normalised mean of the train-split real embeddings (as export does)

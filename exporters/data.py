@@ -30,7 +30,7 @@ import numpy as np
 
 from lida_plugin.decode import decode_file
 from lida_plugin.errors import InputError
-from lida_plugin.fingerprint import extract_crops
+from lida_plugin.fingerprint import extract_crops, resize_square
 
 IMAGE_SUFFIXES = {".png", ".bmp", ".tif", ".tiff", ".ppm", ".webp", ".jpg", ".jpeg"}
 _FFHQ_FACE = re.compile(r"^data_ffhq_generated_img_.*-(\d+)$")
@@ -195,3 +195,9 @@ class CropSampler:
 def eval_crops(pixels: np.ndarray, size: int, count: int, align: int = 8) -> np.ndarray:
     """The serving crops of one image (``lida_plugin.fingerprint.extract_crops``)."""
     return extract_crops(pixels, size, count, align)
+
+
+def resize(pixels: np.ndarray, size: int) -> np.ndarray:
+    """``pixels`` resized to ``size x size`` as the runtime does for a model with ``input_resize``;
+    ``size`` 0 returns them untouched (the native grid, every model but the authors' baseline)."""
+    return resize_square(pixels, size) if size else pixels

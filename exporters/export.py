@@ -143,12 +143,12 @@ def export_checkpoint(
     if "prototype" in st:
         proto = F.normalize(st["prototype"].float(), dim=0).numpy()
     else:
-        e = embed_images(model, [it.pixels for it in real_tr], rc.crop, rc.crop_count, rc.align)
+        e = embed_images(model, [it.pixels for it in real_tr], rc.crop, rc.crop_count, rc.align, resize=rc.resize)
         proto = e.mean(0)
         proto = proto / np.linalg.norm(proto)
-    e_ho = embed_images(model, [it.pixels for it in real_ho], rc.crop, rc.crop_count, rc.align)
+    e_ho = embed_images(model, [it.pixels for it in real_ho], rc.crop, rc.crop_count, rc.align, resize=rc.resize)
     det_t = detection_threshold(ai_score(e_ho @ proto, rc.tau), fpr)
-    e_gen = embed_images(model, [it.pixels for it in gen_tr], rc.crop, rc.crop_count, rc.align)
+    e_gen = embed_images(model, [it.pixels for it in gen_tr], rc.crop, rc.crop_count, rc.align, resize=rc.resize)
     open_t, open_stats = open_set_threshold(e_gen, [it.label for it in gen_tr])
     rh = recipe_hash(recipe, [it.relpath for it in items if it.split == "train"])
     short = {"lida-resnet-small": "rns", "lida-resnet-tiny": "rnt"}.get(rc.arch, rc.arch)
@@ -169,10 +169,10 @@ def export_checkpoint(
         normalization=NORMALIZATION[rc.mode], embedding_dim=rc.dim,
         real_prototype=tuple(float(v) for v in proto), detection_temperature=rc.tau,
         detection_threshold=det_t, detection_fpr=fpr, open_set_threshold=open_t, recipe_hash=rh,
-        training=training,
+        training=training, input_resize=rc.resize,
     )  # fmt: skip
     path = export_onnx(model, out, rc.crop, info.to_metadata())
-    crops = np.concatenate([D.eval_crops(it.pixels, rc.crop, 4, rc.align) for it in real_ho[:16]])
+    crops = np.concatenate([D.eval_crops(D.resize(it.pixels, rc.resize), rc.crop, 4, rc.align) for it in real_ho[:16]])
     diff = parity(model, path, crops)
     if diff > PARITY_TOL:
         raise RuntimeError(f"parity check failed: torch vs onnxruntime max abs diff {diff:.2e} > {PARITY_TOL}")

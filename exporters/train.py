@@ -71,9 +71,13 @@ class Recipe:
     center_alpha: float = 0.5
     shots: int = 0  # registration images per generated class; 0 = the whole train split
     labels: list[str] = field(default_factory=list)  # generated classes to adapt on; empty = all
+    resize: int = 0  # 0: native grid; R: every image resized to R x R first (the authors' configuration)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        d = dataclasses.asdict(self)
+        if not d["resize"]:
+            del d["resize"]  # recipes from before the field existed keep their hash
+        return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict) -> Recipe:
@@ -141,6 +145,8 @@ def pretrain_groups(recipe: Recipe, items: list[D.Item], cache_dir: Path, gen_di
             groups.append([r.pixels])
     if not names:
         raise ValueError(f"unknown pretrain proxy {recipe.pretrain!r}")
+    if recipe.resize:
+        groups = [[D.resize(im, recipe.resize) for im in g] for g in groups]
     return names, groups
 
 
@@ -269,11 +275,11 @@ def adapt(
     if not reg or not reals:
         raise D.DataError("adaptation needs train-split generated images and real images")
     classes = list(reg)
-    gen_sampler = D.CropSampler([[it.pixels for it in v] for v in reg.values()], recipe.crop, recipe.seed + 2,
-                                recipe.align, recipe.flip)  # fmt: skip
+    gen_sampler = D.CropSampler([[D.resize(it.pixels, recipe.resize) for it in v] for v in reg.values()],
+                                recipe.crop, recipe.seed + 2, recipe.align, recipe.flip)  # fmt: skip
     by_set: dict[str, list[np.ndarray]] = {}
     for it in reals:
-        by_set.setdefault(it.label, []).append(it.pixels)
+        by_set.setdefault(it.label, []).append(D.resize(it.pixels, recipe.resize))
     real_sampler = D.CropSampler(list(by_set.values()), recipe.crop, recipe.seed + 3, recipe.align, recipe.flip)
     with torch.no_grad():
         model.eval()
@@ -357,12 +363,14 @@ def adapt(
 
 
 @torch.no_grad()
-def embed_images(model, images: list[np.ndarray], crop: int, count: int, align: int = 8, batch: int = 128):
+def embed_images(
+    model, images: list[np.ndarray], crop: int, count: int, align: int = 8, batch: int = 128, resize: int = 0
+):
     """Image embeddings (L2-normalised mean of the serving crops' embeddings), ``[n, D]``."""
     model.eval()
     crops, owner = [], []
     for i, img in enumerate(images):
-        c = D.eval_crops(img, crop, count, align)
+        c = D.eval_crops(D.resize(img, resize), crop, count, align)
         crops.append(c)
         owner += [i] * len(c)
     allc = np.concatenate(crops)

@@ -8,7 +8,9 @@ Graph
 -----
 * one input named :data:`INPUT_NAME`: ``uint8``, shape ``[N, 3, S, S]`` (``N`` dynamic, ``S`` the
   crop size in the metadata): raw 8-bit RGB crops cut from the full-resolution image, never
-  resampled.
+  resampled; except for a model that declares ``lida.input_resize = R`` (the authors'
+  configuration, an evaluation baseline): the runtime first resizes the whole image to ``R×R``
+  (:func:`lida_plugin.fingerprint.resize_square`) and cuts the crops from that.
 * the graph itself applies the low-bit fingerprint (``BitwiseAnd(x, 7)``, then the mode) and
   the normalisation, so training and serving cannot drift. Feeding ``x & 7`` instead of ``x``
   gives the same result, which is what lets a store re-embed from the low-bit crops it keeps.
@@ -54,6 +56,7 @@ K_DET_FPR = "lida.detection_fpr"
 K_OPEN_T = "lida.open_set_threshold"
 K_RECIPE = "lida.recipe_hash"
 K_TRAINING = "lida.training"
+K_RESIZE = "lida.input_resize"
 
 REQUIRED_KEYS = (
     K_CONTRACT,
@@ -72,7 +75,7 @@ REQUIRED_KEYS = (
     K_DET_FPR,
     K_OPEN_T,
 )
-OPTIONAL_KEYS = (K_RECIPE, K_TRAINING)
+OPTIONAL_KEYS = (K_RECIPE, K_TRAINING, K_RESIZE)
 
 
 class ContractError(ValueError):
@@ -99,6 +102,7 @@ class ModelInfo:
     open_set_threshold: float
     recipe_hash: str = ""
     training: dict[str, Any] = field(default_factory=dict)
+    input_resize: int = 0  # 0: native grid (the default); R: resize the image to R x R first
 
     def to_metadata(self) -> dict[str, str]:
         """The ``metadata_props`` an exporter writes for this model."""
@@ -123,6 +127,8 @@ class ModelInfo:
             meta[K_RECIPE] = self.recipe_hash
         if self.training:
             meta[K_TRAINING] = json.dumps(self.training, sort_keys=True)
+        if self.input_resize:
+            meta[K_RESIZE] = str(self.input_resize)
         return meta
 
     def as_dict(self) -> dict[str, Any]:
@@ -161,6 +167,7 @@ def parse_metadata(meta: Mapping[str, str], source: str = "model") -> ModelInfo:
             open_set_threshold=float(meta[K_OPEN_T]),
             recipe_hash=meta.get(K_RECIPE, ""),
             training=json.loads(meta[K_TRAINING]) if meta.get(K_TRAINING) else {},
+            input_resize=int(meta.get(K_RESIZE) or 0),
         )
     except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
         raise ContractError(f"{source}: malformed lida metadata: {exc}") from exc
@@ -169,8 +176,10 @@ def parse_metadata(meta: Mapping[str, str], source: str = "model") -> ModelInfo:
         problems.append(f"fingerprint mode {info.fingerprint_mode!r} not one of {FINGERPRINT_MODES}")
     if info.crop_size < 8 or info.crop_count < 1 or info.crop_align < 1:
         problems.append("crop size must be >= 8, crop count and alignment >= 1")
-    if info.min_image_size < info.crop_size:
+    if info.min_image_size < info.crop_size and not info.input_resize:
         problems.append("min_image_size is smaller than crop_size")
+    if info.input_resize and info.input_resize < info.crop_size:
+        problems.append("input_resize is smaller than crop_size")
     if len(info.real_prototype) != info.embedding_dim:
         problems.append(f"real prototype has {len(info.real_prototype)} values, embedding_dim is {info.embedding_dim}")
     if info.detection_temperature <= 0:

@@ -18,8 +18,8 @@ import numpy as np
 
 from .contract import INPUT_NAME, OUTPUT_NAME, ContractError, ModelInfo, parse_metadata
 from .decode import Decoded
-from .errors import ModelError
-from .fingerprint import extract_crops
+from .errors import InputError, ModelError
+from .fingerprint import extract_crops, resize_square
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,15 @@ class Encoder:
     def crops_for(self, decoded: Decoded) -> np.ndarray:
         """The model's crop grid over a decoded image: ``uint8 [K, 3, S, S]``."""
         i = self.info
-        return extract_crops(decoded.pixels, i.crop_size, i.crop_count, i.crop_align, i.min_image_size, decoded.path)
+        px = decoded.pixels
+        if i.input_resize:
+            h, w = px.shape[:2]
+            if min(h, w) < i.min_image_size:
+                raise InputError(
+                    decoded.path, f"image is {w}x{h}, smaller than the model's minimum of {i.min_image_size} pixels"
+                )
+            px = resize_square(px, i.input_resize)
+        return extract_crops(px, i.crop_size, i.crop_count, i.crop_align, i.min_image_size, decoded.path)
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
         """Per-crop embeddings ``float32 [N, D]`` (rows unit length), run in batches."""

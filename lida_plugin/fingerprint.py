@@ -10,6 +10,8 @@ parity tests. Both forms are single vectorised passes over ``uint8`` data:
 * ``rgb``: the pixels themselves (a baseline, no fingerprint)
 
 Crops are cut from the full-resolution grid, never resampled: resizing rewrites the low bits.
+The one exception is :func:`resize_square`, for a model that declares ``lida.input_resize``
+(the authors' configuration, kept as an evaluation baseline to show what resizing costs).
 """
 
 from __future__ import annotations
@@ -37,6 +39,17 @@ def fingerprint(pixels: np.ndarray, mode: str = "scaled") -> np.ndarray:
     if mode == "binary":
         return np.multiply(low != 0, 255, dtype=np.uint8)
     raise ValueError(f"unknown fingerprint mode {mode!r}")
+
+
+def resize_square(pixels: np.ndarray, size: int) -> np.ndarray:
+    """``pixels`` (``H×W×3`` uint8) resized to ``size × size``, bilinear with antialiasing
+    (Pillow; what ``torchvision.transforms.Resize((size, size))`` does to a PIL image)."""
+    from PIL import Image
+
+    if pixels.shape[0] == size and pixels.shape[1] == size:
+        return pixels
+    im = Image.fromarray(np.ascontiguousarray(pixels[..., :3], dtype=np.uint8))
+    return np.asarray(im.resize((size, size), Image.BILINEAR))
 
 
 def _axis_offsets(length: int, size: int, n: int, align: int) -> list[int]:

@@ -194,9 +194,24 @@ class ExemplarStore:
         if self.model_id is None:
             i = encoder.info
             rows = {"model_id": i.model_id, "crop_size": str(i.crop_size), "crop_count": str(i.crop_count),
-                    "crop_align": str(i.crop_align), "embedding_dim": str(i.embedding_dim)}  # fmt: skip
+                    "crop_align": str(i.crop_align), "embedding_dim": str(i.embedding_dim),
+                    "input_resize": str(i.input_resize)}  # fmt: skip
             self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows.items())
             self.meta.update(rows)
+
+    @staticmethod
+    def _same_resize(src: ExemplarStore, new_resize: int) -> None:
+        """Stored crops come from the image as the storing model saw it (native grid, or resized
+        for a model with ``input_resize``); re-embedding them for a model that sees the image
+        differently would be silently wrong."""
+        old = int(src.meta.get("input_resize") or 0)
+        if old != new_resize:
+            what = {0: "the native pixel grid"}
+            raise StoreError(
+                f"store {src.path}: its crops were cut from {what.get(old, f'images resized to {old}px')}, the new"
+                f" model needs {what.get(new_resize, f'images resized to {new_resize}px')}; register the original"
+                " images again instead"
+            )
 
     def _writable(self) -> None:
         if self.readonly:
@@ -280,6 +295,8 @@ class ExemplarStore:
         self._writable()
         new = encoder.info
         rows = self.conn.execute("SELECT id, crops, crop_count, crop_size, source FROM exemplars").fetchall()
+        if rows:
+            self._same_resize(self, new.input_resize)
         for _, _, _, size, source in rows:
             if size < new.crop_size:
                 raise StoreError(
@@ -298,7 +315,8 @@ class ExemplarStore:
         with self.conn:
             self.conn.executemany("UPDATE exemplars SET embedding=?, model_id=? WHERE id=?", updates)
             self.conn.execute(
-                "DELETE FROM meta WHERE key IN ('model_id', 'crop_size', 'crop_count', 'crop_align', 'embedding_dim')"
+                "DELETE FROM meta WHERE key IN ('model_id', 'crop_size', 'crop_count', 'crop_align', 'embedding_dim',"
+                " 'input_resize')"
             )
             self.meta.pop("model_id", None)
             self._bind_model(encoder)
@@ -356,6 +374,7 @@ class ExemplarStore:
                     skipped += 1
                     continue
                 if mid != encoder.model_id:
+                    self._same_resize(other, encoder.info.input_resize)
                     if size < encoder.info.crop_size:
                         raise StoreError(
                             f"{other.path}: exemplar {source} has {size}px crops, too small for this model"

@@ -123,6 +123,40 @@ def test_tiny_end_to_end(tmp_path):
     assert adapt(r, items, None, run, progress=False) == ck
 
 
+def test_resized_input_recipe_exports_a_model_the_runtime_serves_identically(tmp_path):
+    """The authors' configuration (whole image resized, one crop): training, export metadata and
+    the runtime's crops agree, and the recipe field leaves older recipes' hashes alone."""
+    from lida_plugin.decode import decode_file
+    from lida_plugin.encoder import Encoder
+    from lida_plugin.evaluate.training import baseline_recipe, budget_steps
+
+    assert "resize" not in Recipe().to_json() and '"resize": 48' in Recipe(resize=48).to_json()
+    authors = baseline_recipe("authors")
+    assert (authors.resize, authors.crop, authors.crop_count) == (256, 256, 1)
+    assert budget_steps(authors, 600, 200) == (150, 50)  # 8 x 256^2 = 4 x (32 x 64^2) pixels a step
+    assert budget_steps(Recipe(), 600, 200) == (600, 200)
+
+    torch.set_num_threads(1)
+    root = _toy_root(tmp_path / "data")
+    with pytest.warns(UserWarning, match="skipped 1 unusable"):
+        items = D.load_folder(root)
+    r = Recipe(arch="lida-resnet-tiny", dim=16, crop=32, crop_count=1, resize=32, pretrain="real", pretrain_steps=2,
+               pretrain_batch=4, adapt_steps=2, adapt_batch=8)  # fmt: skip
+    run = tmp_path / "runs" / "rz"
+    ck = adapt(r, items, pretrain(r, items, run, progress=False), run, progress=False)
+    out, info, _ = export_checkpoint(ck, items, tmp_path / "rz.onnx")
+    assert info.input_resize == 32
+    enc = Encoder(out, device="cpu", threads=1)
+    assert enc.info.input_resize == 32
+    from exporters.train import embed_images, load_encoder
+
+    model, _, _ = load_encoder(ck)
+    paths = sorted((root / "generated" / "g2").glob("*.png"))  # 80x72: resized to 32x32, not cropped
+    want = embed_images(model, [decode_file(p).pixels for p in paths], 32, 1, 8, resize=32)
+    got = enc.embed_crop_sets([enc.crops_for(decode_file(p)) for p in paths])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_runtime_loads_export(tmp_path):
     enc_mod = pytest.importorskip("lida_plugin.encoder")
     from exporters.export import export_untrained

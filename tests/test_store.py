@@ -1,3 +1,4 @@
+import dataclasses
 import sqlite3
 import threading
 
@@ -140,3 +141,32 @@ def test_compacted_store_opens_immutable(tmp_path, enc, images):
     path.chmod(0o444)
     with ExemplarStore(path, immutable=True) as s:
         assert s.exemplar_count() == 1 and s.readonly
+
+
+def test_input_resize_model_crops_the_resized_image_and_store_refuses_to_mix_grids(tmp_path, enc, images):
+    """A model declaring lida.input_resize (the authors' configuration) sees the image resized;
+    crops a store kept from the native grid must not be re-embedded for it, nor the reverse."""
+    from lida_plugin.contract import parse_metadata
+    from lida_plugin.fingerprint import resize_square
+
+    info = tiny_info(model_id="resize-model", input_resize=96)
+    assert parse_metadata(info.to_metadata()).input_resize == 96
+    assert parse_metadata(tiny_info().to_metadata()).input_resize == 0  # absent key: native grid
+    rz = Encoder(build_tiny_model(tmp_path / "rz.onnx", info), device="cpu")
+    d = decode_file(images["gen-a"][0])
+    assert d.pixels.shape[:2] != (96, 96)
+    got = rz.crops_for(d)
+    want = enc.crops_for(dataclasses.replace(d, pixels=resize_square(d.pixels, 96)))
+    np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(got, enc.crops_for(d))
+
+    path = tmp_path / "s.sqlite"
+    with ExemplarStore(path, create=True) as s:
+        s.register(enc, d, "gen-a")
+        with pytest.raises(StoreError, match="native pixel grid.*resized to 96px.*register the original"):
+            s.reembed(rz)
+        assert s.model_id == enc.model_id  # nothing changed
+    with ExemplarStore(tmp_path / "r.sqlite", create=True) as r:
+        r.register(rz, d, "gen-a")
+        with ExemplarStore(tmp_path / "n.sqlite", create=True) as n, pytest.raises(StoreError, match="resized to 96px"):
+            n.import_from(r, enc)

@@ -71,8 +71,19 @@ def add_commands(sub) -> None:
         " fingerprint model under the same budget) or authors (ResNet-50 w/o max-pool, 256 crops);"
         " needs the train extra; models are kept in runs/eval-<kind>/",
     )
-    p.add_argument("--train-steps", type=int, default=600, help="pre-training steps per baseline (default 600)")
-    p.add_argument("--train-adapt-steps", type=int, default=200, help="adaptation steps per baseline (default 200)")
+    p.add_argument(
+        "--train-steps",
+        type=int,
+        default=600,
+        help="pre-training budget per baseline, in steps of the default batch (32 crops of 64x64); a baseline"
+        " with larger inputs (authors) gets the same training pixels in fewer steps (default 600)",
+    )
+    p.add_argument(
+        "--train-adapt-steps",
+        type=int,
+        default=200,
+        help="adaptation budget per baseline, counted like --train-steps (default 200)",
+    )
     p.add_argument(
         "--adapt",
         action="store_true",

@@ -111,7 +111,7 @@ def adapted_condition(entries: list[Entry], cfg, fam: dict[str, str]) -> dict:
                 ck = T.adapt(r, items, init, Path(tmp) / f"k{k}-s{seed}", progress=cfg.progress)
                 model, _, st = T.load_encoder(ck)
                 idx = ep.gallery + ep.queries
-                e = T.embed_images(model, [px(i) for i in idx], r.crop, r.crop_count, r.align)
+                e = T.embed_images(model, [px(i) for i in idx], r.crop, r.crop_count, r.align, resize=r.resize)
                 emb = np.full((len(entries), e.shape[1]), np.nan, dtype=np.float32)
                 emb[idx] = e
                 proto = st["prototype"].float().numpy()
@@ -133,11 +133,28 @@ def baseline_recipe(kind: str):
     elif kind == "scaled-matched":
         r = dataclasses.replace(r, mode="scaled")
     elif kind == "authors":
+        # ResNet-50 without max-pool on the whole image resized to 256x256 (one 256 crop of it);
+        # batch 8 of 256^2 = the pixels of the default batch of 32 crops of 64^2, times 2
         r = dataclasses.replace(r, arch="resnet50-lida-nomaxpool", mode="scaled", crop=256, crop_count=1,
-                                pretrain_batch=8, adapt_batch=8)  # fmt: skip
+                                resize=256, pretrain_batch=8, adapt_batch=8)  # fmt: skip
     else:
         raise ValueError(f"unknown baseline {kind!r}; choose from {BASELINES}")
     return r
+
+
+def budget_steps(recipe, pretrain_steps: int, adapt_steps: int) -> tuple[int, int]:
+    """Step counts that give ``recipe`` the training *pixels* of ``pretrain_steps`` + ``adapt_steps``
+    steps of the default recipe (batch 32 of 64x64 crops): a baseline with bigger inputs (the
+    authors' batch 8 of 256x256) gets fewer steps, so every baseline sees the same data."""
+    _, T = _exporters()
+    d = T.Recipe()
+
+    def scale(steps: int, batch: int, dbatch: int) -> int:
+        return max(1, round(steps * dbatch * d.crop**2 / (batch * recipe.crop**2)))
+
+    return scale(pretrain_steps, recipe.pretrain_batch, d.pretrain_batch), scale(
+        adapt_steps, recipe.adapt_batch, d.adapt_batch
+    )
 
 
 def train_baseline(
@@ -169,9 +186,12 @@ def train_baseline(
         log.info("baseline %s: reusing %s", kind, onnx)
         return onnx
     items = D.load_folder(data_root)
-    r = dataclasses.replace(baseline_recipe(kind), pretrain_steps=pretrain_steps, adapt_steps=adapt_steps)
+    base = baseline_recipe(kind)
+    p_steps, a_steps = budget_steps(base, pretrain_steps, adapt_steps)
+    r = dataclasses.replace(base, pretrain_steps=p_steps, adapt_steps=a_steps)
     ck_p = T.pretrain(r, items, run, progress=progress)
     ck_a = T.adapt(r, items, ck_p, run, progress=progress)
-    extra = {"baseline": kind, "pretrain_steps": pretrain_steps, "adapt_steps": adapt_steps}
+    extra = {"baseline": kind, "pretrain_steps": p_steps, "adapt_steps": a_steps,
+             "budget": f"{pretrain_steps} + {adapt_steps} steps of the default batch, in training pixels"}  # fmt: skip
     path, _, _ = export_checkpoint(ck_a, items, onnx, model_id=f"eval-baseline-{kind}", extra_training=extra)
     return path
