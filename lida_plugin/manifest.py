@@ -136,11 +136,8 @@ def build_manifest(record: dict[str, Any], title: str, mime: str, *, model_sha25
     }
 
 
-class _Discard(io.RawIOBase):
-    """A seekable sink: sidecar signing copies the asset to its destination, which we do not need."""
-
-    def __init__(self) -> None:
-        self.pos = 0
+class _RandomAccess(io.RawIOBase):
+    """A readable, writable, seekable raw stream: what the c2pa ``Stream`` wrapper asks of a file."""
 
     def writable(self) -> bool:
         return True
@@ -150,6 +147,13 @@ class _Discard(io.RawIOBase):
 
     def seekable(self) -> bool:
         return True
+
+
+class _Discard(_RandomAccess):
+    """A seekable sink: sidecar signing copies the asset to its destination, which we do not need."""
+
+    def __init__(self) -> None:
+        self.pos = 0
 
     def write(self, b) -> int:
         self.pos += len(b)
@@ -166,21 +170,12 @@ class _Discard(io.RawIOBase):
         return self.pos
 
 
-class _Guarded(io.RawIOBase):
+class _Guarded(_RandomAccess):
     """Wraps the destination file: remembers the first OSError (disk full, ...) the native side swallows."""
 
     def __init__(self, f) -> None:
         self.f = f
         self.error: OSError | None = None
-
-    def writable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
 
     def _call(self, fn, *a):
         try:
