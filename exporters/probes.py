@@ -1,0 +1,222 @@
+"""Diagnostic probes behind the "what limits it" findings in ``docs/evaluation.md``.
+
+``python -m exporters.probes ceiling``
+    How much generator information an encoder's embedding holds at all: with *every* train-split
+    image labelled (far more than any k-shot gallery), (a) nearest class mean and (b) a
+    supervised linear classifier (softmax regression) on the frozen embeddings, scored on the
+    held-out split, class-averaged like ``lida eval``. If even (b) is far below a target, the
+    target cannot be reached by registration or retrieval tricks on this encoder.
+
+``python -m exporters.probes resize-gate``
+    Can a cheap reliability gate tell a resized (resampled) image from an original? Two
+    detectors are fitted on the train split (originals vs copies resized by a random factor in
+    [0.4, 0.95] or [1.1, 2.0] with a random Pillow filter, saved as PNG): a logistic regression
+    on the encoder's embedding, and one on a spectral profile of the image's Laplacian residual
+    plus low-bit neighbour statistics. Thresholds are set at 95% / 99% of the train originals
+    (5% / 1% false alarms there); the table gives the share flagged on held-out originals and on
+    held-out copies resized as ``lida eval``'s sweep does (bicubic 0.5x, 0.75x) and cropped off
+    the 8-px grid.
+
+Both print a Markdown table. They use torch (logistic regressions), hence live in ``exporters``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lida_plugin.decode import decode_bytes, decode_file
+from lida_plugin.encoder import Encoder
+from lida_plugin.evaluate.corpus import REAL as REAL_CLASS
+from lida_plugin.evaluate.corpus import load_corpus
+
+from .train import DEFAULT_DATA
+
+
+def _fit_linear(x: np.ndarray, y: np.ndarray, n_out: int, weight_decay: float, steps: int = 3000, seed: int = 0):
+    """Full-batch Adam logistic / softmax regression on standardised ``x``; returns a scorer."""
+    torch.manual_seed(seed)
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    xt = torch.tensor((x - mu) / sd, dtype=torch.float32)
+    lin = torch.nn.Linear(x.shape[1], n_out)
+    opt = torch.optim.Adam(lin.parameters(), 1e-2, weight_decay=weight_decay)
+    if n_out == 1:
+        yt = torch.tensor(y, dtype=torch.float32)
+
+        def loss_fn(out):
+            return torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], yt)
+    else:
+        yt = torch.tensor(y)
+        w = torch.tensor(1.0 / np.bincount(y, minlength=n_out).clip(1), dtype=torch.float32)  # class-balanced
+
+        def loss_fn(out):
+            return torch.nn.functional.cross_entropy(out, yt, weight=w)
+
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(lin(xt)).backward()
+        opt.step()
+
+    def score(z: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return lin(torch.tensor((z - mu) / sd, dtype=torch.float32)).numpy()
+
+    return score
+
+
+def _embed(enc: Encoder, decs) -> np.ndarray:
+    return enc.embed_crop_sets([enc.crops_for(d) for d in decs])
+
+
+# -- ceiling ---------------------------------------------------------------------------------------
+def ceiling(data: Path, model: str | None, threads: int) -> str:
+    entries = load_corpus(data)
+    enc = Encoder(model, device="cpu", threads=threads)
+    emb = np.concatenate(
+        [_embed(enc, [decode_file(e.path) for e in entries[i : i + 32]]) for i in range(0, len(entries), 32)]
+    )
+    labels = sorted({e.label for e in entries})
+    li = {lab: i for i, lab in enumerate(labels)}
+    y = np.array([li[e.label] for e in entries])
+    tr = np.array([e.split == "train" for e in entries])
+
+    def scores(pred: np.ndarray) -> dict[str, float]:
+        pc = {lab: float((pred[~tr & (y == i)] == i).mean()) for lab, i in li.items() if (~tr & (y == i)).any()}
+        ldm = [v for lab, v in pc.items() if lab.startswith("ldm-sr")]
+        named = [v for lab, v in pc.items() if not lab.startswith("ldm-sr") and lab != REAL_CLASS]
+        return {
+            "all": np.mean(list(pc.values())),
+            "named": np.mean(named),
+            "ldm-sr": np.mean(ldm),
+            "real": pc[REAL_CLASS],
+        }
+
+    cm = np.stack([emb[tr & (y == i)].mean(0) for i in range(len(labels))])
+    cm /= np.linalg.norm(cm, axis=1, keepdims=True)
+    rows = [("nearest class mean of all train images", scores((emb @ cm.T).argmax(1)))]
+    for wd in (1e-4, 1e-3):
+        f = _fit_linear(emb[tr], y[tr], len(labels), wd)
+        rows.append((f"linear classifier on all train images (weight decay {wd:g})", scores(f(emb).argmax(1))))
+    out = [
+        f"Model `{enc.info.model_id}`; held-out accuracy, class-averaged (%), chance 1/{len(labels)}.",
+        "",
+        "| probe | all classes | named | ldm-sr | real |",
+        "|---|---|---|---|---|",
+    ]
+    out += [f"| {n} | {100 * s['all']:.1f} | {100 * s['named']:.1f} | {100 * s['ldm-sr']:.1f} | {100 * s['real']:.1f} |"
+            for n, s in rows]  # fmt: skip
+    return "\n".join(out)
+
+
+# -- resize gate -----------------------------------------------------------------------------------
+_FILTERS = ("BILINEAR", "BICUBIC", "LANCZOS", "BOX")
+
+
+def _png(px: np.ndarray, name: str):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(px)).save(buf, format="PNG")
+    return decode_bytes(buf.getvalue(), name)
+
+
+def _resized(px: np.ndarray, f: float, flt: str) -> np.ndarray:
+    from PIL import Image
+
+    h, w = px.shape[:2]
+    size = (max(64, round(w * f)), max(64, round(h * f)))
+    return np.asarray(Image.fromarray(px).resize(size, getattr(Image, flt)))
+
+
+def spectral_features(px: np.ndarray, bands: int = 24) -> np.ndarray:
+    """Log energy of the Laplacian residual of the central <= 256^2 luminance in ``bands``
+    square-ring frequency bands (mean removed), its log variance, and the mean absolute
+    neighbour difference of the low bits along each axis."""
+    y = px[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    h, w = y.shape
+    s = min(h, w, 256)
+    y = y[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+    r = y - 0.25 * (np.roll(y, 1, 0) + np.roll(y, -1, 0) + np.roll(y, 1, 1) + np.roll(y, -1, 1))
+    p = np.abs(np.fft.fft2(r - r.mean())) ** 2
+    ring = np.maximum(np.abs(np.fft.fftfreq(s))[:, None], np.abs(np.fft.fftfreq(s))[None, :])
+    b = np.minimum((ring / 0.5 * bands).astype(int), bands - 1).ravel()
+    e = np.log(np.bincount(b, p.ravel(), bands) / np.bincount(b, None, bands) + 1e-6)
+    low = (px[..., :3] & 7).astype(np.float32)
+    lb = [float(np.mean(np.abs(np.diff(low, axis=a)))) for a in (0, 1)]
+    return np.concatenate([e - e.mean(), [np.log(r.var() + 1e-6)], lb])
+
+
+def resize_gate(data: Path, model: str | None, threads: int, seed: int = 0) -> str:
+    from tqdm import tqdm
+
+    entries = load_corpus(data)
+    enc = Encoder(model, device="cpu", threads=threads)
+    rng = np.random.default_rng(seed)
+    tr_e, tr_s, tr_y = [], [], []
+    tests = ("original", "bicubic 0.5x", "bicubic 0.75x", "crop off-grid")
+    te_e: dict[str, list] = {t: [] for t in tests}
+    te_s: dict[str, list] = {t: [] for t in tests}
+    for e in tqdm(entries, desc="probe", unit="img", mininterval=2.0):
+        px = decode_file(e.path).pixels
+        if e.split == "train":
+            variants = [(px, 0)]
+            for _ in range(2):
+                f = rng.uniform(0.4, 0.95) if rng.random() < 0.75 else rng.uniform(1.1, 2.0)
+                variants.append((_resized(px, f, _FILTERS[rng.integers(len(_FILTERS))]), 1))
+            decs = [_png(v, f"{e.relpath}[{i}]") for i, (v, _) in enumerate(variants)]
+            tr_e.append(_embed(enc, decs))
+            tr_s += [spectral_features(d.pixels) for d in decs]
+            tr_y += [lab for _, lab in variants]
+        else:
+            h, w = px.shape[:2]
+            vs = [px, _resized(px, 0.5, "BICUBIC"), _resized(px, 0.75, "BICUBIC"),
+                  px[5 : 5 + int(h * 0.75), 3 : 3 + int(w * 0.75)]]  # fmt: skip
+            decs = [_png(v, f"{e.relpath}[{t}]") for v, t in zip(vs, tests, strict=True)]
+            for t, d, z in zip(tests, decs, _embed(enc, decs), strict=True):
+                te_e[t].append(z)
+                te_s[t].append(spectral_features(d.pixels))
+    y = np.array(tr_y)
+    feats = {
+        "encoder embedding": (np.concatenate(tr_e), {t: np.stack(v) for t, v in te_e.items()}),
+        "spectral + low-bit statistics": (np.stack(tr_s), {t: np.stack(v) for t, v in te_s.items()}),
+    }
+    out = [
+        f"Model `{enc.info.model_id}`; {int((y == 0).sum())} train originals, {int(y.sum())} resized train copies;"
+        f" held-out: {len(te_e['original'])} images per column. Share flagged as resized (%).",
+        "",
+        "| detector | threshold (train originals flagged) | " + " | ".join(f"held-out {t}" for t in tests) + " |",
+        "|---|---|" + "---|" * len(tests),
+    ]
+    for name, (x, te) in feats.items():
+        score = _fit_linear(x, y, 1, 1e-3)
+        s0 = score(x[y == 0])[:, 0]
+        for q in (0.95, 0.99):
+            t = float(np.quantile(s0, q))
+            cells = " | ".join(f"{100 * float((score(te[k])[:, 0] > t).mean()):.1f}" for k in tests)
+            out.append(f"| {name} | {100 * (1 - q):.0f}% | {cells} |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m exporters.probes", description=__doc__.split("\n\n")[0])
+    p.add_argument("probe", choices=("ceiling", "resize-gate"))
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="corpus root (default ../shared/data)")
+    p.add_argument("--model", default=None, help="encoder ONNX (default: the bundled model)")
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    if not Path(a.data).is_dir():
+        print(f"error: data folder {a.data} does not exist", file=sys.stderr)
+        return 2
+    torch.set_num_threads(a.threads)
+    fn = ceiling if a.probe == "ceiling" else resize_gate
+    print(fn(Path(a.data), a.model, a.threads))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
