@@ -333,6 +333,13 @@ class ManifestWriter:
         assert self.out_dir is not None
         return self.out_dir / src.name
 
+    def forget_claims(self) -> None:
+        """Forget the destinations written so far. A batch run refuses to write one destination
+        twice (two inputs with the same file name); a long-running service (``lida watch``) writes
+        an asset's manifest again when the asset's bytes change, and calls this before each write."""
+        with self._lock:
+            self._claimed.clear()
+
     def _claim(self, dest: Path, src: Path) -> None:
         key = dest.resolve()
         with self._lock:

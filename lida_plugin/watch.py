@@ -829,9 +829,9 @@ class Watcher:
     def _write_manifest(self, record: dict[str, Any]) -> str | None:
         """Sign the finding into a C2PA manifest (``record["manifest"]`` says how it went); its path if written."""
         writer = self.manifest_writer
-        claimed = getattr(writer, "_claimed", None)  # the writer refuses a destination twice per run; a service
-        if claimed is not None:  # writes an asset's manifest again when its bytes change, and only this thread
-            claimed.clear()  # calls apply(), so forgetting earlier claims is safe
+        # a service writes an asset's manifest again when its bytes change, and only this thread
+        # calls apply(), so forgetting earlier claims is safe
+        writer.forget_claims()
         try:
             writer.apply(record)
         except Exception as exc:  # the report is still written; the manifest failure is recorded in it
