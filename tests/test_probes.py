@@ -1,0 +1,63 @@
+"""The diagnostic probes (``python -m exporters.probes``) on a tiny synthetic corpus."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import write_png
+
+pytest.importorskip("torch")
+from exporters import probes  # noqa: E402
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    root = tmp_path / "data"
+    for kind, folder in (("gen-a", "generated/gen-a"), ("gen-b", "generated/gen-b"), ("real", "real/r1")):
+        for i in range(6):
+            write_png(root / folder / f"{kind}-{i}.png", kind, 500 + i)
+    return root
+
+
+def _rows(table: str) -> list[tuple[str, list[float]]]:
+    """The numeric rows of a Markdown table: (first cell, numbers)."""
+    rows = []
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        nums = cells[1:]
+        if len(cells) > 1 and all(re.fullmatch(r"-?\d+(\.\d+)?%?|nan", c) for c in nums):
+            rows.append((cells[0], [float(c.rstrip("%")) for c in nums]))
+    return rows
+
+
+def _run(capsys, *argv) -> list[tuple[str, list[float]]]:
+    assert probes.main(list(argv) + ["--threads", "1"]) == 0
+    return _rows(capsys.readouterr().out)
+
+
+def test_ceiling_separates_the_synthetic_generators(corpus, tiny_model, capsys):
+    rows = dict(_run(capsys, "ceiling", "--data", str(corpus), "--model", str(tiny_model)))
+    allc, named, ldm, real = rows["nearest class mean of all train images"]
+    assert named == 100.0  # the tiny encoder's synthetic generators are trivially separable
+    assert ldm != ldm  # no ldm-sr class in this corpus: nan, not a made-up number
+    assert len(rows) == 3
+
+
+def test_whitening_reports_every_transform(corpus, tiny_model, capsys):
+    rows = dict(_run(capsys, "whitening", "--data", str(corpus), "--model", str(tiny_model)))
+    assert list(rows)[0] == "none (the runtime today)" and len(rows) == 7
+    assert all(0 <= r[0] <= 100 for r in rows.values())  # 1-shot Rank-1
+    assert all(r[1] != r[1] for r in rows.values())  # 3 train images a class: no 5-shot episode, so nan
+
+
+def test_resize_gate_thresholds_hold_on_train_originals(corpus, tiny_model, capsys):
+    rows = _run(capsys, "resize-gate", "--data", str(corpus), "--model", str(tiny_model))
+    assert [name for name, _ in rows] == ["encoder embedding"] * 2 + ["spectral + low-bit statistics"] * 2
+    assert [r[0] for _, r in rows] == [5.0, 1.0, 5.0, 1.0]  # the share of train originals each threshold flags
+    assert all(len(r) == 5 and all(0 <= v <= 100 for v in r) for _, r in rows)
+
+
+def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):
+    assert probes.main(["ceiling", "--data", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
