@@ -46,6 +46,7 @@ class OnnxEmbedder:
         return {"kind": self.kind, "model": self.path, "model_id": self.info.model_id, "sha256": self.encoder.sha256,
                 "architecture": self.info.architecture, "fingerprint_mode": self.info.fingerprint_mode,
                 "crop_size": self.info.crop_size, "crop_count": self.info.crop_count,
+                "input_resize": self.info.input_resize,
                 "thresholds": {"detection": self.info.detection_threshold, "detection_fpr": self.info.detection_fpr,
                                "open_set": self.info.open_set_threshold},
                 "training": self.info.training}  # fmt: skip

@@ -73,8 +73,10 @@ def markdown(result: dict, command: str, plot_dir: str | None = None) -> str:
         if c.get("model_id"):
             rec = (c.get("training") or {}).get("recipe") or {}
             steps = f", {rec['pretrain_steps']} pre-training + {rec['adapt_steps']} adaptation steps" if rec else ""
+            rz = f" of the image resized to {c['input_resize']}²" if c.get("input_resize") else ""
             a(f"- **{name}**: {c['description']}; model `{c['model_id']}` ({c.get('architecture')},"
-              f" fingerprint `{c.get('fingerprint_mode')}`, {c.get('crop_count')}×{c.get('crop_size')}px crops{steps},"
+              f" fingerprint `{c.get('fingerprint_mode')}`, {c.get('crop_count')}×{c.get('crop_size')}px crops{rz}"
+              f"{steps},"
               f" sha256 `{c.get('sha256', '')[:12]}`)")  # fmt: skip
         else:
             a(f"- **{name}**: {c['description']}")
