@@ -183,7 +183,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for kind in args.train_baseline:
             from .training import RUNS
 
-            print(f"training baseline {kind} ({args.train_steps} pre-training steps) ...", file=sys.stderr)
+            budget = f"{args.train_steps} + {args.train_adapt_steps} default-batch steps of pixels"
+            print(f"baseline {kind}: training ({budget}) unless runs/eval-{kind} has it ...", file=sys.stderr)
             name = {"rgb": "rgb-matched", "scaled-matched": "scaled-matched"}.get(kind, f"{kind}-baseline")
             compare[name] = str(
                 train_baseline(
