@@ -135,6 +135,9 @@ def test_resized_input_recipe_exports_a_model_the_runtime_serves_identically(tmp
     assert (authors.resize, authors.crop, authors.crop_count) == (256, 256, 1)
     assert budget_steps(authors, 600, 200) == (150, 50)  # 8 x 256^2 = 4 x (32 x 64^2) pixels a step
     assert budget_steps(Recipe(), 600, 200) == (600, 200)
+    resized = baseline_recipe("resized")  # the matched fingerprint recipe, only resized: same steps
+    assert (resized.resize, resized.crop, resized.mode) == (256, 64, "scaled")
+    assert budget_steps(resized, 600, 200) == (600, 200)
 
     torch.set_num_threads(1)
     root = _toy_root(tmp_path / "data")

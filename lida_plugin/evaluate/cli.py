@@ -17,6 +17,10 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+#: the condition name of each --train-baseline kind in the report
+CONDITION_NAMES = {"rgb": "rgb-matched", "scaled-matched": "scaled-matched", "resized": "resized-matched"}
+
+
 def _ints(s: str) -> tuple[int, ...]:
     try:
         v = tuple(int(x) for x in s.split(",") if x.strip())
@@ -66,10 +70,11 @@ def add_commands(sub) -> None:
         "--train-baseline",
         action="append",
         default=[],
-        choices=("rgb", "scaled-matched", "authors"),
+        choices=("rgb", "scaled-matched", "resized", "authors"),
         help="train (train split only) and evaluate a baseline encoder: rgb, scaled-matched (the"
-        " fingerprint model under the same budget) or authors (ResNet-50 w/o max-pool, 256 crops);"
-        " needs the train extra; models are kept in runs/eval-<kind>/",
+        " fingerprint model under the same budget), resized (scaled-matched on images resized to 256x256)"
+        " or authors (ResNet-50 w/o max-pool on the image resized to 256x256); needs the train extra;"
+        " models are kept in runs/eval-<kind>/",
     )
     p.add_argument(
         "--train-steps",
@@ -185,7 +190,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
             budget = f"{args.train_steps} + {args.train_adapt_steps} default-batch steps of pixels"
             print(f"baseline {kind}: training ({budget}) unless runs/eval-{kind} has it ...", file=sys.stderr)
-            name = {"rgb": "rgb-matched", "scaled-matched": "scaled-matched"}.get(kind, f"{kind}-baseline")
+            name = CONDITION_NAMES.get(kind, f"{kind}-baseline")
             compare[name] = str(
                 train_baseline(
                     kind, args.data_root, RUNS, args.train_steps, args.train_adapt_steps, args.threads, args.progress

@@ -12,7 +12,8 @@ They call the training code in ``exporters`` (PyTorch), imported here lazily so 
   prototype (no calibrated threshold exists for a per-episode model).
 * :func:`train_baseline`: trains and exports a baseline encoder to the model contract, with the
   default recipe except what the baseline changes (``rgb``: no fingerprint; ``scaled-matched``:
-  the fingerprint model under the very same budget, the fair partner of ``rgb``; ``authors``:
+  the fingerprint model under the very same budget, the fair partner of ``rgb``; ``resized``:
+  ``scaled-matched`` with every image resized to 256x256 first, isolating what resizing costs; ``authors``:
   ResNet-50 without max-pool, one 256x256 crop), on the train split only.
 """
 
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 RUNS = REPO / "runs"
 DEFAULT_PRETRAIN = RUNS / "default" / "pretrain.pt"
-BASELINES = ("rgb", "scaled-matched", "authors")
+BASELINES = ("rgb", "scaled-matched", "resized", "authors")
 
 
 class TrainExtraMissing(RuntimeError):
@@ -132,6 +133,8 @@ def baseline_recipe(kind: str):
         r = dataclasses.replace(r, mode="rgb")
     elif kind == "scaled-matched":
         r = dataclasses.replace(r, mode="scaled")
+    elif kind == "resized":  # scaled-matched, but every image resized to 256x256 first: what resizing costs
+        r = dataclasses.replace(r, mode="scaled", resize=256)
     elif kind == "authors":
         # ResNet-50 without max-pool on the whole image resized to 256x256 (one 256 crop of it);
         # batch 8 of 256^2 = the pixels of the default batch of 32 crops of 64^2, times 2
