@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from lida_plugin.contract import INPUT_NAME, OUTPUT_NAME, ModelInfo, ai_score, parse_metadata
+from lida_plugin.detect import calibrate_threshold as detection_threshold
 
 from . import data as D
 from .models import NORMALIZATION
@@ -66,19 +66,6 @@ def parity(model: torch.nn.Module, onnx_path: str | Path, crops: np.ndarray) -> 
         ref = model.eval()(torch.from_numpy(crops)).numpy()
     got = sess.run([OUTPUT_NAME], {INPUT_NAME: crops})[0]
     return float(np.abs(ref - got).max())
-
-
-def detection_threshold(real_scores: np.ndarray, fpr: float) -> float:
-    """Smallest listed score ``t`` with at most ``fpr`` of ``real_scores >= t``."""
-    s = np.sort(np.asarray(real_scores, dtype=np.float64))
-    n = len(s)
-    k = min(n - 1, math.ceil((1.0 - fpr) * n))
-    t = float(s[k])
-    # ties: move up until the rate holds
-    while (s >= t).mean() > fpr and k < n - 1:
-        k += 1
-        t = float(s[k])
-    return float(np.clip(np.nextafter(t, 2.0) if (s >= t).mean() > fpr else t, 0.0, 1.0))
 
 
 def open_set_threshold(emb: np.ndarray, labels: list[str]) -> tuple[float, dict]:

@@ -87,6 +87,28 @@ def test_threshold_metrics():
     assert t["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
 
 
+def test_cross_calibrated_detection_is_hand_computable():
+    from lida_plugin.detect import calibrate_threshold
+
+    # ten real scores 0.0..0.9, alternating folds {0, .2, .4, .6, .8} and {.1, .3, .5, .7, .9}
+    real = np.arange(10) / 10
+    gen = np.array([0.85, 0.95, 0.5])
+    scores = np.concatenate([real, gen])
+    y = np.array([False] * 10 + [True] * 3)
+    # at fpr 0.2 of five scores: at most one may reach the threshold -> the top one of each fold
+    assert calibrate_threshold(real[1::2], 0.2) == pytest.approx(0.9)
+    assert calibrate_threshold(real[0::2], 0.2) == pytest.approx(0.8)
+    x = M.cross_calibrated(scores, y, 0.2)
+    assert x["thresholds"] == pytest.approx([0.9, 0.8])
+    # fold A (>= 0.9): none of {0..0.8}; fold B (>= 0.8): 0.9 -> 1 false positive of 10
+    assert x["fpr"] == pytest.approx(0.1)
+    # generated at 0.9: 0.95 -> 1/3; at 0.8: 0.85, 0.95 -> 2/3
+    assert x["tpr"] == pytest.approx(0.5)
+    assert math.isnan(M.cross_calibrated(np.array([0.1, 0.9]), np.array([False, True]), 0.05)["fpr"])
+    with pytest.raises(ValueError, match="at least one"):
+        calibrate_threshold(np.array([]), 0.05)
+
+
 def test_confusion_and_family():
     cm = M.confusion_matrix(["a", "a", "b"], ["a", "b", "b"], ["a", "b"])
     assert cm.tolist() == [[1, 1], [0, 1]]

@@ -159,3 +159,27 @@ def summarize(values: Sequence[float]) -> dict:
         "max": float(v.max()),
         "n": int(len(v)),
     }
+
+
+def cross_calibrated(scores: np.ndarray, is_generated: np.ndarray, fpr: float) -> dict:
+    """Detection at a threshold calibrated on *other* real images: the real scores are split into
+    two folds (alternating, in the given order); each fold's threshold is calibrated on the other
+    fold at ``fpr`` (:func:`lida_plugin.detect.calibrate_threshold`, the exporter's rule) and applied
+    to that fold's real images and to every generated image. Returns the pooled false-positive
+    rate over both folds, the mean true-positive rate and the two thresholds: an independent
+    estimate of what the model's stated FPR gives on unseen real photos."""
+    from ..detect import calibrate_threshold
+
+    scores = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(is_generated, dtype=bool)
+    real = scores[~y]
+    folds = [real[0::2], real[1::2]]
+    if min(len(f) for f in folds) == 0 or not y.any():
+        return {"fpr": float("nan"), "tpr": float("nan"), "thresholds": [], "n_real": int(len(real))}
+    false_pos, tprs, ts = 0, [], []
+    for i, fold in enumerate(folds):
+        t = calibrate_threshold(folds[1 - i], fpr)
+        ts.append(t)
+        false_pos += int((fold >= t).sum())
+        tprs.append(float((scores[y] >= t).mean()))
+    return {"fpr": false_pos / len(real), "tpr": float(np.mean(tprs)), "thresholds": ts, "n_real": int(len(real))}
