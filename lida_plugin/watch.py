@@ -892,7 +892,8 @@ class Watcher:
         for d in self.cfg.excluded_dirs():
             for root, _, files in os.walk(d):
                 for f in files:
-                    if f.startswith(TMP_PREFIX):
+                    # report temps (.lida-tmp-<name>) and manifest temps (.<name>.lida-tmp-<hex>)
+                    if f.startswith(TMP_PREFIX) or (f.startswith(".") and TMP_PREFIX in f):
                         with contextlib.suppress(OSError):
                             os.unlink(os.path.join(root, f))
 

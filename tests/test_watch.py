@@ -173,10 +173,10 @@ def test_watch_command_refuses_manifest_without_out(tmp_path, isolated_env):
 
 
 # -- the kill-and-restart test ----------------------------------------------------------------
-def _start(inbox: Path, out: Path, quar: Path, log: Path) -> subprocess.Popen:
+def _start(inbox: Path, out: Path, quar: Path, log: Path, keys: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "lida_plugin.cli", "watch", str(inbox), "--out", str(out), "--quarantine", str(quar),
            "--workers", "2", "--settle", "0.5", "--rescan", "2", "--stats-interval", "1", "--log-json",
-           "--no-default-store"]  # fmt: skip
+           "--no-default-store", "--manifest", "sidecar", "--keys", str(keys)]  # fmt: skip
     env = dict(os.environ, LIDA_THREADS="1", PYTHONUNBUFFERED="1")
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "ab"), env=env)  # noqa: SIM115
 
@@ -199,8 +199,13 @@ def _wait_ready(proc: subprocess.Popen, log: Path, n: int) -> None:
 @pytest.mark.slow
 def test_kill_and_restart_200_files(tmp_path, isolated_env):
     """200 files dropped concurrently (slow writers, renames, corrupt files, duplicates, temp names);
-    SIGKILL midway, more files while it is down, restart: one report per file, nothing twice."""
+    SIGKILL midway, more files while it is down, restart: one report and one valid signed sidecar
+    manifest per file, nothing twice, no torn or temporary file left."""
+    from lida_plugin.keys import init_keys
+    from lida_plugin.verify import verify
+
     inbox, out, quar, log = tmp_path / "in", tmp_path / "out", tmp_path / "q", tmp_path / "watch.log"
+    keys = init_keys(tmp_path / "keys")
     inbox.mkdir()
     rng = random.Random(7)
     valid: dict[str, bytes] = {}
@@ -244,7 +249,7 @@ def test_kill_and_restart_200_files(tmp_path, isolated_env):
         else:
             (inbox / name).write_bytes(data)
 
-    proc = _start(inbox, out, quar, log)
+    proc = _start(inbox, out, quar, log, keys)
     try:
         _wait_ready(proc, log, 1)
         with ThreadPoolExecutor(8) as pool:
@@ -263,7 +268,7 @@ def test_kill_and_restart_200_files(tmp_path, isolated_env):
             for f in futures:
                 f.result()
             list(pool.map(drop, second))  # arrive while it is down: found by the initial scan
-        proc = _start(inbox, out, quar, log)
+        proc = _start(inbox, out, quar, log, keys)
         _wait_ready(proc, log, 2)
         expected = {f"{n}.json" for n in valid} | {f"{n}.json" for n in corrupt}
         assert wait_for(lambda: {p.name for p in out.glob("*.json")} >= expected, 90), log.read_text()[-3000:]
@@ -278,7 +283,7 @@ def test_kill_and_restart_200_files(tmp_path, isolated_env):
 
     reports = {p.name: json.loads(p.read_text()) for p in out.glob("*.json")}
     assert set(reports) == expected  # nothing missing, nothing extra (no temp names, no torn files)
-    assert not [p for p in out.iterdir() if p.name.startswith(".lida-tmp-")]
+    assert not [p for p in out.iterdir() if "lida-tmp-" in p.name or p.suffix == ".tmp"]
     sha_to_first: dict[str, str] = {}
     for name, data in valid.items():
         rec = reports[f"{name}.json"]
@@ -292,6 +297,15 @@ def test_kill_and_restart_200_files(tmp_path, isolated_env):
         else:
             assert sha not in sha_to_first, f"{name} and {sha_to_first.get(sha)} were both analysed"
             sha_to_first[sha] = name
+    # every analysed asset has its signed sidecar, valid against the asset's bytes and carrying its finding
+    for name in valid:
+        rec = reports[f"{name}.json"]
+        side = out / f"{Path(name).stem}.c2pa"
+        assert rec["manifest"]["status"] == "ok" and rec["manifest"]["path"] == str(side), rec["manifest"]
+        v = verify(inbox / name, sidecar=side)
+        assert v["state"] in ("Valid", "Trusted"), (name, v.get("failure_codes"))
+        assert v["lida_attribution"]["verdict"] == rec["verdict"], name
+    assert sorted(p.name for p in out.glob("*.c2pa")) == sorted(f"{Path(n).stem}.c2pa" for n in valid)
     for name in corrupt:
         rec = reports[f"{name}.json"]
         jsonschema.validate(rec, SCHEMA)
@@ -307,7 +321,10 @@ def test_kill_and_restart_200_files(tmp_path, isolated_env):
         if (p.stat().st_ino, p.stat().st_mtime_ns) != (ino, mtime):
             old, new = json.loads(text), json.loads(p.read_text())
             assert "duplicate_of" in new and "duplicate_of" not in old, f"{name} was written again after the restart"
-            assert {k: v for k, v in new.items() if k != "duplicate_of"} == old, f"{name} was recomputed"
+            # the restart signs the duplicate's sidecar again; the earlier one is kept as a backup
+            same = {k: v for k, v in new.items() if k not in ("duplicate_of", "manifest")}
+            assert same == {k: v for k, v in old.items() if k != "manifest"}, f"{name} was recomputed"
+            assert new["manifest"]["status"] == "ok" and Path(new["manifest"]["backup"]).is_file()
     with sqlite3.connect(out / ".lida-watch.sqlite") as db:
         rows = db.execute("SELECT path, state, processed, notified FROM assets").fetchall()
     assert sorted(r[0] for r in rows) == sorted(str(inbox / n) for n in [*valid, *corrupt])  # one row per file
@@ -370,6 +387,22 @@ def test_restart_redelivers_cut_off_notifications(tmp_path, attributor, pm):
     assert [(c["path"], c["record"]) for c in pm.recorder.calls] == [(str(src), record)]  # once, not re-analysed
     with sqlite3.connect(out / ".lida-watch.sqlite") as db:
         assert db.execute("SELECT processed, notified FROM assets").fetchall() == [(1, 1)]
+
+
+def test_start_sweeps_temporary_files_a_killed_run_left(tmp_path, attributor, pm):
+    """Report temps (.lida-tmp-<name>.<thread>) and manifest temps (.<name>.lida-tmp-<hex>) a SIGKILL
+    left in the output folder are removed at start (under the journal lock); other files stay."""
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    out.mkdir()
+    stale = [out / ".lida-tmp-a.png.json.1234", out / ".a.c2pa.lida-tmp-0badc0de"]
+    keep = [out / ".hidden", out / "notes.lida-tmp-readme.txt", out / "a.c2pa.lida-bak"]
+    for p in stale + keep:
+        p.write_bytes(b"x")
+    with Watcher(WatchConfig(in_dir=inbox, out_dir=out, settle=0.2), attributor, pm=pm):
+        pass
+    assert [p for p in stale if p.exists()] == []
+    assert all(p.exists() for p in keep)
 
 
 def test_second_watcher_on_one_journal_is_refused(tmp_path, attributor, pm):
