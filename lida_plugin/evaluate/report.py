@@ -57,6 +57,17 @@ def _main(result: dict) -> str | None:
     return MAIN if MAIN in conds else (next(iter(conds)) if conds else None)
 
 
+def _per_k_table(a, conds: dict, shots: list, columns: list[tuple[str, str]], source) -> None:
+    """One row per condition, for every k the ``columns`` (header, key) of ``source(condition, k)``
+    (a dict of mean/std summaries), then a blank line."""
+    a("| condition | " + " | ".join(f"{k}-shot {h}" for k in shots for h, _ in columns) + " |")
+    a("|---|" + "---|" * (len(columns) * len(shots)))
+    for name, c in conds.items():
+        cells = [_ms(source(c, k).get(key)) for k in shots for _, key in columns]
+        a(f"| {name} | " + " | ".join(cells) + " |")
+    a("")
+
+
 def markdown(result: dict, command: str, plot_dir: str | None = None) -> str:
     meta = result["meta"]
     conds = result["conditions"]
@@ -107,36 +118,15 @@ def markdown(result: dict, command: str, plot_dir: str | None = None) -> str:
         a("")
     a("## Attribution: Rank-1 and mAP")
     a("")
-    a("| condition | " + " | ".join(f"{k}-shot Rank-1 | {k}-shot mAP" for k in shots) + " |")
-    a("|---|" + "---|---|" * len(shots))
-    for name, c in conds.items():
-        cells = []
-        for k in shots:
-            s = c["retrieval"].get(k, {}).get("summary", {})
-            cells += [_ms(s.get("rank1_class_avg")), _ms(s.get("map_class_avg"))]
-        a(f"| {name} | " + " | ".join(cells) + " |")
-    a("")
+    per_k = [("Rank-1", "rank1_class_avg"), ("mAP", "map_class_avg")]
+    _per_k_table(a, conds, shots, per_k, lambda c, k: c["retrieval"].get(k, {}).get("summary", {}))
     a("Same table by scope (class-averaged Rank-1): named generators / the seven ldm-sr checkpoints / real.")
     a("")
-    a("| condition | " + " | ".join(f"{k}-shot named | {k}-shot ldm-sr | {k}-shot real" for k in shots) + " |")
-    a("|---|" + "---|---|---|" * len(shots))
-    for name, c in conds.items():
-        cells = []
-        for k in shots:
-            sc = c["retrieval"].get(k, {}).get("summary", {}).get("rank1_by_scope", {})
-            cells += [_ms(sc.get(s)) for s in ("named", "ldm-sr", "real")]
-        a(f"| {name} | " + " | ".join(cells) + " |")
-    a("")
-    a("| condition | " + " | ".join(f"{k}-shot Rank-1 micro | {k}-shot family acc. | {k}-shot kNN det. AUC"
-                                      for k in shots) + " |")  # fmt: skip
-    a("|---|" + "---|---|---|" * len(shots))
-    for name, c in conds.items():
-        cells = []
-        for k in shots:
-            s = c["retrieval"].get(k, {}).get("summary", {})
-            cells += [_ms(s.get("rank1_micro")), _ms(s.get("family_accuracy")), _ms(s.get("knn_detection_auc"))]
-        a(f"| {name} | " + " | ".join(cells) + " |")
-    a("")
+    per_k = [(s, s) for s in ("named", "ldm-sr", "real")]
+    _per_k_table(a, conds, shots, per_k,
+                 lambda c, k: c["retrieval"].get(k, {}).get("summary", {}).get("rank1_by_scope", {}))  # fmt: skip
+    per_k = [("Rank-1 micro", "rank1_micro"), ("family acc.", "family_accuracy"), ("kNN det. AUC", "knn_detection_auc")]
+    _per_k_table(a, conds, shots, per_k, lambda c, k: c["retrieval"].get(k, {}).get("summary", {}))
     if main:
         r = conds[main]["retrieval"]
         for k in shots:
