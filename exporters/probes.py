@@ -39,7 +39,6 @@ import torch
 
 from lida_plugin.decode import decode_bytes, decode_file
 from lida_plugin.encoder import Encoder
-from lida_plugin.evaluate.corpus import REAL as REAL_CLASS
 from lida_plugin.evaluate.corpus import load_corpus
 
 from .train import DEFAULT_DATA
@@ -80,32 +79,34 @@ def _embed(enc: Encoder, decs) -> np.ndarray:
     return enc.embed_crop_sets([enc.crops_for(d) for d in decs])
 
 
+def _corpus_embeddings(entries, model: str | None, threads: int) -> tuple[np.ndarray, str]:
+    """Every corpus image through ``model``, the way ``lida eval`` embeds it; and the model id."""
+    from lida_plugin.evaluate.embed import OnnxEmbedder, embed_paths
+
+    embedder = OnnxEmbedder(model, threads=threads)
+    embs, _, _, _ = embed_paths([e.path for e in entries], {"model": embedder})
+    return embs["model"], embedder.info.model_id
+
+
 # -- ceiling ---------------------------------------------------------------------------------------
 def ceiling(data: Path, model: str | None, threads: int) -> str:
+    from lida_plugin.evaluate.run import _scope_avg
+
     entries = load_corpus(data)
-    enc = Encoder(model, device="cpu", threads=threads)
-    emb = np.concatenate(
-        [_embed(enc, [decode_file(e.path) for e in entries[i : i + 32]]) for i in range(0, len(entries), 32)]
-    )
+    emb, model_id = _corpus_embeddings(entries, model, threads)
     labels = sorted({e.label for e in entries})
     li = {lab: i for i, lab in enumerate(labels)}
     y = np.array([li[e.label] for e in entries])
     tr = np.array([e.split == "train" for e in entries])
 
     def scores(pred: np.ndarray) -> dict[str, float]:
-        pc = {lab: float((pred[~tr & (y == i)] == i).mean()) for lab, i in li.items() if (~tr & (y == i)).any()}
-        ldm = [v for lab, v in pc.items() if lab.startswith("ldm-sr")]
-        named = [v for lab, v in pc.items() if not lab.startswith("ldm-sr") and lab != REAL_CLASS]
-
-        def avg(v: list[float]) -> float:
-            return float(np.mean(v)) if v else float("nan")  # a scope with no classes: nan, not 0
-
-        return {
-            "all": avg(list(pc.values())),
-            "named": avg(named),
-            "ldm-sr": avg(ldm),
-            "real": pc.get(REAL_CLASS, float("nan")),
+        """Held-out accuracy per class, averaged over all classes and per ``lida eval`` scope (nan for
+        a scope with no class, not 0)."""
+        pc = {
+            lab: {"rank1": float((pred[~tr & (y == i)] == i).mean())} for lab, i in li.items() if (~tr & (y == i)).any()
         }
+        out = {s: _scope_avg(pc, s) for s in ("named", "ldm-sr", "real")}
+        return {"all": float(np.mean([v["rank1"] for v in pc.values()])), **out}
 
     cm = np.stack([emb[tr & (y == i)].mean(0) for i in range(len(labels))])
     cm /= np.linalg.norm(cm, axis=1, keepdims=True)
@@ -114,7 +115,7 @@ def ceiling(data: Path, model: str | None, threads: int) -> str:
         f = _fit_linear(emb[tr], y[tr], len(labels), wd)
         rows.append((f"linear classifier on all train images (weight decay {wd:g})", scores(f(emb).argmax(1))))
     out = [
-        f"Model `{enc.info.model_id}`; held-out accuracy, class-averaged (%), chance 1/{len(labels)}.",
+        f"Model `{model_id}`; held-out accuracy, class-averaged (%), chance 1/{len(labels)}.",
         "",
         "| probe | all classes | named | ldm-sr | real |",
         "|---|---|---|---|---|",
@@ -132,9 +133,8 @@ def whitening(data: Path, model: str | None, threads: int, seeds: int = 5) -> st
 
     entries = load_corpus(data)
     fam = families(entries)
-    enc = Encoder(model, device="cpu", threads=threads)
-    chunks = [entries[i : i + 32] for i in range(0, len(entries), 32)]
-    emb = np.concatenate([_embed(enc, [decode_file(e.path) for e in chunk]) for chunk in chunks]).astype(np.float64)
+    emb, model_id = _corpus_embeddings(entries, model, threads)
+    emb = emb.astype(np.float64)
     tr = np.array([e.split == "train" for e in entries])
     labs = np.array([e.label for e in entries])
     mu = emb[tr].mean(0)
@@ -154,7 +154,7 @@ def whitening(data: Path, model: str | None, threads: int, seeds: int = 5) -> st
     for eps in (0.1, 0.01):
         variants[f"within-class whitening, eps {eps:g}"] = unit((emb - mu) @ whiten(within, eps))
     out = [
-        f"Model `{enc.info.model_id}`; held-out Rank-1 (%), class-averaged, mean of {seeds} seeds (as `lida eval`).",
+        f"Model `{model_id}`; held-out Rank-1 (%), class-averaged, mean of {seeds} seeds (as `lida eval`).",
         "",
         "| transform | 1-shot | 5-shot | 10-shot | 1-shot kNN det. AUC |",
         "|---|---|---|---|---|",

@@ -18,8 +18,8 @@ import numpy as np
 
 from .contract import INPUT_NAME, OUTPUT_NAME, ContractError, ModelInfo, parse_metadata
 from .decode import Decoded
-from .errors import InputError, ModelError
-from .fingerprint import extract_crops, resize_square
+from .errors import ModelError
+from .fingerprint import extract_crops, require_size, resize_square
 
 log = logging.getLogger(__name__)
 
@@ -146,12 +146,8 @@ class Encoder:
         """The model's crop grid over a decoded image: ``uint8 [K, 3, S, S]``."""
         i = self.info
         px = decoded.pixels
-        if i.input_resize:
-            h, w = px.shape[:2]
-            if min(h, w) < i.min_image_size:
-                raise InputError(
-                    decoded.path, f"image is {w}x{h}, smaller than the model's minimum of {i.min_image_size} pixels"
-                )
+        if i.input_resize:  # the size floor applies to the image as given, before it is resized
+            require_size(px, i.min_image_size, decoded.path)
             px = resize_square(px, i.input_resize)
         return extract_crops(px, i.crop_size, i.crop_count, i.crop_align, i.min_image_size, decoded.path)
 

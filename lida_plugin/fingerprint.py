@@ -52,6 +52,13 @@ def resize_square(pixels: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(im.resize((size, size), Image.BILINEAR))
 
 
+def require_size(pixels: np.ndarray, floor: int, name: str = "image") -> None:
+    """Raise :class:`InputError` naming ``name`` when either side of ``pixels`` is below ``floor``."""
+    h, w = pixels.shape[:2]
+    if h < floor or w < floor:
+        raise InputError(name, f"image is {w}x{h}, smaller than the model's minimum of {floor}x{floor} pixels")
+
+
 def _axis_offsets(length: int, size: int, n: int, align: int) -> list[int]:
     """``n`` crop starts along one axis, evenly spread over ``length``, multiples of ``align``."""
     last = (length - size) // align * align  # last aligned start that still fits
@@ -91,10 +98,8 @@ def extract_crops(
 
     Raises :class:`InputError` naming ``name`` when the image is below ``min_size``.
     """
+    require_size(pixels, max(size, min_size or size), name)
     h, w = pixels.shape[:2]
-    floor = max(size, min_size or size)
-    if h < floor or w < floor:
-        raise InputError(name, f"image is {w}x{h}, smaller than the model's minimum of {floor}x{floor} pixels")
     pos = crop_grid(h, w, size, count, align)
     out = np.empty((len(pos), 3, size, size), dtype=np.uint8)
     for i, (y, x) in enumerate(pos):

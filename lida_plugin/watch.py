@@ -893,7 +893,7 @@ class Watcher:
             for root, _, files in os.walk(d):
                 for f in files:
                     # report temps (.lida-tmp-<name>) and manifest temps (.<name>.lida-tmp-<hex>)
-                    if f.startswith(TMP_PREFIX) or (f.startswith(".") and TMP_PREFIX in f):
+                    if f.startswith(".") and TMP_PREFIX in f:
                         with contextlib.suppress(OSError):
                             os.unlink(os.path.join(root, f))
 
