@@ -47,8 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from .attribute import Prepared, Result
 from .errors import InputError, LidaError
 from .journal import Completion, Journal
 
@@ -245,7 +244,7 @@ class _Item:
     stat: tuple[int, int, int]
     ready_at: float
     sha256: str = ""
-    prepared: tuple[Any, np.ndarray] | None = None
+    prepared: Prepared | None = None
     record: dict[str, Any] | None = None
     adopted: bool = False
     duplicate_of: str | None = None
@@ -581,7 +580,7 @@ class Watcher:
                 self._fail(item, f"internal error: {exc}")
 
     def _prepare(self, item: _Item) -> None:
-        from .decode import decode_bytes, read_bytes
+        from .decode import read_bytes
 
         try:
             data = read_bytes(item.path)
@@ -604,16 +603,11 @@ class Watcher:
         if _key(st) != item.stat or len(data) != st.st_size:  # still being written after all
             self._repend(item)
             return
-        try:  # decoding hashes the bytes too: one pass over them serves the journal, dedupe and the record
-            decoded = decode_bytes(data, item.path, max_pixels=self.attributor.max_pixels)
-            failure = None
-            item.sha256 = decoded.sha256
-        except InputError as exc:
-            decoded, failure = None, exc.reason
-        except MemoryError:
-            decoded, failure = None, "out of memory while decoding"
-        if decoded is None:
-            item.sha256 = hashlib.sha256(data).hexdigest()
+        # The attributor's per-file stage (decode, crops) on the bytes already read; decoding hashes them
+        # too: one pass over them serves the journal, dedupe and the record.
+        prepared = self.attributor.prepare(item.path, data)
+        failure = prepared if isinstance(prepared, Result) else None
+        item.sha256 = hashlib.sha256(data).hexdigest() if failure is not None else prepared.sha256
         with self._claim_lock:
             if self.journal.get(item.path, item.sha256) is not None:  # known bytes, new mtime
                 self.journal.update_stat(item.path, item.sha256, st.st_size, st.st_mtime_ns)
@@ -641,16 +635,10 @@ class Watcher:
                 return
             self._claims[item.sha256] = item
         if failure is not None:
-            self._fail(item, failure)
+            item.record = failure.to_dict()
+            self._write_q.put(item)
             return
-        try:
-            crops = self.attributor.encoder.crops_for(decoded)
-        except InputError as exc:
-            self._fail(item, exc.reason)
-            return
-        # Keep the shape (width/height) but not the pixels: the crops are all the encoder needs.
-        decoded.pixels = np.broadcast_to(np.zeros((), np.uint8), decoded.pixels.shape)
-        item.prepared = (decoded, crops)
+        item.prepared = prepared
         self._encode_q.put(item)
 
     def _adopt_original(self, item: _Item) -> None:
@@ -710,8 +698,6 @@ class Watcher:
 
     # -- encoder: one session, batches of what is ready ----------------------------------------------
     def _encode_loop(self) -> None:
-        from .attribute import error_result
-
         done = False
         while not done:
             item = self._encode_q.get()
@@ -722,16 +708,7 @@ class Watcher:
             end = time.monotonic() + BATCH_WAIT
             wait = lambda end=end: end - time.monotonic() if self._work_q.qsize() else 0.0  # noqa: E731
             batch, done = _take(self._encode_q, item, self.cfg.batch, wait)
-            try:
-                results = [r.to_dict() for r in self.attributor.attribute_decoded([b.prepared for b in batch])]
-            except Exception as exc:  # an encoder failure must not lose the files
-                log.exception("event=encoder_error files=%d", len(batch))
-                results = [
-                    error_result(
-                        b.path, f"encoder failed: {exc}", self.attributor.model_id, self.attributor.store_id
-                    ).to_dict()
-                    for b in batch
-                ]
+            results = [r.to_dict() for r in self.attributor.finish([b.prepared for b in batch])]  # never raises
             for b, rec in zip(batch, results, strict=True):
                 b.record, b.prepared = rec, None
                 self._write_q.put(b)
