@@ -16,6 +16,23 @@ from pluggy import HookspecMarker
 hookspec = HookspecMarker("lida_plugin")
 
 
+# -- command line ---------------------------------------------------------------------------
+@hookspec
+def lida_register_commands(subparsers: Any, pm: Any) -> None:
+    """Add subcommands to the ``lida`` command line.
+
+    ``subparsers``: the ``argparse`` subparsers action of ``lida``; add a parser per command with
+    ``subparsers.add_parser(NAME, ...)`` and ``set_defaults(func=...)``, where ``func(args) -> int``
+    runs the command and returns its exit status (the README's exit codes). ``pm``: the plugin
+    manager the command line was built with; it is also ``args.pm`` when ``func`` runs, so a command
+    calls hooks on it (never on a global manager). Shared options (model, store, manifest) are in
+    :mod:`lida_plugin.cli_options`. Build the parser without importing anything heavy: import what the
+    command needs inside ``func``, so that every other ``lida`` command starts fast. An exception here
+    stops the command line with exit status 3 and names the plugin. lida's own commands are
+    implementations of this hook (:mod:`lida_plugin.commands` and others).
+    """
+
+
 # -- analysis -------------------------------------------------------------------------------
 @hookspec(firstresult=True)
 def lida_analyze_asset(path: str, config: dict[str, Any]) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import hookimpl
 from .errors import LidaError
 from .provenance import ASSERTION_LABEL, make_context, mime_for, read_store
 
@@ -168,7 +169,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return code
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+@hookimpl
+def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
+    sub = subparsers
     p = sub.add_parser(
         "verify",
         help="validate a C2PA manifest and show our attribution",

@@ -1,6 +1,6 @@
 """``lida eval``: the paper's protocol on a data folder, with baselines, a report and plots.
 
-Registered in :data:`lida_plugin.cli._EXTRA_COMMAND_SPECS`.
+A built-in plugin (:data:`lida_plugin.manager.DEFAULT_PLUGINS`): its ``lida_register_commands`` adds ``lida eval``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import shlex
 import sys
 import time
 from pathlib import Path
+
+from .. import hookimpl
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,9 @@ def _pair(s: str) -> tuple[str, str]:
     return name.strip(), path.strip()
 
 
-def add_commands(sub) -> None:
+@hookimpl
+def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
+    sub = subparsers
     p = sub.add_parser(
         "eval",
         help="evaluate attribution the paper's way (Rank-1/mAP at k shots, detection, open set, robustness)",
