@@ -71,3 +71,33 @@ def lida_asset_done(path: str, record: dict[str, Any], outputs: dict[str, str]) 
     ``"quarantine"``, ``"moved_to"``): file paths, possibly empty. Return values are ignored;
     an exception is logged and does not stop the run (the asset stays done).
     """
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+@hookspec(firstresult=True)
+def lida_eval_train_baseline(
+    kind: str, data_root: str, pretrain_steps: int, adapt_steps: int, threads: int | None, progress: bool
+) -> str | None:
+    """Train and export the baseline encoder ``lida eval --train-baseline KIND`` compares against.
+
+    ``kind``: one of :data:`lida_plugin.evaluate.corpus.BASELINES`. ``data_root``: the corpus (train
+    split only may be used). ``pretrain_steps``/``adapt_steps``: the budget in steps of the default
+    batch, counted in training pixels. ``threads``: CPU threads (None: the library's default).
+    ``progress``: show progress bars. Returns the path of the exported ONNX model (reused when it
+    already exists), or None to let the next implementation answer; raises
+    :class:`lida_plugin.evaluate.corpus.ConditionUnavailable` when it cannot train here (no torch).
+    lida's training package implements it (entry point ``lida-train``), so the runtime never imports
+    the training side.
+    """
+
+
+@hookspec(firstresult=True)
+def lida_eval_adapted_condition(entries: list[Any], cfg: Any, families: dict[str, str]) -> dict[str, Any] | None:
+    """Score ``lida eval --adapt``: registration plus few-shot adaptation on each episode's gallery.
+
+    ``entries``: the corpus (:class:`lida_plugin.evaluate.corpus.Entry`). ``cfg``: the
+    :class:`lida_plugin.evaluate.run.EvalConfig`. ``families``: class -> family. Returns the
+    condition's result dict (the shape of every condition in ``results.json``), or None to let the
+    next implementation answer; raises :class:`lida_plugin.evaluate.corpus.ConditionUnavailable` when
+    it cannot train here. Implemented by lida's training package, like ``lida_eval_train_baseline``.
+    """

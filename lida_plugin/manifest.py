@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import errno
-import hashlib
 import io
 import logging
 import os
@@ -44,6 +43,7 @@ from typing import Any
 from . import __version__
 from .cli_options import MANIFEST_MODES, SOURCE_TYPE_POLICIES, check_manifest_args
 from .errors import LidaError
+from .files import file_sha256
 from .keys import SigningConfig, load_signing_config, make_signer
 from .provenance import ASSERTION_LABEL, TRAINED, compare, make_context, mime_for, read_store
 
@@ -65,14 +65,6 @@ class OutputDirError(LidaError):
 
 class ManifestError(Exception):
     """One asset's manifest could not be written (the message is for the user)."""
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def build_assertion(record: dict[str, Any], *, model_sha256: str | None) -> dict[str, Any]:

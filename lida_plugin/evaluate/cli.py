@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .. import hookimpl
+from .corpus import BASELINES, NO_TRAINER
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
         "--train-baseline",
         action="append",
         default=[],
-        choices=("rgb", "scaled-matched", "resized", "authors"),
+        choices=BASELINES,
         help="train (train split only) and evaluate a baseline encoder: rgb, scaled-matched (the"
         " fingerprint model under the same budget), resized (scaled-matched on images resized to 256x256)"
         " or authors (ResNet-50 w/o max-pool on the image resized to 256x256); needs the train extra;"
@@ -176,12 +177,24 @@ def _notes(result: dict) -> list[str]:
     return notes
 
 
+def train_baseline(pm, kind: str, args: argparse.Namespace) -> str:
+    """The ONNX path of baseline ``kind``, trained by whichever plugin implements ``lida_eval_train_baseline``."""
+    from .corpus import ConditionUnavailable
+
+    path = pm.hook.lida_eval_train_baseline(
+        kind=kind, data_root=args.data_root, pretrain_steps=args.train_steps, adapt_steps=args.train_adapt_steps,
+        threads=args.threads, progress=args.progress,
+    )  # fmt: skip
+    if path is None:
+        raise ConditionUnavailable(f"no plugin trains baselines (lida_eval_train_baseline): {NO_TRAINER}")
+    return str(path)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..errors import LidaError
-    from .corpus import CorpusError
+    from .corpus import ConditionUnavailable, CorpusError
     from .report import markdown, write_json, write_plots
     from .run import EvalConfig, evaluate
-    from .training import TrainExtraMissing, train_baseline
 
     if args.seeds < 1:
         print("lida eval: error: --seeds must be >= 1", file=sys.stderr)
@@ -190,16 +203,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     compare = dict(args.compare)
     try:
         for kind in args.train_baseline:
-            from .training import RUNS
-
             budget = f"{args.train_steps} + {args.train_adapt_steps} default-batch steps of pixels"
             print(f"baseline {kind}: training ({budget}) unless runs/eval-{kind} has it ...", file=sys.stderr)
             name = CONDITION_NAMES.get(kind, f"{kind}-baseline")
-            compare[name] = str(
-                train_baseline(
-                    kind, args.data_root, RUNS, args.train_steps, args.train_adapt_steps, args.threads, args.progress
-                )
-            )
+            compare[name] = train_baseline(args.pm, kind, args)
         cfg = EvalConfig(
             data_root=args.data_root,
             shots=args.shots,
@@ -220,8 +227,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             threads=args.threads,
             progress=args.progress,
         )
-        result = evaluate(cfg)
-    except (CorpusError, TrainExtraMissing, FileNotFoundError, ValueError) as exc:
+        result = evaluate(cfg, args.pm)
+    except (CorpusError, ConditionUnavailable, FileNotFoundError, ValueError) as exc:
         print(f"lida eval: error: {exc}", file=sys.stderr)
         return 3
     except LidaError:

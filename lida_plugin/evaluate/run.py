@@ -436,7 +436,8 @@ def _gate_check(out: dict, conds: list[Condition]) -> None:
 
 
 # -- the whole run ---------------------------------------------------------------------------------
-def evaluate(cfg: EvalConfig) -> dict:
+def evaluate(cfg: EvalConfig, pm=None) -> dict:
+    """Run the evaluation ``cfg`` describes; ``pm``: the plugin manager whose training plugin runs ``--adapt``."""
     t_start = time.perf_counter()
     entries = load_corpus(cfg.data_root)
     fam = families(entries)
@@ -486,10 +487,13 @@ def evaluate(cfg: EvalConfig) -> dict:
         result["conditions"][c.name] = evaluate_condition(entries, c, cfg, fam)
         result["conditions"][c.name]["seconds"] = round(time.perf_counter() - t0, 1)
     if cfg.adapt:
-        from .training import adapted_condition
+        from .corpus import NO_TRAINER, ConditionUnavailable
 
         t0 = time.perf_counter()
-        result["conditions"]["lida-adapted"] = adapted_condition(entries, cfg, fam)
+        adapted = None if pm is None else pm.hook.lida_eval_adapted_condition(entries=entries, cfg=cfg, families=fam)
+        if adapted is None:
+            raise ConditionUnavailable(f"no plugin runs --adapt (lida_eval_adapted_condition): {NO_TRAINER}")
+        result["conditions"]["lida-adapted"] = adapted
         result["conditions"]["lida-adapted"]["seconds"] = round(time.perf_counter() - t0, 1)
     if cfg.robustness:
         result["robustness"] = robustness(entries, conds, cfg, fam)
