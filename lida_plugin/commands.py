@@ -188,7 +188,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 @hookimpl
 def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
-    sub = subparsers
+    for add in (_attribute_parser, _register_parsers, _store_parser, _doctor_parser):
+        add(subparsers)
+
+
+def _attribute_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("attribute", help="detect and attribute images", description="Detect and attribute images.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders; - reads paths from stdin")
     p.add_argument("-r", "--recursive", action="store_true", help="walk folders")
@@ -212,6 +216,8 @@ def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
     add_store_args(p)
     add_manifest_args(p)
 
+
+def _register_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "register",
         help="register exemplars of a generator",
@@ -232,6 +238,8 @@ def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
     add_model_args(p)
     add_store_args(p)
 
+
+def _store_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("store", help="inspect and maintain exemplar stores")
     ssub = p.add_subparsers(dest="store_cmd", required=True, metavar="ACTION")
     s = ssub.add_parser("info", help="the user and default stores: ids, model, counts")
@@ -252,6 +260,8 @@ def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
     add_model_args(s)
     p.set_defaults(func=cmd_store)
 
+
+def _doctor_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check providers, model, stores and versions")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_doctor)

@@ -10,35 +10,19 @@ import contextlib
 import hashlib
 import json
 import os
-import queue
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..attribute import Prepared, Result
+from ..attribute import Result
 from ..errors import InputError
 from .config import BATCH_WAIT
+from .items import Item, take_batch
 from .logs import log
 from .outputs import read_report
 from .tracking import stat_key
 
 
 # -- work items -----------------------------------------------------------------------------
-@dataclass
-class Item:
-    path: str
-    rel: str
-    stat: tuple[int, int, int]
-    ready_at: float
-    sha256: str = ""
-    prepared: Prepared | None = None
-    record: dict[str, Any] | None = None
-    adopted: bool = False
-    duplicate_of: str | None = None
-    waiters: list[Item] = field(default_factory=list)
-    sealed: bool = False  # in the writer: duplicate_of no longer changes
-
-
 class AnalysisStages:
     """Mixin of :class:`~lida_plugin.watch.service.Watcher`: the worker and encoder threads."""
 
@@ -55,6 +39,27 @@ class AnalysisStages:
                 self._fail(item, f"internal error: {exc}")
 
     def _prepare(self, item: Item) -> None:
+        got = self._read_stable(item)
+        if got is None:
+            return
+        data, st = got
+        # The attributor's per-file stage (decode, crops) on the bytes already read; decoding hashes them
+        # too: one pass over them serves the journal, dedupe and the record.
+        prepared = self.attributor.prepare(item.path, data)
+        failure = prepared if isinstance(prepared, Result) else None
+        item.sha256 = hashlib.sha256(data).hexdigest() if failure is not None else prepared.sha256
+        if not self._claim(item, st):
+            return
+        if failure is not None:
+            item.record = failure.to_dict()
+            self._write_q.put(item)
+            return
+        item.prepared = prepared
+        self._encode_q.put(item)
+
+    def _read_stable(self, item: Item) -> tuple[bytes, os.stat_result] | None:
+        """The file's bytes and stat when they still match the stat it was queued with; else None (the
+        item is released, re-pended, reported as an error or adopted from a killed run's report)."""
         from ..decode import read_bytes
 
         try:
@@ -63,31 +68,31 @@ class AnalysisStages:
         except InputError as exc:
             if exc.reason == "no such file":
                 self._release(item.path)  # gone before we got to it: nothing to report
-                return
+                return None
             with contextlib.suppress(OSError):
                 adopted = self._adoptable_report(item, os.stat(item.path))
                 if adopted is not None and adopted.get("status") == "error":  # reported by a killed run
                     item.record, item.adopted = adopted, True
                     self._write_q.put(item)
-                    return
+                    return None
             self._fail(item, exc.reason)
-            return
+            return None
         except FileNotFoundError:
             self._release(item.path)
-            return
+            return None
         if stat_key(st) != item.stat or len(data) != st.st_size:  # still being written after all
             self._repend(item)
-            return
-        # The attributor's per-file stage (decode, crops) on the bytes already read; decoding hashes them
-        # too: one pass over them serves the journal, dedupe and the record.
-        prepared = self.attributor.prepare(item.path, data)
-        failure = prepared if isinstance(prepared, Result) else None
-        item.sha256 = hashlib.sha256(data).hexdigest() if failure is not None else prepared.sha256
+            return None
+        return data, st
+
+    def _claim(self, item: Item, st: os.stat_result) -> bool:
+        """Whether ``item`` (hashed) is to be analysed here: False when its bytes are known (journal, a
+        killed run's report, another name done or in flight), in which case it was handled already."""
         with self._claim_lock:
             if self.journal.get(item.path, item.sha256) is not None:  # known bytes, new mtime
                 self.journal.update_stat(item.path, item.sha256, st.st_size, st.st_mtime_ns)
                 self._release(item.path)
-                return
+                return False
             adopted = self._adoptable_report(item, st)
             if adopted is not None:  # its report was written by a run killed before journaling it
                 item.record, item.adopted = adopted, True
@@ -95,26 +100,21 @@ class AnalysisStages:
                 if adopted.get("status") == "ok" and not item.duplicate_of:
                     self._adopt_original(item)
                 self._write_q.put(item)
-                return
+                return False
             first = self.journal.first_done(item.sha256)
             if first is not None and first.path != item.path:
                 item.duplicate_of = first.path
                 item.record = read_report(first.report, first.sha256)
                 if item.record is not None:
                     self._write_q.put(item)
-                    return
+                    return False
             claim = self._claims.get(item.sha256)
             if claim is not None:  # the same bytes are being analysed under another name right now
                 item.duplicate_of = claim.path
                 claim.waiters.append(item)
-                return
+                return False
             self._claims[item.sha256] = item
-        if failure is not None:
-            item.record = failure.to_dict()
-            self._write_q.put(item)
-            return
-        item.prepared = prepared
-        self._encode_q.put(item)
+        return True
 
     def _adopt_original(self, item: Item) -> None:
         """(Claim lock held.) An adopted report says its asset is the first with these bytes: make that so,
@@ -187,19 +187,3 @@ class AnalysisStages:
             for b, rec in zip(batch, results, strict=True):
                 b.record, b.prepared = rec, None
                 self._write_q.put(b)
-
-
-def take_batch(q: queue.Queue, first: Item, limit: int, wait=lambda: 0.0) -> tuple[list[Item], bool]:
-    """``first`` and whatever else ``q`` holds, up to ``limit`` items (waiting at most ``wait()`` seconds for
-    each); and whether the end-of-work sentinel (``None``) was taken."""
-    items = [first]
-    while len(items) < limit:
-        w = wait()
-        try:
-            nxt = q.get(timeout=w) if w > 0 else q.get_nowait()
-        except queue.Empty:
-            break
-        if nxt is None:
-            return items, True
-        items.append(nxt)
-    return items, False

@@ -10,8 +10,8 @@ from typing import Any
 
 from ..files import atomic_write
 from ..journal import Completion
-from .analysis import Item, take_batch
 from .config import WRITE_GROUP
+from .items import Item, take_batch
 from .logs import event, log
 from .outputs import read_report
 
@@ -39,31 +39,8 @@ class WriterStage:
         with self._claim_lock:  # from here on, whether an item is a duplicate is settled
             for it in group:
                 it.sealed = True
-        finished: list[tuple[Item, dict[str, Any], dict[str, str], str]] = []
-        for it in group:
-            record = dict(it.record)
-            record["path"] = it.path
-            if it.duplicate_of:
-                record["duplicate_of"] = it.duplicate_of
-            ok = record.get("status") == "ok"
-            state = "error" if not ok else ("duplicate" if it.duplicate_of else "done")
-            outputs: dict[str, str] = {}
-            if ok and self.manifest_writer is not None and not it.adopted:
-                manifest = self._write_manifest(record)
-                if manifest:
-                    outputs["manifest"] = manifest
-            finished.append((it, record, outputs, state))
-        if self.cfg.out_dir is not None:
-            writes = []
-            for it, record, outputs, _ in finished:
-                outputs["report"] = str(self._report_path(it.rel))
-                if not it.adopted:
-                    writes.append((self._report_path(it.rel), (json.dumps(record, indent=2) + "\n").encode()))
-            list(self._sync_pool.map(lambda w: atomic_write(*w), writes))  # parallel fsyncs share journal commits
-        else:
-            with self._stdout_lock:
-                sys.stdout.write("".join(json.dumps(r) + "\n" for _, r, _, _ in finished))
-                sys.stdout.flush()
+        finished = self._finish_records(group)
+        self._write_reports(finished)
         completions = []
         for it, record, outputs, state in finished:
             if state == "error" and self.cfg.quarantine is not None:
@@ -98,6 +75,38 @@ class WriterStage:
         self.journal.mark_notified((c.path, c.sha256) for c in completions)
         if waiters:
             self._complete(waiters)
+
+    def _finish_records(self, group: list[Item]) -> list[tuple[Item, dict[str, Any], dict[str, str], str]]:
+        """Per item: its final record (path, ``duplicate_of``), its outputs so far (the manifest) and its state."""
+        finished: list[tuple[Item, dict[str, Any], dict[str, str], str]] = []
+        for it in group:
+            record = dict(it.record)
+            record["path"] = it.path
+            if it.duplicate_of:
+                record["duplicate_of"] = it.duplicate_of
+            ok = record.get("status") == "ok"
+            state = "error" if not ok else ("duplicate" if it.duplicate_of else "done")
+            outputs: dict[str, str] = {}
+            if ok and self.manifest_writer is not None and not it.adopted:
+                manifest = self._write_manifest(record)
+                if manifest:
+                    outputs["manifest"] = manifest
+            finished.append((it, record, outputs, state))
+        return finished
+
+    def _write_reports(self, finished: list[tuple[Item, dict[str, Any], dict[str, str], str]]) -> None:
+        """Reports, atomically and fsync'd in parallel, into the out folder; else JSON lines on stdout."""
+        if self.cfg.out_dir is not None:
+            writes = []
+            for it, record, outputs, _ in finished:
+                outputs["report"] = str(self._report_path(it.rel))
+                if not it.adopted:
+                    writes.append((self._report_path(it.rel), (json.dumps(record, indent=2) + "\n").encode()))
+            list(self._sync_pool.map(lambda w: atomic_write(*w), writes))  # parallel fsyncs share journal commits
+        else:
+            with self._stdout_lock:
+                sys.stdout.write("".join(json.dumps(r) + "\n" for _, r, _, _ in finished))
+                sys.stdout.flush()
 
     def _release_claims(self, group: list[Item]) -> list[Item]:
         """Forget the group's claims on their bytes; the items that waited on them."""

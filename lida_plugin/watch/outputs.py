@@ -9,13 +9,11 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..files import TMP_PREFIX, atomic_write
+from .items import Item
 from .logs import event
-
-if TYPE_CHECKING:
-    from .analysis import Item
 
 
 class Outputs:

@@ -6,8 +6,8 @@ import logging
 import os
 import time
 
-from .analysis import Item
 from .config import is_candidate
+from .items import Item
 from .logs import event, log
 from .tracking import stat_key
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from ..errors import LidaError
 from ..journal import Journal
-from .analysis import AnalysisStages, Item
+from .analysis import AnalysisStages
 from .completion import WriterStage
 from .config import WatchConfig
+from .items import Item
 from .logs import event
 from .outputs import Outputs
 from .scheduling import SchedulerStage
@@ -83,15 +84,6 @@ class Watcher(SchedulerStage, AnalysisStages, WriterStage, Outputs):
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        from watchdog.events import (
-            DirMovedEvent,
-            FileClosedEvent,
-            FileCreatedEvent,
-            FileDeletedEvent,
-            FileModifiedEvent,
-            FileMovedEvent,
-        )
-
         cfg = self.cfg
         if not cfg.in_dir.is_dir():
             raise LidaError(f"watch folder {cfg.in_dir} does not exist or is not a folder")
@@ -105,21 +97,7 @@ class Watcher(SchedulerStage, AnalysisStages, WriterStage, Outputs):
             self._lock_file.close()
             raise
         self._clean_temp_files()
-        self._observer = make_observer(cfg.polling)
-        events = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent, FileDeletedEvent, DirMovedEvent]
-        if type(self._observer).__name__ == "InotifyObserver":  # close events say when a write ends: one event
-            events.remove(FileModifiedEvent)  # per file instead of one per written chunk (the settle stat still runs)
-        try:
-            self._observer.schedule(make_handler(self), str(cfg.in_dir), recursive=cfg.recursive, event_filter=events)
-            self._observer.start()  # before the scan, so nothing written during the scan is missed
-            self._redeliver_notifications()
-        except Exception:
-            if self._observer.is_alive():
-                self._observer.stop()
-                self._observer.join()
-            self.journal.close()
-            self._lock_file.close()
-            raise
+        self._start_observer()
         self._sync_pool = ThreadPoolExecutor(8, thread_name_prefix="lida-watch-fsync")
 
         def thread(target, name: str) -> threading.Thread:
@@ -179,6 +157,35 @@ class Watcher(SchedulerStage, AnalysisStages, WriterStage, Outputs):
         event(logging.INFO, "stopped", processed=sum(c.values()), left_for_next_start=dropped + len(self.tracker), **c)
         self.journal.close()
         self._lock_file.close()
+
+    def _start_observer(self) -> None:
+        """Schedule and start the watchdog observer, then re-deliver notifications a killed run owed (all undone
+        on failure: the journal and the lock are closed again)."""
+        from watchdog.events import (
+            DirMovedEvent,
+            FileClosedEvent,
+            FileCreatedEvent,
+            FileDeletedEvent,
+            FileModifiedEvent,
+            FileMovedEvent,
+        )
+
+        cfg = self.cfg
+        self._observer = make_observer(cfg.polling)
+        events = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent, FileDeletedEvent, DirMovedEvent]
+        if type(self._observer).__name__ == "InotifyObserver":  # close events say when a write ends: one event
+            events.remove(FileModifiedEvent)  # per file instead of one per written chunk (the settle stat still runs)
+        try:
+            self._observer.schedule(make_handler(self), str(cfg.in_dir), recursive=cfg.recursive, event_filter=events)
+            self._observer.start()  # before the scan, so nothing written during the scan is missed
+            self._redeliver_notifications()
+        except Exception:
+            if self._observer.is_alive():
+                self._observer.stop()
+                self._observer.join()
+            self.journal.close()
+            self._lock_file.close()
+            raise
 
     def _join(self, role: str) -> None:
         for t in self.threads.get(role, []):

@@ -12,10 +12,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .service import Watcher
+from typing import Protocol
 
 
 # -- events -> tracker ----------------------------------------------------------------------
@@ -92,7 +89,15 @@ def stat_key(st: os.stat_result) -> tuple[int, int, int]:
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
-def make_handler(watcher: Watcher):
+class EventSink(Protocol):
+    """What the handler tells (the :class:`~lida_plugin.watch.service.Watcher`)."""
+
+    def _event_path(self, raw: str | bytes, what: str) -> None: ...
+
+    def request_rescan(self) -> None: ...
+
+
+def make_handler(watcher: EventSink):
     from watchdog.events import FileSystemEventHandler
 
     class _Handler(FileSystemEventHandler):
