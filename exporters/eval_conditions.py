@@ -1,10 +1,8 @@
 """``lida eval``'s conditions that train: few-shot adaptation on the gallery, and trained baselines.
 
-A plugin of lida's evaluation hooks (``lida_eval_train_baseline``, ``lida_eval_adapted_condition``),
-registered by the entry point ``lida-train`` of the ``lida_plugin`` group: the runtime asks its
-plugin manager for these conditions and never imports the training side. This module imports
-nothing heavy at import time (every ``lida`` start loads it); torch is imported when a condition
-runs, and missing torch gives :class:`TrainExtraMissing` ("install the train extra").
+:mod:`exporters.eval_plugin` offers them to ``lida eval`` through lida's evaluation hooks, so the
+runtime never imports the training side. torch is imported when a condition runs, and missing
+torch gives :class:`TrainExtraMissing` ("install the train extra").
 
 * :func:`adapted_condition` (``lida eval --adapt``): for every (k, seed) episode, stage-3
   adaptation (``exporters.train.adapt``: center loss + real-prototype detection loss) starting
@@ -29,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from lida_plugin import hookimpl
 from lida_plugin.evaluate import metrics as M
 from lida_plugin.evaluate.corpus import BASELINES, ConditionUnavailable, Entry
 from lida_plugin.evaluate.episodes import make_episode
@@ -200,16 +197,3 @@ def train_baseline(
              "budget": f"{pretrain_steps} + {adapt_steps} steps of the default batch, in training pixels"}  # fmt: skip
     path, _, _ = export_checkpoint(ck_a, items, onnx, model_id=f"eval-baseline-{kind}", extra_training=extra)
     return path
-
-
-# -- the hooks --------------------------------------------------------------------------------
-@hookimpl
-def lida_eval_train_baseline(
-    kind: str, data_root: str, pretrain_steps: int, adapt_steps: int, threads: int | None, progress: bool
-) -> str:
-    return str(train_baseline(kind, data_root, RUNS, pretrain_steps, adapt_steps, threads, progress))
-
-
-@hookimpl
-def lida_eval_adapted_condition(entries: list, cfg, families: dict[str, str]) -> dict:
-    return adapted_condition(entries, cfg, families)

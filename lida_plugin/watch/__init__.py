@@ -30,6 +30,15 @@ Design (``docs/watch.md``):
 from __future__ import annotations
 
 from .config import WatchConfig, is_candidate
-from .service import Watcher
 
 __all__ = ["WatchConfig", "Watcher", "is_candidate"]
+
+
+def __getattr__(name: str):
+    # Lazily: ``lida`` imports this package's command module at every start to build its parser,
+    # and that must not pull in the service (numpy, the attributor, watchdog).
+    if name == "Watcher":
+        from .service import Watcher
+
+        return Watcher
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
