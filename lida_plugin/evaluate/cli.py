@@ -43,6 +43,7 @@ def _pair(s: str) -> tuple[str, str]:
 
 @hookimpl
 def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
+    """``lida eval``. Long because it is one flat list of argparse options, each with its help text."""
     sub = subparsers
     p = sub.add_parser(
         "eval",
@@ -193,7 +194,6 @@ def train_baseline(pm, kind: str, args: argparse.Namespace) -> str:
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..errors import LidaError
     from .corpus import ConditionUnavailable, CorpusError
-    from .report import markdown, write_json, write_plots
     from .run import EvalConfig, evaluate
 
     if args.seeds < 1:
@@ -237,6 +237,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result["meta"]["command"] = command
     result["meta"]["seconds"] = round(time.perf_counter() - t0, 1)
     result["notes"] = _notes(result)
+    _write_outputs(result, command, args)
+    return 0
+
+
+def _write_outputs(result: dict, command: str, args: argparse.Namespace) -> None:
+    """results.json, plots and the Markdown report where ``--out``/``--report`` say; the summary (or ``--json``)."""
+    from .report import markdown, write_json, write_plots
+
     written = []
     if args.out:
         out = Path(args.out)
@@ -263,7 +271,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         log.info("wrote %s", w)
     if written:
         print("wrote " + ", ".join(str(w) for w in written), file=sys.stderr)
-    return 0
 
 
 def summary_text(result: dict) -> str:
