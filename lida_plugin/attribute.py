@@ -52,6 +52,7 @@ class Result:
     detection: dict[str, float] | None = None
     neighbors: list[dict[str, Any]] = field(default_factory=list)
     reliability: dict[str, Any] | None = None
+    exact_match: dict[str, Any] | None = None
     image: dict[str, Any] | None = None
     model_id: str | None = None
     store_id: str | None = None
@@ -204,6 +205,12 @@ class Attributor:
     def _result(self, p: Prepared, det: Detection, neigh: list[Neighbor]) -> Result:
         dec = p.decoded
         v, gen, fam, score, reason = verdict(dec, det, neigh, self.encoder.info.open_set_threshold, self.force)
+        known = self._exact_match(dec.sha256)
+        if known is not None:
+            reason += (
+                f"; these exact bytes are a registered exemplar of {known['generator']}"
+                " (a self-match: the verdict is not an independent judgement)"
+            )
         return Result(
             path=dec.path,
             verdict=v,
@@ -231,6 +238,7 @@ class Attributor:
                 "reasons": list(dec.reasons),
                 "notes": list(dec.notes),
             },
+            exact_match=known,
             image={
                 "format": dec.format,
                 "mode": dec.mode,
@@ -242,6 +250,15 @@ class Attributor:
             model_id=self.model_id,
             store_id=self.store_id,
         )
+
+    def _exact_match(self, sha256: str) -> dict[str, Any] | None:
+        """The registered exemplar with these very bytes (``generator``, ``family``, ``exemplar``, ``store_id``)."""
+        i = self.stores.exact_match(sha256)
+        if i is None:
+            return None
+        ex = self.stores.exemplars
+        return {"generator": ex.generators[i], "family": ex.families[i], "exemplar": ex.sources[i],
+                "store_id": ex.store_ids[i]}  # fmt: skip
 
     def attribute_paths(self, paths: Iterable[str | os.PathLike[str]]) -> Iterator[Result]:
         """Attribute files in order, decoding ahead in threads and embedding in batches."""

@@ -421,6 +421,11 @@ class ExemplarStore:
             emb, [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows], [self.store_id] * len(rows)
         )
 
+    def content_keys(self) -> np.ndarray:
+        """The first 64 bits of every exemplar's SHA-256 as ``uint64``, in :meth:`exemplars` order (by id)."""
+        rows = self.conn.execute("SELECT sha256 FROM exemplars ORDER BY id").fetchall()
+        return np.fromiter((int(r[0][:16], 16) for r in rows), dtype=np.uint64, count=len(rows))
+
     def info(self) -> dict:
         return {
             "path": str(self.path),
@@ -442,6 +447,19 @@ class StoreStack:
             s.check_model(encoder)
         self.stores = stores
         self.exemplars = Exemplars.concat((s.exemplars() for s in stores), encoder.info.embedding_dim)
+        keys = np.concatenate([s.content_keys() for s in stores]) if stores else np.zeros(0, np.uint64)
+        self._key_order = np.argsort(keys, kind="stable")
+        self._keys = keys[self._key_order]
+
+    def exact_match(self, sha256: str) -> int | None:
+        """Index (into :attr:`exemplars`) of the exemplar whose bytes hash to ``sha256``, or None. Matched on
+        the hash's first 64 bits, held in memory (8 bytes an exemplar; a false match needs a 64-bit collision)."""
+        try:
+            key = np.uint64(int(sha256[:16], 16))
+        except (TypeError, ValueError):
+            return None
+        i = int(np.searchsorted(self._keys, key))
+        return int(self._key_order[i]) if i < len(self._keys) and self._keys[i] == key else None
 
     @property
     def store_id(self) -> str:
