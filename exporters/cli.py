@@ -219,7 +219,7 @@ def cmd_spam(args) -> int:
 
     t0 = time.perf_counter()
     r = SpamRecipe(T=args.T, crop_count=args.crop_count, pca_dim=args.pca_dim, eps=args.eps, dim=args.dim,
-                   head_l2=args.head_l2, fpr=args.fpr)  # fmt: skip
+                   head_l2=args.head_l2, fpr=args.fpr, det_column=args.det_column)  # fmt: skip
     try:
         entries = load_corpus(args.data)
     except CorpusError as exc:
@@ -308,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=float, default=0.01, help="whitening eigenvalue floor (default: %(default)s)")
     p.add_argument("--dim", type=int, default=128, help="embedding dimensions (default: %(default)s)")
     p.add_argument("--head-l2", type=float, default=1e-2, help="detection head L2 (default: %(default)s)")
+    p.add_argument(
+        "--det-column",
+        type=float,
+        default=0.5,
+        help="weight of the detection column appended to the map, 0 = none (default: %(default)s)",
+    )
     p.add_argument("--fpr", type=float, default=0.05, help="false-positive rate on held-out reals (default: 0.05)")
     p.add_argument("--model-id")
     p.add_argument("--no-progress", action="store_true")

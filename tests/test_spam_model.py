@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import tiny_info
 
 from lida_plugin.contract import ContractError, parse_metadata
 from lida_plugin.detect import ai_scores, calibrate_threshold, detect
 from lida_plugin.residual import spam_dim
-
-from conftest import tiny_info
 
 pytest.importorskip("onnxruntime")
 sm = pytest.importorskip("exporters.spam_model")
@@ -108,11 +107,11 @@ class _Enc:
 
 
 def test_store_refuses_lowbit_crops_for_an_eight_bit_model(tmp_path):
+    from conftest import write_png
+
     from lida_plugin.decode import decode_file
     from lida_plugin.errors import StoreError
     from lida_plugin.store import ExemplarStore
-
-    from conftest import write_png
 
     low = _Enc(tiny_info())
     full = _Enc(tiny_info(model_id="spam-like", fingerprint_mode="rgb"))
