@@ -53,5 +53,5 @@ def test_bundled_store_matches_encoder(info):
     gens = {r[0] for r in con.execute("SELECT name FROM generators")}
     con.close()
     assert meta["model_id"] == info.model_id
-    assert {"sd-1.5", "sd-2-base", "z-image", "dall-e-2", "stylegan2-ada-ffhq"} <= gens  # flux-1 was renamed in the corpus
+    assert {"sd-1.5", "sd-2-base", "z-image", "dall-e-2", "stylegan2-ada-ffhq"} <= gens
     assert not any(g.startswith("ldm-sr") for g in gens)
