@@ -184,6 +184,13 @@ class ExemplarStore:
     def check_model(self, encoder) -> None:
         """Refuse to mix embeddings from two models."""
         if self.model_id is not None and self.model_id != encoder.model_id:
+            if encoder.info.input_bits > 3:
+                raise StoreError(
+                    f"store {self.path} holds embeddings of model {self.model_id!r}, but the encoder is"
+                    f" {encoder.model_id!r}, which reads all {encoder.info.input_bits} bits of every pixel; the"
+                    " store keeps only the low 3 bits of its crops, so it cannot be re-embedded: register the"
+                    " original images again with this model into a new store (--store PATH)"
+                )
             raise StoreError(
                 f"store {self.path} holds embeddings of model {self.model_id!r}, but the encoder is"
                 f" {encoder.model_id!r}; run `lida store reembed --store {self.path}` to re-embed it"
@@ -211,6 +218,18 @@ class ExemplarStore:
                 f"store {src.path}: its crops were cut from {what.get(old, f'images resized to {old}px')}, the new"
                 f" model needs {what.get(new_resize, f'images resized to {new_resize}px')}; register the original"
                 " images again instead"
+            )
+
+    @staticmethod
+    def _lowbit_crops_enough(src: ExemplarStore, info) -> None:
+        """A store keeps each exemplar's crops as ``x & 7`` only; a model that reads the full pixel
+        value (``lida.input_bits = 8``: rgb baselines, residual-statistics models) cannot be fed them."""
+        if info.input_bits > 3:
+            raise StoreError(
+                f"store {src.path}: it keeps only the low 3 bits of each exemplar's crops, and model"
+                f" {info.model_id!r} reads all {info.input_bits} bits of every pixel (lida.input_bits ="
+                f" {info.input_bits}), so these exemplars cannot be re-embedded for it; register the original"
+                " images again with this model (`lida register --generator NAME FILES...`) into a new store"
             )
 
     def _writable(self) -> None:
@@ -297,6 +316,7 @@ class ExemplarStore:
         rows = self.conn.execute("SELECT id, crops, crop_count, crop_size, source FROM exemplars").fetchall()
         if rows:
             self._same_resize(self, new.input_resize)
+            self._lowbit_crops_enough(self, new)
         for _, _, _, size, source in rows:
             if size < new.crop_size:
                 raise StoreError(
@@ -375,6 +395,7 @@ class ExemplarStore:
                     continue
                 if mid != encoder.model_id:
                     self._same_resize(other, encoder.info.input_resize)
+                    self._lowbit_crops_enough(other, encoder.info)
                     if size < encoder.info.crop_size:
                         raise StoreError(
                             f"{other.path}: exemplar {source} has {size}px crops, too small for this model"

@@ -83,7 +83,8 @@ def markdown(result: dict, command: str, plot_dir: str | None = None) -> str:
     for name, c in conds.items():
         if c.get("model_id"):
             rec = (c.get("training") or {}).get("recipe") or {}
-            steps = f", {rec['pretrain_steps']} pre-training + {rec['adapt_steps']} adaptation steps" if rec else ""
+            steps = (f", {rec['pretrain_steps']} pre-training + {rec['adapt_steps']} adaptation steps"
+                     if 'pretrain_steps' in rec else "")  # fmt: skip
             rz = f" of the image resized to {c['input_resize']}²" if c.get("input_resize") else ""
             a(f"- **{name}**: {c['description']}; model `{c['model_id']}` ({c.get('architecture')},"
               f" fingerprint `{c.get('fingerprint_mode')}`, {c.get('crop_count')}×{c.get('crop_size')}px crops{rz}"
