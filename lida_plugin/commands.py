@@ -92,7 +92,8 @@ def emit(record: dict, args: argparse.Namespace) -> None:
             score = f"{record['score']:.3f}" if record["score"] is not None else "-"
             top = record["neighbors"][0] if record["neighbors"] else None
             near = f"\tnearest {top['generator']} ({top['similarity']:.3f})" if top else ""
-            print(f"{record['path']}\t{record['verdict']}\t{gen}\t{score}{near}", flush=True)
+            known = "\tself-match: a registered exemplar" if record.get("exact_match") else ""
+            print(f"{record['path']}\t{record['verdict']}\t{gen}\t{score}{near}{known}", flush=True)
 
 
 # -- register / generators ---------------------------------------------------------------
