@@ -10,6 +10,7 @@ pipeline, closed-set and leave-one-generator-out.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -477,6 +478,7 @@ def evaluate(cfg: EvalConfig, pm=None) -> dict:
             "unreliable_inputs": int((~reliable).sum()),
             "embed_seconds": round(embed_s, 1),
             "python": platform.python_version(),
+            "cpus": os.cpu_count(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
         "conditions": {},
