@@ -6,12 +6,15 @@ matplotlib (the ``eval`` extra) is imported only by :func:`write_plots`.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
 import numpy as np
 
 from .run import MAIN, OUTCOMES
+
+log = logging.getLogger(__name__)
 
 
 def _clean(o):
@@ -334,8 +337,13 @@ def _machine(meta: dict) -> str:
 
 
 def write_plots(result: dict, out_dir: str | Path) -> list[Path]:
-    """The PNG plots (one function per plot in :data:`PLOTS`); returns their paths."""
-    import matplotlib
+    """The PNG plots (one function per plot in :data:`PLOTS`); returns their paths (none, with a warning,
+    when matplotlib, the ``eval`` extra, is not installed)."""
+    try:
+        import matplotlib
+    except ImportError:
+        log.warning("no plots: matplotlib is not installed (pip install -e '.[eval]')")
+        return []
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
