@@ -30,6 +30,7 @@ from .decode import DEFAULT_MAX_PIXELS, Decoded, decode_file
 from .detect import Detection, detect
 from .encoder import Encoder
 from .errors import InputError
+from .evidence import apply_evidence, check_setup, read_evidence
 from .retrieve import Neighbor, Retriever
 from .store import StoreStack
 
@@ -56,6 +57,9 @@ class Result:
     model_id: str | None = None
     store_id: str | None = None
     error: str | None = None
+    evidence: list[dict[str, Any]] = field(default_factory=list)  # schemas/evidence-item.schema.json
+    disagreement: list[dict[str, Any]] = field(default_factory=list)
+    decided_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -129,6 +133,7 @@ class Attributor:
         self.max_pixels = max_pixels
         self.images_per_batch = max(1, images_per_batch)
         self.decode_workers = max(1, decode_workers)
+        check_setup()  # a malformed user model-names file is a setup error, found before any asset
 
     @property
     def model_id(self) -> str:
@@ -202,7 +207,7 @@ class Attributor:
                     store_id=self.store_id,
                 )
             )
-        return out
+        return [apply_evidence(r, read_evidence(d.path, d)) for r, (d, _) in zip(out, items, strict=True)]
 
     def attribute_paths(self, paths: Iterable[str | os.PathLike[str]]) -> Iterator[Result]:
         """Attribute files in order, decoding ahead in threads and embedding in batches."""
