@@ -106,7 +106,7 @@ def _all_codes(store: dict | None) -> dict[str, list[str]]:
 
 
 def _ingredients(store: dict | None, active: str | None) -> list[dict[str, Any]]:
-    """Every ingredient (``depth`` 0: of the active manifest; deeper: of ingredients' manifests) with its own validation."""
+    """Every ingredient (``depth`` 0: the active manifest's; deeper: its ingredients' manifests), each validated."""
     from .evidence.c2pa import ingredients
 
     deltas = ((store or {}).get("validation_results") or {}).get("ingredientDeltas") or []

@@ -22,7 +22,9 @@ COMFY_PROMPT = {
     "8": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
     "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["3", 0]}},
 }
-COMFY_WORKFLOW = {"nodes": [{"id": 4, "type": "CheckpointLoaderSimple", "widgets_values": ["flux1-schnell-fp8.safetensors"]}]}
+COMFY_WORKFLOW = {
+    "nodes": [{"id": 4, "type": "CheckpointLoaderSimple", "widgets_values": ["flux1-schnell-fp8.safetensors"]}]
+}
 XMP_AI = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
 <x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
 <rdf:Description rdf:about="" xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
@@ -61,7 +63,9 @@ def comfy_png(path: Path, prompt=COMFY_PROMPT, workflow=COMFY_WORKFLOW) -> Path:
     return png_with_text(path, texts)
 
 
-def xmp_jpeg(path: Path, dst: str = "trainedAlgorithmicMedia", tool: str = "Midjourney", xmp: str | None = None) -> Path:
+def xmp_jpeg(
+    path: Path, dst: str = "trainedAlgorithmicMedia", tool: str = "Midjourney", xmp: str | None = None
+) -> Path:
     packet = (xmp if xmp is not None else XMP_AI.format(dst=dst, tool=tool)).encode("utf-8")
     pixels().save(path, "JPEG", quality=90, xmp=packet)
     return path

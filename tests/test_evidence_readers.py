@@ -37,8 +37,12 @@ def test_a1111_png_names_the_model(tmp_path):
     items = check(read_evidence(a1111_png(tmp_path / "a.png")))
     assert len(items) == 1
     (i,) = items
-    assert (i["source"], i["claim"], i["generator"], i["family"]) == ("png-text", "ai-generated", "sdxl-1.0",
-                                                                       "stable-diffusion-xl")  # fmt: skip
+    assert (i["source"], i["claim"], i["generator"], i["family"]) == (
+        "png-text",
+        "ai-generated",
+        "sdxl-1.0",
+        "stable-diffusion-xl",
+    )
     assert i["name"] == "sd_xl_base_1.0" and i["field"].startswith("PNG tEXt parameters")
     assert i["bound"] is False and i["measured"] is False and i["model_hash"] == "31e35c80fc"
 
@@ -65,8 +69,12 @@ def a1111_params():
 
 def test_comfyui_png_names_the_checkpoint(tmp_path):
     (i,) = check(read_evidence(comfy_png(tmp_path / "c.png")))
-    assert (i["claim"], i["generator"], i["family"], i["name"]) == ("ai-generated", "flux-1-schnell", "flux",
-                                                                     "flux1-schnell-fp8.safetensors")  # fmt: skip
+    assert (i["claim"], i["generator"], i["family"], i["name"]) == (
+        "ai-generated",
+        "flux-1-schnell",
+        "flux",
+        "flux1-schnell-fp8.safetensors",
+    )
     assert i["tool"] == "ComfyUI" and "CheckpointLoaderSimple.ckpt_name" in i["field"]
 
 
@@ -85,8 +93,10 @@ def test_other_front_ends(tmp_path):
     nai = {"Software": "NovelAI", "Source": "NovelAI Diffusion V4 4BDE2A90", "Comment": json.dumps({"steps": 28})}
     (n,) = read_evidence(png_with_text(tmp_path / "n.png", nai))
     assert (n["tool"], n["family"], n["name"]) == ("NovelAI", "novelai", "NovelAI Diffusion V4 4BDE2A90")
-    foo = {"parameters": json.dumps({"base_model": "sd_xl_base_1.0_0.9vae", "refiner_model": "None"}),
-           "fooocus_scheme": "fooocus"}  # fmt: skip
+    foo = {
+        "parameters": json.dumps({"base_model": "sd_xl_base_1.0_0.9vae", "refiner_model": "None"}),
+        "fooocus_scheme": "fooocus",
+    }
     (f,) = read_evidence(png_with_text(tmp_path / "f.png", foo))
     assert (f["tool"], f["generator"]) == ("Fooocus", "sdxl-1.0")
     dt = {"Description": json.dumps({"c": "a cat", "model": "sd_xl_base_1.0_f16.ckpt", "steps": 20})}
@@ -108,8 +118,12 @@ def test_xmp_digital_source_type_jpeg(tmp_path):
 
 def test_camera_exif_jpeg(tmp_path):
     (i,) = check(read_evidence(camera_jpeg(tmp_path / "cam.jpg")))
-    assert (i["source"], i["claim"], i["name"], i["software"]) == ("exif", "camera-capture", "Canon Canon EOS R5",
-                                                                   "Firmware 1.8.1")  # fmt: skip
+    assert (i["source"], i["claim"], i["name"], i["software"]) == (
+        "exif",
+        "camera-capture",
+        "Canon Canon EOS R5",
+        "Firmware 1.8.1",
+    )
     ai = read_evidence(camera_jpeg(tmp_path / "ai.jpg", make="", model="", software="DALL·E 3"))
     assert [(x["claim"], x["generator"]) for x in ai] == [("ai-generated", "dall-e-3")]
 
@@ -184,9 +198,17 @@ def test_changed_file_is_not_read(tmp_path):
 # -- the model-names table and its user extensions ----------------------------------------------------------
 def test_user_names_file_extends_and_overrides(tmp_path, monkeypatch):
     f = tmp_path / "names.json"
-    f.write_text(json.dumps({"version": 1, "names": [
-        {"glob": "*my-private-finetune*", "generator": "acme-1", "family": "acme"},
-        {"regex": "sd_xl_base", "generator": "sdxl-custom", "family": "stable-diffusion-xl"}]}))  # fmt: skip
+    f.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "names": [
+                    {"glob": "*my-private-finetune*", "generator": "acme-1", "family": "acme"},
+                    {"regex": "sd_xl_base", "generator": "sdxl-custom", "family": "stable-diffusion-xl"},
+                ],
+            }
+        )
+    )
     monkeypatch.setenv("LIDA_MODEL_NAMES", str(f))
     odd = {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": "models/my-private-finetune.safetensors"}}}
     (j,) = read_evidence(comfy_png(tmp_path / "u.png", prompt=odd, workflow=None))
@@ -228,11 +250,16 @@ def test_missing_user_names_file_and_cli_exit_3(tmp_path, monkeypatch, isolated_
 def test_builtin_table_maps_the_corpus_names():
     t = load_names()
     cases = {
-        "v1-5-pruned-emaonly.ckpt": "sd-1.5", "sd_xl_turbo_1.0_fp16.safetensors": "sdxl-turbo",
-        "flux1-dev.safetensors": "flux-1-dev", "aura_flow_0.2.safetensors": "aura-flow",
-        "v2-1_768-ema-pruned.safetensors": "sd-2-v768", "sd3.5_large.safetensors": "sd-3.5-large",
-        "FLUX.1 [dev]": "flux-1-dev", "DALL·E 3": "dall-e-3", "qwen_image_fp8.safetensors": "qwen-image",
-    }  # fmt: skip
+        "v1-5-pruned-emaonly.ckpt": "sd-1.5",
+        "sd_xl_turbo_1.0_fp16.safetensors": "sdxl-turbo",
+        "flux1-dev.safetensors": "flux-1-dev",
+        "aura_flow_0.2.safetensors": "aura-flow",
+        "v2-1_768-ema-pruned.safetensors": "sd-2-v768",
+        "sd3.5_large.safetensors": "sd-3.5-large",
+        "FLUX.1 [dev]": "flux-1-dev",
+        "DALL·E 3": "dall-e-3",
+        "qwen_image_fp8.safetensors": "qwen-image",
+    }
     for name, gen in cases.items():
         assert t.lookup(name).generator == gen, name
     assert t.lookup("influxdb exporter") is None and t.lookup("Adobe Photoshop 25.1").claim == "edited"

@@ -56,8 +56,15 @@ def read_evidence_bytes(
     mime = mime or mime_for("", meta.format)
     out: list[dict[str, Any]] = []
     if meta.has_c2pa or sidecar is not None:
-        out += _guard("c2pa", c2pa_reader.read, data, mime, sidecar=sidecar if not meta.has_c2pa else None,
-                      names=names, context=c2pa_context)  # fmt: skip
+        out += _guard(
+            "c2pa",
+            c2pa_reader.read,
+            data,
+            mime,
+            sidecar=sidecar if not meta.has_c2pa else None,
+            names=names,
+            context=c2pa_context,
+        )
     out += _guard("xmp", xmp.read, meta.xmp, names)
     out += _guard("exif", exif.read, meta.exif, names)
     if meta.texts:

@@ -1,4 +1,5 @@
-"""C2PA manifests (c2pa-python / c2pa-rs): what the active manifest and every ingredient declare, and how each validates.
+"""C2PA manifests (c2pa-python / c2pa-rs): what the active manifest and every ingredient declare, and
+how each validates.
 
 One ``Reader`` per file, and only when the container holds a manifest store (JPEG APP11 JUMBF, PNG
 ``caBX``, the bytes ``c2pa`` elsewhere) or a ``<stem>.c2pa`` sidecar is given: a file without one
@@ -119,16 +120,26 @@ def ingredients(store: dict, label: str, deltas: list[dict], depth: int = 0, see
         if child is None:
             state = None
         elif child not in manifests:
-            state, codes = "Invalid", codes + (["ingredient.manifest.missing"] if "ingredient.manifest.missing"
-                                                not in codes else [])  # fmt: skip
+            state, codes = (
+                "Invalid",
+                codes + (["ingredient.manifest.missing"] if "ingredient.manifest.missing" not in codes else []),
+            )
         else:
             state = "Invalid" if any(c not in _BENIGN for c in codes) else "Valid"
         claim, value, agent, _ = declared(manifests.get(child) or {}) if child else ("unknown", None, None, [])
-        out.append({
-            "title": ing.get("title"), "relationship": ing.get("relationship"), "manifest": child,
-            "validation_state": state, "failure_codes": codes, "depth": depth, "claim": claim,
-            "source_type": value, "agent": agent,
-        })  # fmt: skip
+        out.append(
+            {
+                "title": ing.get("title"),
+                "relationship": ing.get("relationship"),
+                "manifest": child,
+                "validation_state": state,
+                "failure_codes": codes,
+                "depth": depth,
+                "claim": claim,
+                "source_type": value,
+                "agent": agent,
+            }
+        )
         if child and len(out) < MAX_INGREDIENTS:
             out += ingredients(store, child, deltas, depth + 1, seen)
     return out
@@ -159,8 +170,17 @@ def read(data: bytes, mime: str, *, sidecar: bytes | None = None, names=None, co
     where = "sidecar" if sidecar is not None else "embedded"
     if store is None:
         if state == "corrupt":
-            return [make_item("c2pa", "unknown", field=f"C2PA manifest store ({where})", value=results,
-                              validation_state="Invalid", failure_codes=["manifest.unreadable"], ingredients=[])]  # fmt: skip
+            return [
+                make_item(
+                    "c2pa",
+                    "unknown",
+                    field=f"C2PA manifest store ({where})",
+                    value=results,
+                    validation_state="Invalid",
+                    failure_codes=["manifest.unreadable"],
+                    ingredients=[],
+                )
+            ]
         return []
     summary = summarize_store(store, state, results)
     label = store.get("active_manifest")
@@ -174,29 +194,53 @@ def read(data: bytes, mime: str, *, sidecar: bytes | None = None, names=None, co
     name = agent if claim in AI_CLAIMS else summary.get("claim_generator")
     hit = named("c2pa", agent, field="", names=names) if claim in AI_CLAIMS and agent else None
     lida = summary.get("lida_attribution")
-    field = "c2pa.actions/digitalSourceType" if claim != "unknown" and value and value.startswith("http") else (
-        "stds.exif" if claim == "camera-capture" else "C2PA manifest")  # fmt: skip
+    field = (
+        "c2pa.actions/digitalSourceType"
+        if claim != "unknown" and value and value.startswith("http")
+        else ("stds.exif" if claim == "camera-capture" else "C2PA manifest")
+    )
     out = [
         make_item(
-            "c2pa", claim, field=f"{field} ({where})", value=value or summary.get("claim_generator"), name=name,
-            generator=hit["generator"] if hit else None, family=hit["family"] if hit else None, bound=bound,
-            validation_state=state, failure_codes=summary.get("failure_codes", []), manifest=label,
-            manifests=summary.get("manifests"), signer=summary.get("signer"),
-            claim_generator=summary.get("claim_generator"), digital_source_types=types, ingredients=ings,
+            "c2pa",
+            claim,
+            field=f"{field} ({where})",
+            value=value or summary.get("claim_generator"),
+            name=name,
+            generator=hit["generator"] if hit else None,
+            family=hit["family"] if hit else None,
+            bound=bound,
+            validation_state=state,
+            failure_codes=summary.get("failure_codes", []),
+            manifest=label,
+            manifests=summary.get("manifests"),
+            signer=summary.get("signer"),
+            claim_generator=summary.get("claim_generator"),
+            digital_source_types=types,
+            ingredients=ings,
             lida_attribution={k: lida.get(k) for k in ("version", "verdict", "generator", "family", "score")}
-            if isinstance(lida, dict) else None,
+            if isinstance(lida, dict)
+            else None,
         )
-    ]  # fmt: skip
+    ]
     for ing in ings:
         if ing["claim"] in AI_CLAIMS:
             c = "composite-ai" if ing["relationship"] == "componentOf" else ing["claim"]
             hit = named("c2pa", ing["agent"], field="", names=names) if ing["agent"] else None
-            out.append(make_item(
-                "c2pa", c, field=f"c2pa ingredient {ing['title']!r} c2pa.actions/digitalSourceType ({where})",
-                value=ing["source_type"], name=ing["agent"], generator=hit["generator"] if hit else None,
-                family=hit["family"] if hit else None, bound=bound and ing["validation_state"] == "Valid",
-                validation_state=ing["validation_state"], failure_codes=ing["failure_codes"], manifest=ing["manifest"],
-            ))  # fmt: skip
+            out.append(
+                make_item(
+                    "c2pa",
+                    c,
+                    field=f"c2pa ingredient {ing['title']!r} c2pa.actions/digitalSourceType ({where})",
+                    value=ing["source_type"],
+                    name=ing["agent"],
+                    generator=hit["generator"] if hit else None,
+                    family=hit["family"] if hit else None,
+                    bound=bound and ing["validation_state"] == "Valid",
+                    validation_state=ing["validation_state"],
+                    failure_codes=ing["failure_codes"],
+                    manifest=ing["manifest"],
+                )
+            )
     return out
 
 

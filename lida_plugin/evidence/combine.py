@@ -39,12 +39,17 @@ def fingerprint_item(record: dict[str, Any]) -> dict[str, Any]:
     rel = record.get("reliability") or {}
     claim = {AI: "ai-generated", REAL: "not-detected"}.get(verdict, "unknown")
     return make_item(
-        "fingerprint", claim, field="pixels: low-bit fingerprint", value=record.get("reason"),
+        "fingerprint",
+        claim,
+        field="pixels: low-bit fingerprint",
+        value=record.get("reason"),
         generator=record.get("generator") if verdict == AI else None,
-        family=record.get("family") if verdict == AI else None, measured=True,
-        score=det.get("ai_score"), threshold=det.get("threshold"),
+        family=record.get("family") if verdict == AI else None,
+        measured=True,
+        score=det.get("ai_score"),
+        threshold=det.get("threshold"),
         calibrated=bool(verdict in (AI, REAL) and rel.get("reliable", True)),
-    )  # fmt: skip
+    )
 
 
 def _what(i: dict[str, Any]) -> str:
@@ -78,8 +83,10 @@ def combine(record: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, An
             gen = fam = None
             score = None if s is None else round(float(s) if verdict == AI else 1.0 - float(s), 6)
             decided = "lossy-detector"
-            notes.append(f"lossy detector: score {s} {'>=' if verdict == AI else '<'} its calibrated threshold {t}"
-                         f"{'; generator not attributed (fingerprint unreliable)' if verdict == AI else ''}")  # fmt: skip
+            notes.append(
+                f"lossy detector: score {s} {'>=' if verdict == AI else '<'} its calibrated threshold {t}"
+                f"{'; generator not attributed (fingerprint unreliable)' if verdict == AI else ''}"
+            )
     measured, measured_by = verdict, decided
 
     declared = [i for i in evidence if not i.get("measured")]
@@ -90,21 +97,35 @@ def combine(record: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, An
     # 5. disagreements between what the file declares and what was measured, and within the declarations
     if measured == REAL:
         for i in ai_decl:
-            disagreement.append({"between": [i["source"], measured_by],
-                                 "detail": f"{_what(i)} declares AI-generated content but the {measured_by} says real"})  # fmt: skip
+            disagreement.append(
+                {
+                    "between": [i["source"], measured_by],
+                    "detail": f"{_what(i)} declares AI-generated content but the {measured_by} says real",
+                }
+            )
     if measured == AI:
         for i in capture:
-            disagreement.append({"between": [i["source"], measured_by],
-                                 "detail": f"{_what(i)} declares a capture but the {measured_by} says ai-generated"})  # fmt: skip
+            disagreement.append(
+                {
+                    "between": [i["source"], measured_by],
+                    "detail": f"{_what(i)} declares a capture but the {measured_by} says ai-generated",
+                }
+            )
     if ai_decl and capture:
-        disagreement.append({
-            "between": sorted({ai_decl[0]["source"], capture[0]["source"]}),
-            "detail": f"the declarations contradict each other: {_what(ai_decl[0])} vs {_what(capture[0])}",
-        })  # fmt: skip
+        disagreement.append(
+            {
+                "between": sorted({ai_decl[0]["source"], capture[0]["source"]}),
+                "detail": f"the declarations contradict each other: {_what(ai_decl[0])} vs {_what(capture[0])}",
+            }
+        )
     fams = {i["family"] for i in ai_decl if i.get("family")}
     if len(fams) > 1:
-        disagreement.append({"between": sorted({i["source"] for i in ai_decl if i.get("family")}),
-                             "detail": f"the declarations name different families: {', '.join(sorted(fams))}"})  # fmt: skip
+        disagreement.append(
+            {
+                "between": sorted({i["source"] for i in ai_decl if i.get("family")}),
+                "detail": f"the declarations name different families: {', '.join(sorted(fams))}",
+            }
+        )
 
     # 2. a bound AI declaration decides; 3. an unbound one raises or names
     chosen = None
@@ -113,8 +134,11 @@ def combine(record: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, An
         if verdict != AI:
             score = None
         verdict, decided = AI, chosen["source"]
-        notes.insert(0, f"signed {chosen['source'].upper()} manifest ({chosen.get('validation_state') or 'valid'})"
-                        f" declares {_what(chosen)}")  # fmt: skip
+        notes.insert(
+            0,
+            f"signed {chosen['source'].upper()} manifest ({chosen.get('validation_state') or 'valid'})"
+            f" declares {_what(chosen)}",
+        )
     elif ai_decl:
         chosen = sorted(ai_decl, key=_declared_rank)[0]
         if verdict in (REAL, INCONCLUSIVE):
@@ -128,9 +152,13 @@ def combine(record: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, An
             if decided != chosen["source"]:
                 notes.append(f"generator named by {_what(chosen)}")
         elif gen is not None and (c_gen or c_fam) and (c_fam or c_gen) != (fam or gen) and c_gen != gen:
-            disagreement.append({"between": [chosen["source"], "fingerprint"],
-                                 "detail": f"{_what(chosen)} names {c_gen or c_fam} but the nearest registered"
-                                           f" generator is {gen} ({fam})"})  # fmt: skip
+            disagreement.append(
+                {
+                    "between": [chosen["source"], "fingerprint"],
+                    "detail": f"{_what(chosen)} names {c_gen or c_fam} but the nearest registered"
+                    f" generator is {gen} ({fam})",
+                }
+            )
             if chosen.get("bound"):
                 gen, fam = c_gen, c_fam
     if notes:

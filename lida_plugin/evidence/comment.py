@@ -14,7 +14,9 @@ from . import frontends as fe
 from .items import generated_by, named
 
 MAX_NAME_LINE = 100
-_TOOL_LINE = re.compile(r"^(?:generated|created|made|rendered|imagined|edited)\s+(?:with|by|using|in)\s+(.{1,80})$", re.I)
+_TOOL_LINE = re.compile(
+    r"^(?:generated|created|made|rendered|imagined|edited)\s+(?:with|by|using|in)\s+(.{1,80})$", re.I
+)
 
 
 def read(comments: list[bytes], names=None) -> list[dict[str, Any]]:
@@ -31,8 +33,9 @@ def read(comments: list[bytes], names=None) -> list[dict[str, Any]]:
         if isinstance(doc, dict) and isinstance(doc.get("model"), str):
             out += generated_by("jpeg-comment", "front end", [(doc["model"], "model")], field="JPEG COM", names=names)
         elif fe.midjourney(text):
-            out += generated_by("jpeg-comment", "Midjourney", [("Midjourney", "Job ID")], field="JPEG COM",
-                                value=text, names=names)  # fmt: skip
+            out += generated_by(
+                "jpeg-comment", "Midjourney", [("Midjourney", "Job ID")], field="JPEG COM", value=text, names=names
+            )
         elif len(text) <= MAX_NAME_LINE and ((m := _TOOL_LINE.match(text)) or len(text.split()) <= 4):
             it = named("jpeg-comment", m.group(1) if m else text, field="JPEG COM", value=text, names=names)
             if it["claim"] != "unknown":

@@ -7,6 +7,7 @@ Parsed with Pillow's ``Image.Exif`` (header-only, bounded by the segment it is g
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 from . import frontends as fe
@@ -41,11 +42,17 @@ def user_comment(raw: Any) -> str | None:
 
 
 def read(exif_bytes: bytes | None, names=None) -> list[dict[str, Any]]:
+    with warnings.catch_warnings():
+        return _read(exif_bytes, names)
+
+
+def _read(exif_bytes: bytes | None, names=None) -> list[dict[str, Any]]:
     if not exif_bytes or len(exif_bytes) > MAX_EXIF:
         return []
     from PIL import Image
 
     try:
+        warnings.simplefilter("ignore")  # Pillow warns "Corrupt EXIF data" and goes on: the result says enough
         ex = Image.Exif()
         ex.load(exif_bytes if exif_bytes.startswith(b"Exif\x00\x00") else b"Exif\x00\x00" + exif_bytes)
         ifd0 = dict(ex)
@@ -68,15 +75,17 @@ def read(exif_bytes: bytes | None, names=None) -> list[dict[str, Any]]:
         if found is not None:
             out += generated_by("exif", "AUTOMATIC1111/Forge", found, field="EXIF ImageDescription", names=names)
         elif fe.midjourney(desc):
-            out += generated_by("exif", "Midjourney", [("Midjourney", "Job ID")], field="EXIF ImageDescription",
-                                value=desc, names=names)  # fmt: skip
+            out += generated_by(
+                "exif", "Midjourney", [("Midjourney", "Job ID")], field="EXIF ImageDescription", value=desc, names=names
+            )
     software = _text(ifd0.get(SOFTWARE))
     make, model = _text(ifd0.get(MAKE)), _text(ifd0.get(MODEL))
     soft_item = named("exif", software, field="EXIF Software", value=software, names=names) if software else None
     if make or model:
         camera = " ".join(x for x in (make, model) if x)
-        out.append(make_item("exif", "camera-capture", field="EXIF Make/Model", value=camera, name=camera,
-                             software=software))  # fmt: skip
+        out.append(
+            make_item("exif", "camera-capture", field="EXIF Make/Model", value=camera, name=camera, software=software)
+        )
         if soft_item is not None and soft_item["claim"] != "unknown":
             out.append(soft_item)  # camera firmware strings (unknown names) stay in the camera item
     elif soft_item is not None:

@@ -1,4 +1,6 @@
-"""The evidence item: one piece of evidence about an asset, with its source (schema: ``schemas/evidence-item.schema.json``).
+"""The evidence item: one piece of evidence about an asset, with its source.
+
+Schema: ``schemas/evidence-item.schema.json``.
 
 Shared by every reader, the fingerprint and the lossy detector; :mod:`.combine` turns a list of them into the
 record's verdict.

@@ -64,8 +64,9 @@ def read(texts: list[tuple[str, str, str]], names=None) -> list[dict[str, Any]]:
     if software is not None and software.strip().lower().startswith("novelai"):
         comment = fe.loads(t("Comment"))
         found = fe.novelai(software, t("Source"), comment)
-        out += generated_by("png-text", "NovelAI", found, field=f("Source" if "Source" in chunk else "Software"),
-                            names=names)  # fmt: skip
+        out += generated_by(
+            "png-text", "NovelAI", found, field=f("Source" if "Source" in chunk else "Software"), names=names
+        )
     elif software is not None:
         out.append(named("png-text", software.strip(), field=f("Software"), value=software, names=names))
     desc = t("Description")
@@ -74,6 +75,7 @@ def read(texts: list[tuple[str, str, str]], names=None) -> list[dict[str, Any]]:
         if isinstance(doc, dict) and "model" in doc:
             out += generated_by("png-text", "Draw Things", fe.drawthings(doc), field=f("Description"), names=names)
         elif fe.midjourney(desc):
-            out += generated_by("png-text", "Midjourney", [("Midjourney", "Job ID")], field=f("Description"),
-                                value=desc, names=names)  # fmt: skip
+            out += generated_by(
+                "png-text", "Midjourney", [("Midjourney", "Job ID")], field=f("Description"), value=desc, names=names
+            )
     return out

@@ -31,10 +31,18 @@ NS = {
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 WANTED = {
     f"{{{NS[p]}}}{n}": f"{p}:{n}"
-    for p, n in [("Iptc4xmpExt", "DigitalSourceType"), ("Iptc4xmpExt", "AISystemUsed"), ("xmp", "CreatorTool"),
-                 ("tiff", "Software"), ("tiff", "Make"), ("tiff", "Model"), ("photoshop", "Credit"),
-                 ("exif", "UserComment"), ("dc", "description")]
-}  # fmt: skip
+    for p, n in [
+        ("Iptc4xmpExt", "DigitalSourceType"),
+        ("Iptc4xmpExt", "AISystemUsed"),
+        ("xmp", "CreatorTool"),
+        ("tiff", "Software"),
+        ("tiff", "Make"),
+        ("tiff", "Model"),
+        ("photoshop", "Credit"),
+        ("exif", "UserComment"),
+        ("dc", "description"),
+    ]
+}
 
 
 def _value(el: ET.Element) -> str | None:
@@ -100,8 +108,13 @@ def _items(f: dict[str, str], names) -> list[dict[str, Any]]:
             item |= {"name": hit["name"], "generator": hit["generator"], "family": hit["family"]}
         out.append(item)
     if f.get("Iptc4xmpExt:AISystemUsed"):
-        out += generated_by("xmp", f["Iptc4xmpExt:AISystemUsed"], [(f["Iptc4xmpExt:AISystemUsed"], "")],
-                            field="XMP Iptc4xmpExt:AISystemUsed", names=names)  # fmt: skip
+        out += generated_by(
+            "xmp",
+            f["Iptc4xmpExt:AISystemUsed"],
+            [(f["Iptc4xmpExt:AISystemUsed"], "")],
+            field="XMP Iptc4xmpExt:AISystemUsed",
+            names=names,
+        )
     for key in ("xmp:CreatorTool", "tiff:Software", "photoshop:Credit"):
         if f.get(key):
             it = named("xmp", f[key], field=f"XMP {key}", value=f[key], names=names)
@@ -120,6 +133,7 @@ def _items(f: dict[str, str], names) -> list[dict[str, Any]]:
         if found is not None:
             out += generated_by("xmp", "AUTOMATIC1111/Forge", found, field="XMP dc:description", names=names)
         elif fe.midjourney(desc):
-            out += generated_by("xmp", "Midjourney", [("Midjourney", "Job ID")], field="XMP dc:description",
-                                value=desc, names=names)  # fmt: skip
+            out += generated_by(
+                "xmp", "Midjourney", [("Midjourney", "Job ID")], field="XMP dc:description", value=desc, names=names
+            )
     return out
