@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from .decode import DEFAULT_MAX_PIXELS, Decoded, decode_bytes, decode_file
+from .decode import DEFAULT_MAX_PIXELS, Decoded, decode_bytes, read_bytes
 from .detect import Detection, detect
 from .encoder import Encoder
 from .errors import InputError
+from .evidence import apply_evidence, check_setup, read_evidence
 from .retrieve import Neighbor, Retriever
 from .store import StoreStack
 
@@ -57,6 +58,9 @@ class Result:
     model_id: str | None = None
     store_id: str | None = None
     error: str | None = None
+    evidence: list[dict[str, Any]] = field(default_factory=list)  # schemas/evidence-item.schema.json
+    disagreement: list[dict[str, Any]] = field(default_factory=list)
+    decided_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -79,6 +83,7 @@ class Prepared:
 
     decoded: Decoded
     crops: np.ndarray
+    evidence: list[dict[str, Any]] = field(default_factory=list)  # declared provenance, read with the bytes
 
     @property
     def path(self) -> str:
@@ -146,6 +151,7 @@ class Attributor:
         self.max_pixels = max_pixels
         self.images_per_batch = max(1, images_per_batch)
         self.decode_workers = max(1, decode_workers)
+        check_setup()  # a malformed user model-names file is a setup error, found before any asset
 
     @property
     def model_id(self) -> str:
@@ -162,9 +168,9 @@ class Attributor:
         watcher, which checks them against the file's stat) skip a second read."""
         path = os.fspath(source)
         try:
-            decoded = decode_file(path, max_pixels=self.max_pixels) if data is None else decode_bytes(
-                data, path, max_pixels=self.max_pixels
-            )  # fmt: skip
+            if data is None:
+                data = read_bytes(path)
+            decoded = decode_bytes(data, path, max_pixels=self.max_pixels)
             crops = self.encoder.crops_for(decoded)
         except InputError as exc:
             return error_result(path, exc.reason, self.model_id, self.store_id)
@@ -177,8 +183,9 @@ class Attributor:
             )
         # Keep the shape (width/height) but not the pixels: the crops are all the later stages need,
         # and a batch of prepared files waiting for the encoder must not hold whole images.
+        evidence = read_evidence(path, decoded, data=data)  # what the file declares (C2PA, XMP, EXIF, text)
         decoded.pixels = np.broadcast_to(np.zeros((), np.uint8), decoded.pixels.shape)
-        return Prepared(decoded, crops)
+        return Prepared(decoded, crops, evidence)
 
     def finish(self, batch: Sequence[Prepared | Result]) -> list[Result]:
         """The batch stages (embed, detect, retrieve, verdict) for what :meth:`prepare` returned, in
@@ -211,7 +218,7 @@ class Attributor:
                 f"; these exact bytes are a registered exemplar of {known['generator']}"
                 " (a self-match: the verdict is not an independent judgement)"
             )
-        return Result(
+        result = Result(
             path=dec.path,
             verdict=v,
             generator=gen,
@@ -250,6 +257,7 @@ class Attributor:
             model_id=self.model_id,
             store_id=self.store_id,
         )
+        return apply_evidence(result, p.evidence)
 
     def _exact_match(self, sha256: str) -> dict[str, Any] | None:
         """The registered exemplar with these very bytes (``generator``, ``family``, ``exemplar``, ``store_id``)."""

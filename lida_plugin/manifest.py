@@ -94,6 +94,9 @@ def build_assertion(record: dict[str, Any], *, model_sha256: str | None) -> dict
         "model": {"id": record.get("model_id"), "sha256": model_sha256},
         "store_id": record.get("store_id"),
         "asset_sha256": (record.get("image") or {}).get("sha256"),
+        "evidence": [{k: v for k, v in i.items() if k != "ingredients"} for i in record.get("evidence") or []],
+        "disagreement": list(record.get("disagreement") or []),
+        "decided_by": record.get("decided_by"),
         "analysed_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         "software": {"name": "lida-plugin", "version": __version__},
     }
