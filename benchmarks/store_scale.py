@@ -127,8 +127,16 @@ def measure(path: str, backend: str, work: str) -> dict:
         "top10_ms": 1000 * float(np.mean(dt)),
         "rank_ms": 1000 * float(np.mean(rank)),
         "recall": recall,
-        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_mb": peak_rss_mb(),
     }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM: unlike ru_maxrss it is not inherited across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def crops_bytes(images: Path, work: Path) -> dict[str, float]:
