@@ -105,7 +105,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     encoder = open_encoder(args)
     path = user_store_path(args.store)
     errors = added = 0
-    with ExemplarStore(path, create=True) as store:
+    with ExemplarStore(path, create=True, keep=args.keep) as store:
         store.check_model(encoder)
         store.add_generator(args.generator, args.family, args.notes)
         for p, err in expand_paths(args.paths, args.recursive):
@@ -119,6 +119,8 @@ def cmd_register(args: argparse.Namespace) -> int:
                 errors += 1
                 print(f"{p}\terror\t{exc}", file=sys.stderr)
         print(f"{added} exemplar(s) added to {args.generator!r} in {path}", file=sys.stderr)
+        if added:
+            log.info("index: %s", store.update_index())
     return EXIT_FILE_ERRORS if errors else EXIT_OK
 
 
@@ -159,11 +161,13 @@ def cmd_store(args: argparse.Namespace) -> int:
         encoder = open_encoder(args)
         with ExemplarStore(path) as s:
             n = s.reembed(encoder, progress=True)
+            log.info("index: %s", s.update_index())
         print(f"re-embedded {n} exemplar(s) in {path} with model {encoder.model_id}")
         return EXIT_OK
     if args.store_cmd == "remove":
         with ExemplarStore(path) as s:
             n = s.remove_generator(args.generator)
+            log.info("index: %s", s.update_index())
         print(f"removed generator {args.generator!r} and {n} exemplar(s) from {path} (a backup copy was kept)")
         return EXIT_OK
     if args.store_cmd == "export":
@@ -175,7 +179,12 @@ def cmd_store(args: argparse.Namespace) -> int:
         encoder = open_encoder(args)
         with ExemplarStore(args.source, readonly=True) as src, ExemplarStore(path, create=True) as dst:
             added, skipped = dst.import_from(src, encoder, set(args.generator) if args.generator else None)
+            log.info("index: %s", dst.update_index())
         print(f"imported {added} exemplar(s) from {args.source} into {path} ({skipped} already there)")
+        return EXIT_OK
+    if args.store_cmd == "index":
+        with ExemplarStore(path) as s:
+            print(f"{path}: index {s.update_index(args.kind, rebuild=args.rebuild)}")
         return EXIT_OK
     raise AssertionError(args.store_cmd)
 
@@ -229,6 +238,12 @@ def _register_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--family", "-f", help="generator family, e.g. stable-diffusion-1")
     p.add_argument("--notes", help="free-text notes for the generator")
     p.add_argument("-r", "--recursive", action="store_true")
+    p.add_argument(
+        "--keep",
+        choices=("none", "lowbits", "raw"),
+        help="what new exemplars keep for `lida store reembed` (a store setting; new stores: none, ~1 KB an"
+        " exemplar, re-embedding then needs the original images; lowbits ~70 KB; raw ~100 KB, any model)",
+    )
     p.set_defaults(func=cmd_register)
     add_model_args(p)
     add_store_args(p)
@@ -259,6 +274,10 @@ def _store_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--store")
     s.add_argument("--generator", action="append", help="only this generator (repeatable)")
     add_model_args(s)
+    s = ssub.add_parser("index", help="build or update the approximate index of a large user store (docs/scale.md)")
+    s.add_argument("--store")
+    s.add_argument("--kind", choices=("faiss-ivf-sq8", "usearch-hnsw-i8"), help="index kind (default: faiss-ivf-sq8)")
+    s.add_argument("--rebuild", action="store_true", help="build it anew instead of updating it")
     p.set_defaults(func=cmd_store)
 
 
