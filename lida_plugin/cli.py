@@ -345,6 +345,7 @@ _EXTRA_COMMAND_SPECS: list[tuple[str, str]] = [
     ("lida_plugin.verify", "add_commands"),
     ("lida_plugin.watch", "add_commands"),
     ("lida_plugin.evaluate.cli", "add_commands"),
+    ("lida_plugin.batch.command", "add_commands"),
 ]
 _EXTRA_COMMANDS = _extra_commands()
 

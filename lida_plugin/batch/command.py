@@ -1,0 +1,203 @@
+"""``lida batch SOURCE --out DEST``: attribute an archive into Parquet parts, resumably.
+
+    lida batch /archive --out results/                       # local worker processes (all cores)
+    lida batch s3://bucket/photos/ --out results/ --engine ray --ray-address auto
+
+Exit codes as for ``lida attribute``: 0 all analysed, 1 some assets are error rows, 3 setup
+error (model, store, DEST, SOURCE), 130 interrupted (committed parts are kept; rerun to finish).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+log = logging.getLogger("lida.batch")
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser(
+        "batch",
+        help="attribute a whole archive into Parquet (resumable; local workers or Ray)",
+        description="Attribute everything under SOURCE into Parquet parts under DEST. A rerun with the same DEST"
+        " skips the assets already written and does the rest; each asset is written exactly once.",
+    )
+    p.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="a folder, a glob ('photos/**/*.png'), a .txt/.csv/.parquet list of paths, or a URI (s3://bucket/dir/)",
+    )
+    p.add_argument("--out", required=True, metavar="DEST", help="folder for the Parquet parts (created if missing)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local", help="local processes (default) or Ray")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="local: worker processes (default: the cores); ray: actors per stage (default: the cluster's CPUs)",
+    )
+    p.add_argument(
+        "--ray-address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else start a local one)"
+    )
+    p.add_argument("--limit", type=int, help="attribute at most N assets not yet done, then stop")
+    p.add_argument("--part-size", type=int, default=1000, help="rows per Parquet part (default 1000)")
+    p.add_argument("--part-seconds", type=float, default=60.0, help="commit a part at least this often (default 60 s)")
+    p.add_argument("--chunk-size", type=int, default=16, help="assets per work unit handed to a worker (default 16)")
+    p.add_argument("-k", "--top-k", type=int, default=5, help="registered generators to list per image (default 5)")
+    p.add_argument("--force", action="store_true", help="give a verdict even when the fingerprint is unreliable")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="encoder ONNX file (default: $LIDA_MODEL, else the bundled model)")
+    g.add_argument(
+        "--device",
+        default=os.environ.get("LIDA_DEVICE", "cpu"),
+        choices=["auto", "cpu", "cuda", "tensorrt"],
+        help="execution provider per worker (default: $LIDA_DEVICE, else cpu; ray: cuda/auto puts the encoder"
+        " actors on GPUs)",
+    )
+    g.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per worker (default 1)")
+    g.add_argument("--batch-size", type=int, default=64, help="crops per encoder call (default 64)")
+    g = p.add_argument_group("store")
+    g.add_argument("--store", help="user exemplar store (default: $LIDA_STORE, else the per-user data dir)")
+    g.add_argument("--no-default-store", action="store_true", help="do not search the bundled default store")
+    g = p.add_argument_group("provenance (C2PA)")
+    g.add_argument(
+        "--manifest",
+        choices=["none", "sidecar"],
+        default="none",
+        help="also write a signed C2PA sidecar <stem>.c2pa per analysed asset (local assets only)",
+    )
+    g.add_argument("--sidecar-dir", metavar="DIR", help="folder for the sidecars (default: next to each asset)")
+    from ..manifest import add_signing_args
+
+    add_signing_args(g)
+    p.set_defaults(func=cmd_batch)
+
+
+def _usage(msg: str) -> None:
+    print(f"lida batch: error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt  # the same clean stop as ^C: commit what is done, stop the workers
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..errors import LidaError
+
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise LidaError('lida batch writes Parquet and needs pyarrow: pip install "lida-plugin[batch]"') from None
+
+    from ..encoder import Encoder
+    from ..manager import get_plugin_manager, notify_asset_done, record_outputs
+    from ..store import open_stack
+    from .sink import PartSink
+    from .sources import is_uri, list_assets
+    from .worker import JobConfig
+
+    for name in ("limit", "workers", "part_size", "chunk_size", "threads", "batch_size"):
+        v = getattr(args, name)
+        if v is not None and v < (0 if name == "limit" else 1):
+            _usage(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'limit' else '>= 1'}")
+    if args.sidecar_dir and args.manifest != "sidecar":
+        _usage("--sidecar-dir needs --manifest sidecar")
+
+    # setup errors before any asset is touched: model, store, keys, DEST, SOURCE
+    encoder = Encoder(args.model, device=args.device, threads=1, batch_size=args.batch_size)
+    stack = open_stack(encoder, args.store, use_default=not args.no_default_store)
+    model_id, store_id = encoder.model_id, stack.store_id
+    stack.close()
+    cfg = JobConfig(
+        model=str(encoder.path),
+        device=args.device,
+        threads=args.threads,
+        batch_size=args.batch_size,
+        store=args.store,
+        use_default_store=not args.no_default_store,
+        top_k=args.top_k,
+        force=args.force,
+    )
+    manifests = None
+    if args.manifest == "sidecar":
+        from ..keys import load_signing_config
+        from ..manifest import ManifestWriter
+
+        manifests = ManifestWriter(
+            load_signing_config(args.keys),
+            mode="sidecar",
+            out_dir=args.sidecar_dir,
+            policy=args.source_type_policy,
+            model_sha256=encoder.sha256,
+        )
+    if args.engine == "ray":
+        from .ray_engine import require_ray
+
+        require_ray()  # a clear message before the listing, not after
+    assets = list_assets(args.source)
+    if manifests is not None and any(is_uri(a) for a in assets):
+        _usage("--manifest sidecar needs local assets (sidecars are written next to them or in --sidecar-dir)")
+    sink = PartSink(
+        args.out, job={"model_id": model_id, "store_id": store_id}, part_rows=args.part_size,
+        part_seconds=args.part_seconds,
+    )  # fmt: skip
+    todo = [a for a in assets if not sink.is_done(a)]
+    skipped = len(assets) - len(todo)
+    if args.limit is not None:
+        todo = todo[: args.limit]
+    print(
+        f"lida batch: {len(assets)} asset(s) in {args.source}; {skipped} already in {args.out};"
+        f" {len(todo)} to attribute with the {args.engine} engine",
+        file=sys.stderr,
+    )
+    if args.engine == "ray":
+        from .ray_engine import RayEngine
+
+        engine: Any = RayEngine(cfg, workers=args.workers, address=args.ray_address, chunk_size=args.chunk_size)
+    else:
+        from .local import LocalEngine
+
+        engine = LocalEngine(cfg, workers=args.workers, chunk_size=args.chunk_size)
+    pm = get_plugin_manager()
+    errors = 0
+
+    def told(committed) -> None:  # lida_asset_done, once the asset's row is committed
+        if committed is None:
+            return
+        part, records = committed
+        for r in records:
+            notify_asset_done(pm, path=r["path"], record=r, outputs=record_outputs(r) | {"report": str(part)})
+
+    old = signal.signal(signal.SIGTERM, _sigterm)
+    bar = tqdm(total=len(todo), unit="img", desc="lida batch", file=sys.stderr, dynamic_ncols=True, disable=None)
+    stream = engine.run(todo)
+    try:
+        for record in stream:
+            if record.get("model_id") is None:  # error records made outside an attributor
+                record["model_id"], record["store_id"] = model_id, store_id
+            bad = record.get("status") != "ok"
+            if manifests is not None and not manifests.apply(record):
+                bad = True
+            errors += bad
+            told(sink.add(record))
+            bar.update(1)
+    finally:
+        stream.close()  # stops the workers (on ^C, too)
+        bar.close()
+        signal.signal(signal.SIGTERM, old)
+        try:
+            told(sink.close())
+        finally:
+            if manifests is not None:
+                manifests.close()
+    print(
+        f"lida batch: wrote {sink.written} row(s) ({errors} error row(s)) to {args.out};"
+        f" {len(sink.done)} asset(s) done in all",
+        file=sys.stderr,
+    )
+    return 1 if errors else 0
