@@ -54,7 +54,7 @@ def test_ray_engine_survives_a_killed_encoder_actor(isolated_env, tmp_path, loca
     from lida_plugin import hookimpl
     from lida_plugin.manager import get_plugin_manager
 
-    imgs = make_images(tmp_path / "src", 120)
+    imgs = make_images(tmp_path / "src", 80)
     killed = []
 
     class Killer:
@@ -81,8 +81,8 @@ def test_ray_engine_survives_a_killed_encoder_actor(isolated_env, tmp_path, loca
 
 
 def test_ray_engine_sigint_then_rerun_gives_one_row_per_asset(isolated_env, tmp_path, local_ray):
-    imgs = make_images(tmp_path / "src", 300, size=128)
-    (tmp_path / "src" / "broken.png").write_bytes(b"not an image")
+    imgs = make_images(tmp_path / "src", 160, size=96)
+    (tmp_path / "src" / "zz-broken.png").write_bytes(b"not an image")
     dest = tmp_path / "out"
     args = ["batch", str(tmp_path / "src"), "--out", str(dest), "--engine", "ray", "--part-size", "10",
             "--chunk-size", "2"]  # fmt: skip
@@ -99,8 +99,8 @@ def test_ray_engine_sigint_then_rerun_gives_one_row_per_asset(isolated_env, tmp_
     assert proc.returncode == 130, err.decode()[-3000:]
     partial = rows_by_path(dest)
     assert 0 < len(partial) < len(imgs) + 1 and set(partial.values()) == {1}
-    assert main(args) == 1  # the rest, on the module's Ray; the broken file is an error row (exit 1)
+    assert main(args) == 1  # the rest, on the module's Ray; zz-broken.png (listed last) is an error row: exit 1
     t = read_results(dest)
-    assert rows_by_path(dest) == Counter([str(p) for p in imgs] + [str(tmp_path / "src" / "broken.png")])
+    assert rows_by_path(dest) == Counter([str(p) for p in imgs] + [str(tmp_path / "src" / "zz-broken.png")])
     errors = [r for r in t.to_pylist() if r["status"] == "error"]
     assert len(errors) == 1 and "not an image" in errors[0]["error"]

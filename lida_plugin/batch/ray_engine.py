@@ -128,13 +128,19 @@ class RayEngine:
             PrepareStage,
             fn_constructor_args=(self.cfg,),
             batch_size=self.chunk_size,
-            concurrency=n,
+            compute=ray.data.ActorPoolStrategy(size=n),
             num_cpus=0.5,
             batch_format="numpy",
         )
-        encode: dict[str, Any] = {"num_gpus": 1, "concurrency": gpus} if gpus else {"num_cpus": 0.5, "concurrency": n}
+        pool = ray.data.ActorPoolStrategy(size=gpus or n)
+        encode: dict[str, Any] = {"num_gpus": 1} if gpus else {"num_cpus": 0.5}
         return ds.map_batches(
-            EncodeStage, fn_constructor_args=(self.cfg,), batch_size=self.chunk_size, batch_format="numpy", **encode
+            EncodeStage,
+            fn_constructor_args=(self.cfg,),
+            batch_size=self.chunk_size,
+            batch_format="numpy",
+            compute=pool,
+            **encode,
         )
 
     def run(self, paths: Sequence[str]) -> Iterator[dict[str, Any]]:
