@@ -139,6 +139,7 @@ def test_local_engine_survives_a_killed_worker(tiny_model, tmp_path):
     assert seen == Counter(paths)  # every asset exactly once
 
 
+@pytest.mark.slow
 def test_local_engine_blames_only_the_asset_that_keeps_killing_its_worker(tiny_model, tmp_path, monkeypatch):
     """An asset whose worker dies every time (a decoder crash) becomes an error row; its neighbours do not."""
     paths = [str(p) for p in make_images(tmp_path / "img", 12)]
@@ -274,6 +275,7 @@ def _batch_cmd(src: Path, dest: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "lida_plugin.cli", "batch", str(src), "--out", str(dest), *extra]
 
 
+@pytest.mark.slow
 def test_batch_sigint_keeps_committed_parts_and_the_rerun_finishes(isolated_env, tmp_path):
     imgs = make_images(tmp_path / "src", 400, size=128)
     dest = tmp_path / "out"
