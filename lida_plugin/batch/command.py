@@ -96,7 +96,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     from ..encoder import Encoder
     from ..manager import get_plugin_manager, notify_asset_done, record_outputs
-    from ..store import open_stack
+    from ..store import open_stack, user_store_path
     from .sink import PartSink
     from .sources import is_uri, list_assets
     from .worker import JobConfig
@@ -118,7 +118,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         batch_size=args.batch_size,
-        store=args.store,
+        # explicit paths: Ray workers on other nodes do not see this shell's LIDA_MODEL / LIDA_STORE
+        store=str(user_store_path(args.store)) if user_store_path(args.store).exists() else None,
         use_default_store=not args.no_default_store,
         top_k=args.top_k,
         force=args.force,
