@@ -295,3 +295,19 @@ def test_batch_sigint_keeps_committed_parts_and_the_rerun_finishes(isolated_env,
     assert done.returncode == 0, done.stderr.decode()
     assert f"{len(partial)} already in".encode() in done.stderr
     assert rows_by_path(dest) == Counter(str(p) for p in imgs)
+
+
+def test_pack_round_trip_keeps_every_field_but_not_the_pixels(tiny_model, tmp_path):
+    from lida_plugin.batch.worker import build_attributor, pack, unpack
+
+    att = build_attributor(JobConfig(model=str(tiny_model), use_default_store=False))
+    [img] = make_images(tmp_path / "img", 1, size=256)
+    prepared = att.prepare(str(img))
+    blob = pack(prepared)
+    assert len(blob) < prepared.crops.nbytes + 4096  # the 256x256x3 placeholder is not expanded
+    back = unpack(blob)
+    assert back.decoded.pixels.shape == prepared.decoded.pixels.shape and back.sha256 == prepared.sha256
+    assert (back.crops == prepared.crops).all()
+    assert [r.to_dict() for r in att.finish([back])] == [r.to_dict() for r in att.finish([prepared])]
+    bad = att.prepare(str(tmp_path / "missing.png"))
+    assert unpack(pack(bad)).error == bad.error

@@ -84,23 +84,7 @@ def _sigterm(signum, frame) -> None:
     raise KeyboardInterrupt  # the same clean stop as ^C: commit what is done, stop the workers
 
 
-def cmd_batch(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from ..errors import LidaError
-
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        raise LidaError('lida batch writes Parquet and needs pyarrow: pip install "lida-plugin[batch]"') from None
-
-    from ..encoder import Encoder
-    from ..manager import get_plugin_manager, notify_asset_done, record_outputs
-    from ..store import open_stack, user_store_path
-    from .sink import PartSink
-    from .sources import is_uri, list_assets
-    from .worker import JobConfig
-
+def _check_args(args: argparse.Namespace) -> None:
     for name in ("limit", "workers", "part_size", "chunk_size", "threads", "batch_size"):
         v = getattr(args, name)
         if v is not None and v < (0 if name == "limit" else 1):
@@ -108,34 +92,71 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if args.sidecar_dir and args.manifest != "sidecar":
         _usage("--sidecar-dir needs --manifest sidecar")
 
-    # setup errors before any asset is touched: model, store, keys, DEST, SOURCE
+
+def _job_config(args: argparse.Namespace):
+    """``(JobConfig, encoder, model_id, store_id)``: model and store opened here, so a setup error
+    is reported before any asset is touched."""
+    from ..encoder import Encoder
+    from ..store import open_stack, user_store_path
+    from .worker import JobConfig
+
     encoder = Encoder(args.model, device=args.device, threads=1, batch_size=args.batch_size)
     stack = open_stack(encoder, args.store, use_default=not args.no_default_store)
     model_id, store_id = encoder.model_id, stack.store_id
     stack.close()
+    user_store = user_store_path(args.store)
     cfg = JobConfig(
         model=str(encoder.path),
         device=args.device,
         threads=args.threads,
         batch_size=args.batch_size,
         # explicit paths: Ray workers on other nodes do not see this shell's LIDA_MODEL / LIDA_STORE
-        store=str(user_store_path(args.store)) if user_store_path(args.store).exists() else None,
+        store=str(user_store) if user_store.exists() else None,
         use_default_store=not args.no_default_store,
         top_k=args.top_k,
         force=args.force,
     )
-    manifests = None
-    if args.manifest == "sidecar":
-        from ..keys import load_signing_config
-        from ..manifest import ManifestWriter
+    return cfg, encoder, model_id, store_id
 
-        manifests = ManifestWriter(
-            load_signing_config(args.keys),
-            mode="sidecar",
-            out_dir=args.sidecar_dir,
-            policy=args.source_type_policy,
-            model_sha256=encoder.sha256,
-        )
+
+def _sidecar_writer(args: argparse.Namespace, encoder):
+    if args.manifest != "sidecar":
+        return None
+    from ..keys import load_signing_config
+    from ..manifest import ManifestWriter
+
+    return ManifestWriter(
+        load_signing_config(args.keys),
+        mode="sidecar",
+        out_dir=args.sidecar_dir,
+        policy=args.source_type_policy,
+        model_sha256=encoder.sha256,
+    )
+
+
+def _engine(args: argparse.Namespace, cfg) -> Any:
+    if args.engine == "ray":
+        from .ray_engine import RayEngine
+
+        return RayEngine(cfg, workers=args.workers, address=args.ray_address, chunk_size=args.chunk_size)
+    from .local import LocalEngine
+
+    return LocalEngine(cfg, workers=args.workers, chunk_size=args.chunk_size)
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from ..errors import LidaError
+
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise LidaError('lida batch writes Parquet and needs pyarrow: pip install "lida-plugin[batch]"') from None
+    from .sink import PartSink
+    from .sources import is_uri, list_assets
+
+    _check_args(args)
+    cfg, encoder, model_id, store_id = _job_config(args)
+    manifests = _sidecar_writer(args, encoder)
     if args.engine == "ray":
         from .ray_engine import require_ray
 
@@ -156,14 +177,22 @@ def cmd_batch(args: argparse.Namespace) -> int:
         f" {len(todo)} to attribute with the {args.engine} engine",
         file=sys.stderr,
     )
-    if args.engine == "ray":
-        from .ray_engine import RayEngine
+    errors = _run(_engine(args, cfg), todo, sink, manifests, (model_id, store_id))
+    print(
+        f"lida batch: wrote {sink.written} row(s) ({errors} error row(s)) to {args.out};"
+        f" {len(sink.done)} asset(s) done in all",
+        file=sys.stderr,
+    )
+    return 1 if errors else 0
 
-        engine: Any = RayEngine(cfg, workers=args.workers, address=args.ray_address, chunk_size=args.chunk_size)
-    else:
-        from .local import LocalEngine
 
-        engine = LocalEngine(cfg, workers=args.workers, chunk_size=args.chunk_size)
+def _run(engine, todo: list[str], sink, manifests, ids: tuple[str, str]) -> int:
+    """Records from the engine -> sidecars -> parts -> ``lida_asset_done``; the number of error rows.
+    On ^C/SIGTERM (or any exception) the rows received are committed and the workers stopped."""
+    from tqdm import tqdm
+
+    from ..manager import get_plugin_manager, notify_asset_done, record_outputs
+
     pm = get_plugin_manager()
     errors = 0
 
@@ -180,7 +209,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     try:
         for record in stream:
             if record.get("model_id") is None:  # error records made outside an attributor
-                record["model_id"], record["store_id"] = model_id, store_id
+                record["model_id"], record["store_id"] = ids
             bad = record.get("status") != "ok"
             if manifests is not None and not manifests.apply(record):
                 bad = True
@@ -196,9 +225,4 @@ def cmd_batch(args: argparse.Namespace) -> int:
         finally:
             if manifests is not None:
                 manifests.close()
-    print(
-        f"lida batch: wrote {sink.written} row(s) ({errors} error row(s)) to {args.out};"
-        f" {len(sink.done)} asset(s) done in all",
-        file=sys.stderr,
-    )
-    return 1 if errors else 0
+    return errors

@@ -61,19 +61,20 @@ def prepare_one(att: Attributor, path: str) -> Prepared | Result:
 # -- moving prepared assets between processes (Ray stages) ----------------------------------
 def pack(item: Prepared | Result) -> bytes:
     """Pickle what :meth:`Attributor.prepare` returned without the (zero-stride) pixel placeholder,
-    which pickle would otherwise expand to a full image of zeros."""
+    which pickle would otherwise expand to a full image of zeros; every other field travels."""
     if isinstance(item, Result):
         return pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
-    dec = copy.copy(item.decoded)
-    shape = dec.pixels.shape
-    dec.pixels = None
-    return pickle.dumps((dec, shape, np.ascontiguousarray(item.crops)), protocol=pickle.HIGHEST_PROTOCOL)
+    light = copy.copy(item)
+    light.decoded = copy.copy(item.decoded)
+    shape = light.decoded.pixels.shape
+    light.decoded.pixels = None
+    return pickle.dumps((light, shape), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def unpack(blob: bytes) -> Prepared | Result:
     obj = pickle.loads(blob)
     if isinstance(obj, Result):
         return obj
-    dec, shape, crops = obj
-    dec.pixels = np.broadcast_to(np.zeros((), np.uint8), shape)
-    return Prepared(dec, crops)
+    item, shape = obj
+    item.decoded.pixels = np.broadcast_to(np.zeros((), np.uint8), shape)
+    return item
