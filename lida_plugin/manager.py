@@ -43,6 +43,7 @@ DEFAULT_PLUGINS = {
     "lida.keys": "lida_plugin.keys",
     "lida.verify": "lida_plugin.verify",
     "lida.watch": "lida_plugin.watch.command",
+    "lida.batch": "lida_plugin.batch.command",
     "lida.eval": "lida_plugin.evaluate.cli",
 }
 
