@@ -18,7 +18,7 @@ DEFAULT_MODEL = REPO / "lida_plugin" / "data" / "encoder.onnx"
 DEFAULT_STORE = REPO / "lida_plugin" / "data" / "default-store.sqlite"
 
 _HELP = {
-    "arch": "encoder architecture, one of %(choices)s",
+    "arch": "encoder architecture",
     "mode": "fingerprint mode: scaled ((x&7)*36), binary (255*(x&7!=0)) or rgb (baseline)",
     "pretrain": "pre-training proxy: zoo+real, zoo, real or none",
     "adapt_loss": "adaptation attribution loss: center (paper) or ce (ablation)",

@@ -45,6 +45,9 @@ from .models import build
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+#: Both stages write their checkpoint every this many steps (and at the end).
+CHECKPOINT_EVERY = 200
+
 
 @dataclass
 class Recipe:
@@ -144,7 +147,7 @@ class _TrainLoop:
     ``seconds`` (training time), ``done`` and ``meta`` (recipe, classes, ...). :meth:`run`
     resumes from ``ckpt`` (a finished one is returned as is), then runs ``step_fn`` until
     ``total`` steps with the learning rate ``lr(step)``, a progress bar (loss EMA, crops/s), a
-    checkpoint every :attr:`save_every` steps and a final, ``done`` one.
+    checkpoint every :data:`CHECKPOINT_EVERY` steps and a final, ``done`` one.
     """
 
     ckpt: Path
@@ -159,7 +162,6 @@ class _TrainLoop:
     desc: str
     crops_per_step: int
     ema_weight: float
-    save_every: int = 200
 
     def state(self, step: int, seconds: float, done: bool) -> dict:
         rng = [s.rng.bit_generator.state for s in self.samplers]
@@ -205,7 +207,7 @@ class _TrainLoop:
             bar.update(1)
             crops_s = step * self.crops_per_step / max(seconds, 1e-9)
             bar.set_postfix(loss=f"{ema:.3f}", **fields, crops_s=f"{crops_s:.0f}")
-            if step % self.save_every == 0:
+            if step % CHECKPOINT_EVERY == 0:
                 save_checkpoint(self.ckpt, self.state(step, seconds, False))
             if max_seconds is not None and seconds >= max_seconds:
                 break
@@ -402,15 +404,17 @@ def adapt(
         return loss.item(), {"l_a": f"{l_a.item():.3f}", "l_d": f"{l_d.item():.3f}"}
 
     def restore(st: dict) -> None:
-        prototype.data.copy_(st["prototype"])
+        # the parameter as it was (its norm drifts from 1 and shapes its updates); files from before
+        # it was saved only have the normalised copy, and resume not quite where they stopped
+        prototype.data.copy_(st.get("prototype_param", st["prototype"]))
         center.load_state_dict(st["center"])
         if ce_head is not None:
             ce_head.load_state_dict(st["ce_head"])
 
     loop = _TrainLoop(
         run_dir / "adapt.pt", model, opt, [gen_sampler, real_sampler],
-        parts=lambda: {"prototype": F.normalize(prototype.detach(), dim=0), "center": center.state_dict(),
-                       "ce_head": ce_head.state_dict() if ce_head else None},
+        parts=lambda: {"prototype": F.normalize(prototype.detach(), dim=0), "prototype_param": prototype.detach(),
+                       "center": center.state_dict(), "ce_head": ce_head.state_dict() if ce_head else None},
         restore=restore,
         meta={"recipe": recipe.to_json(), "classes": classes, "init": str(init) if init else None,
               "registration": {k: [it.relpath for it in v] for k, v in reg.items()}},
