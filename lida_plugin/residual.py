@@ -1,0 +1,82 @@
+"""SPAM residual statistics (Pevný, Bas, Fridrich, "Steganalysis by subtractive pixel adjacency
+matrix", IEEE TIFS 2010): the numpy reference, torch-free.
+
+Definition (this module is the reference the ONNX graph in ``exporters/spam_model.py`` is tested
+against). For one channel ``I`` (``int``, ``H×W``), a direction ``s = (dy, dx)`` and ``T``:
+
+* first differences ``D(p) = clip(I(p) - I(p + s), -T, T)`` wherever ``p + s`` is in the image;
+* the second-order Markov transition probabilities
+  ``M_s[a, b, c] = #{p: D(p)=a, D(p+s)=b, D(p+2s)=c} / #{p: D(p)=a, D(p+s)=b}``
+  over every ``p`` with ``p + 3s`` in the image (``0`` where the denominator is ``0``);
+* the 8 directions averaged into two blocks of ``(2T+1)^3`` values:
+  straight ``F1 = mean(M_(0,1), M_(0,-1), M_(1,0), M_(-1,0))`` and
+  diagonal ``F2 = mean(M_(1,1), M_(-1,-1), M_(1,-1), M_(-1,1))``;
+  within a block the index is ``(a+T)(2T+1)^2 + (b+T)(2T+1) + (c+T)``.
+
+The paper's ``M→_{u,v,w} = Pr(D_{i,j+2}=u | D_{i,j+1}=v, D_{i,j}=w)`` is ``M_(0,1)[w, v, u]``.
+:func:`spam_features` concatenates, for the channels R, G, B in that order, the straight block
+then the diagonal block: ``6 (2T+1)^3`` values, 2,058 for ``T = 3``.
+
+The statistics need the raw pixel differences, which the low three bit planes (``x & 7``) do
+not keep: a model built on them declares ``lida.input_bits = 8`` (see :mod:`lida_plugin.contract`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: the 8 directions ``(dy, dx)``: the straight four, then the diagonal four
+STRAIGHT = ((0, 1), (0, -1), (1, 0), (-1, 0))
+DIAGONAL = ((1, 1), (-1, -1), (1, -1), (-1, 1))
+
+
+def spam_dim(T: int = 3) -> int:
+    """Length of :func:`spam_features`' vector: ``6 (2T+1)^3``."""
+    return 6 * (2 * T + 1) ** 3
+
+
+def _shift(a: np.ndarray, dy: int, dx: int, k: int) -> np.ndarray:
+    """``a[p + k*s]`` for every ``p`` such that ``p + 3s`` lies in ``a`` (``s = (dy, dx)``)."""
+    h, w = a.shape
+    ys = slice(k * dy, h - (3 - k) * dy) if dy >= 0 else slice(-3 * dy + k * dy, h + k * dy)
+    xs = slice(k * dx, w - (3 - k) * dx) if dx >= 0 else slice(-3 * dx + k * dx, w + k * dx)
+    return a[ys, xs]
+
+
+def transition(channel: np.ndarray, dy: int, dx: int, T: int = 3) -> np.ndarray:
+    """``M_s`` of one channel (``H×W``) for direction ``s = (dy, dx)``, flat ``[(2T+1)^3]`` float64."""
+    n = 2 * T + 1
+    x = np.asarray(channel, dtype=np.int16)
+    h, w = x.shape
+    if h <= 3 * abs(dy) or w <= 3 * abs(dx):
+        return np.zeros(n**3)
+    # a = D(p), b = D(p+s), c = D(p+2s), with D(q) = I(q) - I(q+s): pixels p .. p+3s
+    i0, i1, i2, i3 = (_shift(x, dy, dx, k) for k in range(4))
+    a = np.clip(i0 - i1, -T, T) + T
+    b = np.clip(i1 - i2, -T, T) + T
+    c = np.clip(i2 - i3, -T, T) + T
+    code = (a.astype(np.int64) * n + b) * n + c
+    counts = np.bincount(code.ravel(), minlength=n**3).reshape(n * n, n).astype(np.float64)
+    den = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, den, out=np.zeros_like(counts), where=den > 0).ravel()
+
+
+def spam_features(rgb: np.ndarray, T: int = 3) -> np.ndarray:
+    """SPAM features of an ``H×W×3`` ``uint8`` image: ``float32 [6 (2T+1)^3]`` (2,058 for ``T = 3``).
+
+    Order: for each channel R, G, B, the straight block then the diagonal block (see the module
+    docstring for the exact definition).
+    """
+    px = np.asarray(rgb)
+    if px.ndim != 3 or px.shape[2] < 3:
+        raise ValueError(f"spam_features needs an H x W x 3 image, got shape {px.shape}")
+    if px.dtype != np.uint8:
+        raise ValueError(f"spam_features needs uint8 pixels, got {px.dtype}")
+    if T < 1:
+        raise ValueError("T must be >= 1")
+    out = []
+    for ch in range(3):
+        c = px[:, :, ch]
+        for dirs in (STRAIGHT, DIAGONAL):
+            out.append(np.mean([transition(c, dy, dx, T) for dy, dx in dirs], axis=0))
+    return np.concatenate(out).astype(np.float32)

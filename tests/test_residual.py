@@ -1,0 +1,62 @@
+"""The SPAM reference (lida_plugin.residual) on cases small enough to check by hand."""
+
+import numpy as np
+import pytest
+
+from lida_plugin.residual import spam_dim, spam_features, transition
+
+T = 3
+N = 2 * T + 1
+
+
+def idx(a: int, b: int, c: int) -> int:
+    return ((a + T) * N + (b + T)) * N + (c + T)
+
+
+def block(f: np.ndarray, channel: int, diagonal: bool) -> np.ndarray:
+    start = (2 * channel + int(diagonal)) * N**3
+    return f[start : start + N**3]
+
+
+def test_shape_dtype_and_constant_image():
+    f = spam_features(np.full((8, 8, 3), 77, np.uint8))
+    assert f.shape == (2058,) == (spam_dim(),) and f.dtype == np.float32
+    for ch in range(3):
+        for diag in (False, True):
+            b = block(f, ch, diag)
+            assert b[idx(0, 0, 0)] == 1.0 and b.sum() == 1.0
+
+
+def test_ramp_directions_and_clipping():
+    x = np.tile(np.arange(6, dtype=np.uint8), (6, 1))  # I(y, x) = x
+    img = np.stack([x, x * 10, np.zeros_like(x)], axis=-1)  # G: steps of 10, clipped to T
+    f = spam_features(img)
+    r = block(f, 0, False)
+    # (0,1): D = -1; (0,-1): D = +1; vertical: D = 0 -> 1/4, 1/4, 1/2
+    assert r[idx(-1, -1, -1)] == 0.25 and r[idx(1, 1, 1)] == 0.25 and r[idx(0, 0, 0)] == 0.5
+    rd = block(f, 0, True)  # (1,1) and (-1,1): -1; (-1,-1) and (1,-1): +1
+    assert rd[idx(-1, -1, -1)] == 0.5 and rd[idx(1, 1, 1)] == 0.5
+    g = block(f, 1, False)
+    assert g[idx(-3, -3, -3)] == 0.25 and g[idx(3, 3, 3)] == 0.25
+    assert block(f, 2, False)[idx(0, 0, 0)] == 1.0
+
+
+def test_conditional_probabilities_one_row():
+    # one row 5 5 5 4 4 4 5: D(p) = I(p) - I(p+1) = 0 0 1 0 0 -1
+    row = np.array([[5, 5, 5, 4, 4, 4, 5]], np.uint8)
+    m = transition(row, 0, 1)
+    assert m[idx(0, 0, 1)] == 0.5 and m[idx(0, 0, -1)] == 0.5  # (0,0) is followed by 1 once, -1 once
+    assert m[idx(0, 1, 0)] == 1.0 and m[idx(1, 0, 0)] == 1.0 and m.sum() == 3.0  # one per (a, b) pair seen
+    assert transition(row, 1, 0).sum() == 0  # one row: no vertical triplet at all
+    img = np.repeat(row[..., None], 3, axis=2)
+    s = block(spam_features(img), 0, False)
+    expect = {(0, 0, 1): 0.125, (0, 0, -1): 0.375, (0, 1, 0): 0.25, (1, 0, 0): 0.5, (-1, 0, 0): 0.25, (0, -1, 0): 0.25}
+    got = {k: float(s[idx(*k)]) for k in expect}
+    assert got == expect and np.isclose(s.sum(), sum(expect.values()))
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="H x W x 3"):
+        spam_features(np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        spam_features(np.zeros((8, 8, 3), np.float32))
