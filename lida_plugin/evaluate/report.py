@@ -236,6 +236,9 @@ def markdown(result: dict, command: str, plot_dir: str | None = None) -> str:
         a("image saved as PNG is indistinguishable by format from an original, so the gate cannot fire there and")
         a("the model's own scores are all that stands between such an image and a confident answer.")
         a("")
+    from .lossy import markdown as lossy_markdown
+
+    L += lossy_markdown(result.get("lossy_detector"))
     if plot_dir:
         a("## Plots")
         a("")
