@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--out", default=str(REPO / "lida_plugin" / "data" / "lossy-detector.json"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--feature", default="spam-rgb", help="spam-rgb or spam-y (default: %(default)s)")
+    p.add_argument("--feature", default="spam-y", help="spam-y or spam-rgb (default: %(default)s)")
     p.add_argument("--max-side", type=int, default=512, help="centre window the features read (default: %(default)s)")
     p.add_argument("--copies", type=int, default=4, help="random JPEG/resized copies per train image (default: 4)")
     p.add_argument("--l2", type=float, default=1e-2, help="L2 weight of the logistic regression (default: 0.01)")

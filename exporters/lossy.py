@@ -55,7 +55,7 @@ METHODS = ("bicubic", "bilinear", "lanczos")
 @dataclass
 class LossyRecipe:
     seed: int = 0
-    feature: str = "spam-rgb"
+    feature: str = "spam-y"
     T: int = 3
     max_side: int = 512
     copies: int = 4
@@ -381,7 +381,7 @@ def train(
         "leave_family_out": lo,
         "recipe": dataclasses.asdict(recipe),
         "recipe_hash": recipe.hash(),
-        "data": {"root": str(Path(data)), "corpus_sha256": corpus_hash(images), **counts},
+        "data": {"root": _shown(data), "corpus_sha256": corpus_hash(images), **counts},
         "command": None,
         "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -461,6 +461,15 @@ def probe(
             }
         )
     return rows
+
+
+def _shown(data: str | Path) -> str:
+    """The data root as the docs write it: relative to the repository when it is next to it."""
+    p = Path(data).resolve()
+    try:
+        return str(Path("..") / p.relative_to(REPO.parent))
+    except ValueError:
+        return str(data)
 
 
 def corpus_hash(images: list[Image]) -> str:
