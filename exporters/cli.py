@@ -1,4 +1,4 @@
-"""``lida-train`` (or ``python -m exporters``): pretrain | adapt | export | evaluate | zoo | lossy | reproduce."""
+"""``lida-train`` (``python -m exporters``): pretrain | adapt | export | evaluate | zoo | lossy | reproduce | spam."""
 
 from __future__ import annotations
 
@@ -259,6 +259,35 @@ def cmd_lossy(args) -> int:
     return 0
 
 
+def cmd_spam(args) -> int:
+    """The residual-statistics model (``exporters/spam_model.py``): fit on the train split, export,
+    and (unless ``--skip-store``) register the default store with it."""
+    from lida_plugin.evaluate.corpus import CorpusError, load_corpus
+
+    from .spam_model import SpamRecipe, fit_and_export
+
+    t0 = time.perf_counter()
+    r = SpamRecipe(T=args.T, crop_count=args.crop_count, pca_dim=args.pca_dim, eps=args.eps, dim=args.dim,
+                   head_l2=args.head_l2, fpr=args.fpr, det_column=args.det_column)  # fmt: skip
+    try:
+        entries = load_corpus(args.data)
+    except CorpusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cache = Path(args.run) / "cache"
+    path, info, stats = fit_and_export(entries, args.out, r, args.model_id, not args.no_progress, cache)
+    log: dict = {"command": " ".join(["lida-train", *sys.argv[1:]]), "model": str(path), "model_id": info.model_id,
+                 **stats}  # fmt: skip
+    if not args.skip_store:
+        log["store"] = str(args.store)
+        log["store_generators"] = register_default_store(path, Path(args.store), args.data, args.store_include_ldm)
+    log["wall_s"] = round(time.perf_counter() - t0, 1)
+    Path(args.run).mkdir(parents=True, exist_ok=True)
+    (Path(args.run) / "spam.json").write_text(json.dumps(log, indent=1))
+    print(json.dumps(log, indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lida-train", description="Train and export LIDA encoders (PyTorch -> ONNX).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -325,6 +354,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-eval", action="store_true")
     p.add_argument("--skip-store", action="store_true")
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser(
+        "spam",
+        help="the residual-statistics model: SPAM per crop + a fitted linear map + a logistic detection head"
+        " (no network training; minutes on a CPU), then the default store",
+    )
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="data root (default: %(default)s)")
+    p.add_argument("--run", default=str(DEFAULT_RUNS / "spam"), help="run directory (feature cache, spam.json)")
+    p.add_argument("--out", default=str(DEFAULT_MODEL), help="ONNX file to write (default: %(default)s)")
+    p.add_argument("--store", default=str(DEFAULT_STORE))
+    p.add_argument("--store-include-ldm", action="store_true", help="also register the 7 ldm-sr research checkpoints")
+    p.add_argument("--skip-store", action="store_true", help="do not rebuild the default store")
+    p.add_argument("--T", type=int, default=3, help="SPAM truncation threshold (default: %(default)s)")
+    p.add_argument("--crop-count", type=int, default=16, help="crops per image (default: %(default)s)")
+    p.add_argument("--pca-dim", type=int, default=256, help="PCA dimensions before whitening (default: %(default)s)")
+    p.add_argument("--eps", type=float, default=0.01, help="whitening eigenvalue floor (default: %(default)s)")
+    p.add_argument("--dim", type=int, default=128, help="embedding dimensions (default: %(default)s)")
+    p.add_argument("--head-l2", type=float, default=1e-2, help="detection head L2 (default: %(default)s)")
+    p.add_argument(
+        "--det-column",
+        type=float,
+        default=0.5,
+        help="weight of the detection column appended to the map, 0 = none (default: %(default)s)",
+    )
+    p.add_argument("--fpr", type=float, default=0.05, help="false-positive rate on held-out reals (default: 0.05)")
+    p.add_argument("--model-id")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_spam)
     return parser
 
 

@@ -3,7 +3,7 @@
 Recipe (every choice seeded; the same data and recipe give the same file):
 
 * Data: the corpus under ``--data`` (``../shared/data``), split as everywhere else
-  (:func:`exporters.data.assign_split`): the *train* half is fitted on, the *held-out* half
+  (:func:`lida_plugin.dataset.assign_split`): the *train* half is fitted on, the *held-out* half
   measures AUC and calibrates the threshold.
 * Training copies: each train-half image (both classes) is re-encoded ``copies`` times in
   memory: with probability ``p_resize`` first resized by one of ``resize_factors`` (bicubic,
@@ -39,11 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lida_plugin.dataset import DataError, assign_split, scan
 from lida_plugin.decode import decode_file
 from lida_plugin.errors import InputError
 from lida_plugin.lossy import BANDS, FORMAT, VERDICT_AUC, VERDICT_BAND, VERSION, Degradation, LossyDetector, features
-
-from .data import DataError, assign_split, scan
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]

@@ -19,17 +19,18 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .decode import DEFAULT_MAX_PIXELS, Decoded, decode_file
+from .decode import DEFAULT_MAX_PIXELS, Decoded, decode_bytes, read_bytes
 from .detect import Detection, detect
 from .encoder import Encoder
 from .errors import InputError
+from .evidence import apply_evidence, check_setup, read_evidence
 from .retrieve import Neighbor, Retriever
 from .store import StoreStack
 
@@ -52,10 +53,14 @@ class Result:
     detection: dict[str, float] | None = None
     neighbors: list[dict[str, Any]] = field(default_factory=list)
     reliability: dict[str, Any] | None = None
+    exact_match: dict[str, Any] | None = None
     image: dict[str, Any] | None = None
     model_id: str | None = None
     store_id: str | None = None
     error: str | None = None
+    evidence: list[dict[str, Any]] = field(default_factory=list)  # schemas/evidence-item.schema.json
+    disagreement: list[dict[str, Any]] = field(default_factory=list)
+    decided_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -70,6 +75,23 @@ class Result:
 
 def error_result(path: str, reason: str, model_id: str | None = None, store_id: str | None = None) -> Result:
     return Result(path=path, status="error", error=reason, model_id=model_id, store_id=store_id)
+
+
+@dataclass
+class Prepared:
+    """A file after the per-file stage (:meth:`Attributor.prepare`): decoded (pixels dropped) and cropped."""
+
+    decoded: Decoded
+    crops: np.ndarray
+    evidence: list[dict[str, Any]] = field(default_factory=list)  # declared provenance, read with the bytes
+
+    @property
+    def path(self) -> str:
+        return self.decoded.path
+
+    @property
+    def sha256(self) -> str:
+        return self.decoded.sha256
 
 
 def verdict(
@@ -129,6 +151,7 @@ class Attributor:
         self.max_pixels = max_pixels
         self.images_per_batch = max(1, images_per_batch)
         self.decode_workers = max(1, decode_workers)
+        check_setup()  # a malformed user model-names file is a setup error, found before any asset
 
     @property
     def model_id(self) -> str:
@@ -138,10 +161,17 @@ class Attributor:
     def store_id(self) -> str:
         return self.stores.store_id
 
-    def _prepare(self, path: str) -> tuple[Decoded, np.ndarray] | Result:
+    def prepare(self, source: str | os.PathLike[str], data: bytes | None = None) -> Prepared | Result:
+        """Per-file work, safe to run in parallel threads: read (unless ``data`` is given), hash,
+        decode, cut the crops. Never raises for a bad file: returns an error :class:`Result` naming
+        the file and the reason instead. ``data`` lets a caller that already holds the bytes (the
+        watcher, which checks them against the file's stat) skip a second read."""
+        path = os.fspath(source)
         try:
-            decoded = decode_file(path, max_pixels=self.max_pixels)
-            return decoded, self.encoder.crops_for(decoded)
+            if data is None:
+                data = read_bytes(path)
+            decoded = decode_bytes(data, path, max_pixels=self.max_pixels)
+            crops = self.encoder.crops_for(decoded)
         except InputError as exc:
             return error_result(path, exc.reason, self.model_id, self.store_id)
         except MemoryError:
@@ -151,85 +181,110 @@ class Attributor:
             return error_result(
                 path, f"unexpected decoding failure: {type(exc).__name__}: {exc}", self.model_id, self.store_id
             )
+        # Keep the shape (width/height) but not the pixels: the crops are all the later stages need,
+        # and a batch of prepared files waiting for the encoder must not hold whole images.
+        evidence = read_evidence(path, decoded, data=data)  # what the file declares (C2PA, XMP, EXIF, text)
+        decoded.pixels = np.broadcast_to(np.zeros((), np.uint8), decoded.pixels.shape)
+        return Prepared(decoded, crops, evidence)
 
-    def attribute_decoded(self, items: list[tuple[Decoded, np.ndarray]]) -> list[Result]:
-        """Attribute already decoded images (with their crops) in one batch."""
+    def finish(self, batch: Sequence[Prepared | Result]) -> list[Result]:
+        """The batch stages (embed, detect, retrieve, verdict) for what :meth:`prepare` returned, in
+        order; error results pass through. An encoder failure turns the batch's files into error
+        records (the other files of a run go on); it never raises."""
+        todo = [p for p in batch if isinstance(p, Prepared)]
+        try:
+            done = iter(self._judge(todo))
+        except Exception as exc:  # an encoder failure must not lose the other records
+            log.exception("encoder failed on a batch")
+            done = iter([error_result(p.path, f"encoder failed: {exc}", self.model_id, self.store_id) for p in todo])
+        return [b if isinstance(b, Result) else next(done) for b in batch]
+
+    def _judge(self, items: list[Prepared]) -> list[Result]:
         if not items:
             return []
-        emb = self.encoder.embed_crop_sets([c for _, c in items])
+        emb = self.encoder.embed_crop_sets([p.crops for p in items])
         dets = detect(emb, self.encoder.info)
         ranked = self.retriever.rank(emb, self.top_k)
-        out = []
-        for (dec, crops), det, neigh in zip(items, dets, ranked, strict=True):
-            v, gen, fam, score, reason = verdict(dec, det, neigh, self.encoder.info.open_set_threshold, self.force)
-            out.append(
-                Result(
-                    path=dec.path,
-                    verdict=v,
-                    generator=gen,
-                    family=fam,
-                    score=None if score is None else round(float(score), 6),
-                    reason=reason,
-                    detection={
-                        "ai_score": round(det.ai_score, 6),
-                        "threshold": round(det.threshold, 6),
-                        "similarity_to_real": round(det.similarity_to_real, 6),
-                    },
-                    neighbors=[
-                        {
-                            "generator": n.generator,
-                            "family": n.family,
-                            "similarity": round(n.similarity, 6),
-                            "exemplar": n.exemplar,
-                        }
-                        for n in neigh
-                    ],
-                    reliability={
-                        "reliable": dec.reliable,
-                        "forced": self.force and not dec.reliable,
-                        "reasons": list(dec.reasons),
-                        "notes": list(dec.notes),
-                    },  # fmt: skip
-                    image={
-                        "format": dec.format,
-                        "mode": dec.mode,
-                        "width": dec.width,
-                        "height": dec.height,
-                        "sha256": dec.sha256,
-                        "crops": int(len(crops)),
-                    },  # fmt: skip
-                    model_id=self.model_id,
-                    store_id=self.store_id,
-                )
+        return [
+            self._result(p, det, neigh) for p, det, neigh in zip(items, dets, ranked, strict=True)
+        ]  # fmt: skip
+
+    def _result(self, p: Prepared, det: Detection, neigh: list[Neighbor]) -> Result:
+        dec = p.decoded
+        v, gen, fam, score, reason = verdict(dec, det, neigh, self.encoder.info.open_set_threshold, self.force)
+        known = self._exact_match(dec.sha256)
+        if known is not None:
+            reason += (
+                f"; these exact bytes are a registered exemplar of {known['generator']}"
+                " (a self-match: the verdict is not an independent judgement)"
             )
-        return out
+        result = Result(
+            path=dec.path,
+            verdict=v,
+            generator=gen,
+            family=fam,
+            score=None if score is None else round(float(score), 6),
+            reason=reason,
+            detection={
+                "ai_score": round(det.ai_score, 6),
+                "threshold": round(det.threshold, 6),
+                "similarity_to_real": round(det.similarity_to_real, 6),
+            },
+            neighbors=[
+                {
+                    "generator": n.generator,
+                    "family": n.family,
+                    "similarity": round(n.similarity, 6),
+                    "exemplar": n.exemplar,
+                }
+                for n in neigh
+            ],  # fmt: skip
+            reliability={
+                "reliable": dec.reliable,
+                "forced": self.force and not dec.reliable,
+                "reasons": list(dec.reasons),
+                "notes": list(dec.notes),
+            },
+            exact_match=known,
+            image={
+                "format": dec.format,
+                "mode": dec.mode,
+                "width": dec.width,
+                "height": dec.height,
+                "sha256": dec.sha256,
+                "crops": int(len(p.crops)),
+            },
+            model_id=self.model_id,
+            store_id=self.store_id,
+        )
+        return apply_evidence(result, p.evidence)
+
+    def _exact_match(self, sha256: str) -> dict[str, Any] | None:
+        """The registered exemplar with these very bytes (``generator``, ``family``, ``exemplar``, ``store_id``)."""
+        i = self.stores.exact_match(sha256)
+        if i is None:
+            return None
+        ex = self.stores.exemplars
+        return {"generator": ex.generators[i], "family": ex.families[i], "exemplar": ex.sources[i],
+                "store_id": ex.store_ids[i]}  # fmt: skip
 
     def attribute_paths(self, paths: Iterable[str | os.PathLike[str]]) -> Iterator[Result]:
         """Attribute files in order, decoding ahead in threads and embedding in batches."""
         ahead = 2 * self.images_per_batch  # bounded read-ahead: memory stays flat on huge inputs
         with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="lida-decode") as pool:
             pending: deque[Future] = deque()
-            chunk: list[tuple[Decoded, np.ndarray] | Result] = []
+            chunk: list[Prepared | Result] = []
             it = iter(paths)
             while True:
                 while len(pending) < ahead and (p := next(it, None)) is not None:
-                    pending.append(pool.submit(self._prepare, str(p)))
+                    pending.append(pool.submit(self.prepare, p))
                 if not pending:
                     break
                 chunk.append(pending.popleft().result())
                 if len(chunk) >= self.images_per_batch:
-                    yield from self._flush(chunk)
+                    yield from self.finish(chunk)
                     chunk = []
-            yield from self._flush(chunk)
-
-    def _flush(self, chunk: list[tuple[Decoded, np.ndarray] | Result]) -> list[Result]:
-        todo = [c for c in chunk if not isinstance(c, Result)]
-        try:
-            done = iter(self.attribute_decoded(todo))
-        except Exception as exc:  # an encoder failure must not lose the other records
-            log.exception("encoder failed on a batch")
-            done = iter([error_result(d.path, f"encoder failed: {exc}", self.model_id, self.store_id) for d, _ in todo])
-        return [c if isinstance(c, Result) else next(done) for c in chunk]
+            yield from self.finish(chunk)
 
     def attribute_file(self, path: str | os.PathLike[str]) -> Result:
         return next(self.attribute_paths([path]))

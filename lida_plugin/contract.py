@@ -16,6 +16,15 @@ Graph
   gives the same result, which is what lets a store re-embed from the low-bit crops it keeps.
 * one output named :data:`OUTPUT_NAME`: ``float32``, shape ``[N, D]``, each row L2-normalised.
   An image's embedding is the L2-normalised mean of its crops' embeddings.
+* a model that reads the full pixel value declares ``lida.input_bits = 8`` (:data:`K_BITS`; ``rgb``
+  models implicitly): a store's low-bit crops cannot be re-embedded into it.
+
+Detection
+---------
+A model may carry a learned detection head in ``lida.detection_head`` (:data:`K_DET_HEAD`,
+contract version 2): ``{"kind": "logistic", "version": 1, "w": [D floats], "b": float}``, scored
+by :func:`head_score` on the image embedding. Without one the score is :func:`ai_score` of the
+cosine to the real prototype. ``lida_plugin.detect.ai_scores`` picks between the two.
 
 Metadata
 --------
@@ -30,7 +39,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-CONTRACT_VERSION = "1"
+CONTRACT_VERSION = "2"
+#: Versions this runtime reads. A model writes ``"2"`` only when it carries a
+#: :data:`K_DET_HEAD` (a runtime that reads only ``"1"`` would score it with the prototype and a
+#: threshold that was calibrated for the head); every other model still writes ``"1"``.
+SUPPORTED_VERSIONS = ("1", "2")
 INPUT_NAME = "crops"
 OUTPUT_NAME = "embedding"
 
@@ -57,6 +70,16 @@ K_OPEN_T = "lida.open_set_threshold"
 K_RECIPE = "lida.recipe_hash"
 K_TRAINING = "lida.training"
 K_RESIZE = "lida.input_resize"
+K_BITS = "lida.input_bits"
+K_DET_HEAD = "lida.detection_head"
+
+#: ``lida.input_bits``: how many low bit planes of each sample the graph reads. ``3``: only
+#: ``x & 7`` (every low-bit fingerprint model; a store's low-bit crops can be re-embedded);
+#: ``8``: the full value (``rgb`` baselines, residual-statistics models), so crops a store kept
+#: as ``x & 7`` cannot be re-embedded and the originals must be registered again.
+INPUT_BITS = (3, 8)
+#: Detection heads a model may carry in ``lida.detection_head`` (kind -> versions read).
+DETECTION_HEADS = {"logistic": (1,)}
 
 REQUIRED_KEYS = (
     K_CONTRACT,
@@ -75,7 +98,7 @@ REQUIRED_KEYS = (
     K_DET_FPR,
     K_OPEN_T,
 )
-OPTIONAL_KEYS = (K_RECIPE, K_TRAINING, K_RESIZE)
+OPTIONAL_KEYS = (K_RECIPE, K_TRAINING, K_RESIZE, K_BITS, K_DET_HEAD)
 
 
 class ContractError(ValueError):
@@ -103,11 +126,22 @@ class ModelInfo:
     recipe_hash: str = ""
     training: dict[str, Any] = field(default_factory=dict)
     input_resize: int = 0  # 0: native grid (the default); R: resize the image to R x R first
+    input_bits: int = 0  # 3: the graph reads only x & 7; 8: the full value; 0: from the mode (rgb 8, else 3)
+    detection_head: dict[str, Any] = field(default_factory=dict)  # {} : the prototype score
+
+    def __post_init__(self) -> None:
+        if not self.input_bits:
+            object.__setattr__(self, "input_bits", 8 if self.fingerprint_mode == "rgb" else 3)
+
+    @property
+    def contract_version(self) -> str:
+        """The version this model's metadata needs (see :data:`SUPPORTED_VERSIONS`)."""
+        return "2" if self.detection_head else "1"
 
     def to_metadata(self) -> dict[str, str]:
         """The ``metadata_props`` an exporter writes for this model."""
         meta = {
-            K_CONTRACT: CONTRACT_VERSION,
+            K_CONTRACT: self.contract_version,
             K_MODEL_ID: self.model_id,
             K_ARCH: self.architecture,
             K_MODE: self.fingerprint_mode,
@@ -129,6 +163,10 @@ class ModelInfo:
             meta[K_TRAINING] = json.dumps(self.training, sort_keys=True)
         if self.input_resize:
             meta[K_RESIZE] = str(self.input_resize)
+        if self.input_bits != 3 or self.fingerprint_mode == "rgb":
+            meta[K_BITS] = str(self.input_bits)
+        if self.detection_head:
+            meta[K_DET_HEAD] = json.dumps(self.detection_head, sort_keys=True)
         return meta
 
     def as_dict(self) -> dict[str, Any]:
@@ -145,9 +183,10 @@ def parse_metadata(meta: Mapping[str, str], source: str = "model") -> ModelInfo:
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise ContractError(f"{source}: not a lida encoder, metadata keys missing: {', '.join(missing)}")
-    if meta[K_CONTRACT] != CONTRACT_VERSION:
+    if meta[K_CONTRACT] not in SUPPORTED_VERSIONS:
         raise ContractError(
-            f"{source}: model contract version {meta[K_CONTRACT]!r}, this runtime reads {CONTRACT_VERSION!r}"
+            f"{source}: model contract version {meta[K_CONTRACT]!r}, this runtime reads"
+            f" {' and '.join(repr(v) for v in SUPPORTED_VERSIONS)}"
         )
     try:
         info = ModelInfo(
@@ -168,6 +207,8 @@ def parse_metadata(meta: Mapping[str, str], source: str = "model") -> ModelInfo:
             recipe_hash=meta.get(K_RECIPE, ""),
             training=json.loads(meta[K_TRAINING]) if meta.get(K_TRAINING) else {},
             input_resize=int(meta.get(K_RESIZE) or 0),
+            input_bits=int(meta.get(K_BITS) or 0),
+            detection_head=json.loads(meta[K_DET_HEAD]) if meta.get(K_DET_HEAD) else {},
         )
     except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
         raise ContractError(f"{source}: malformed lida metadata: {exc}") from exc
@@ -188,9 +229,41 @@ def parse_metadata(meta: Mapping[str, str], source: str = "model") -> ModelInfo:
         problems.append("detection threshold must be an ai_score in [0, 1]")
     if not -1.0 <= info.open_set_threshold <= 1.0:
         problems.append("open-set threshold must be a cosine similarity in [-1, 1]")
+    if info.input_bits not in INPUT_BITS:
+        problems.append(f"input_bits {info.input_bits} not one of {INPUT_BITS}")
+    if info.input_bits == 3 and info.fingerprint_mode == "rgb":
+        problems.append("an rgb model reads the full pixel value: input_bits must be 8")
+    if info.detection_head:
+        problems += _head_problems(info.detection_head, info.embedding_dim)
+        if meta[K_CONTRACT] == "1":
+            problems.append(f"{K_DET_HEAD} needs contract version 2")
     if problems:
         raise ContractError(f"{source}: " + "; ".join(problems))
     return info
+
+
+def _head_problems(head: Mapping[str, Any], dim: int) -> list[str]:
+    """What is wrong with a ``lida.detection_head`` (empty when it is usable)."""
+    kind, version = head.get("kind"), head.get("version")
+    if kind not in DETECTION_HEADS:
+        return [f"detection head kind {kind!r} not one of {sorted(DETECTION_HEADS)}"]
+    if version not in DETECTION_HEADS[kind]:
+        return [f"detection head {kind!r} version {version!r}; this runtime reads {DETECTION_HEADS[kind]}"]
+    w, b = head.get("w"), head.get("b")
+    if not isinstance(w, list) or len(w) != dim or not all(isinstance(v, int | float) for v in w):
+        return [f"detection head 'w' must be {dim} numbers (embedding_dim)"]
+    if not isinstance(b, int | float):
+        return ["detection head 'b' must be a number"]
+    return []
+
+
+def head_score(embeddings: Any, head: Mapping[str, Any]) -> Any:
+    """``ai_score`` of a ``logistic`` v1 detection head: ``sigmoid(w . e + b)`` per image embedding
+    ``e`` (the L2-normalised mean of the crop embeddings); ``[M, D]`` in, ``[M]`` float64 out."""
+    import numpy as np
+
+    z = np.asarray(embeddings, dtype=np.float64) @ np.asarray(head["w"], dtype=np.float64) + float(head["b"])
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # = 1 / (1 + exp(-z)), without overflow warnings
 
 
 def ai_score(similarity_to_real: float | Any, temperature: float) -> float | Any:

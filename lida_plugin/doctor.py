@@ -65,19 +65,24 @@ def run_doctor(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
-        print(f"lida-plugin {v['lida-plugin']} on Python {report['python']} ({report['platform']})")
-        print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val))
-        print(f"providers available: {', '.join(report['providers']['available'])}")
-        m = report.get("model", {})
-        if "model_id" in m:
-            print(f"model: {m['model_id']} ({m['path']}) on {m['providers'][0]}; self-test {m['self_test']}")
-        for s in report.get("stores", []):
-            role = "read-only" if s["readonly"] else "user"
-            counts = f"{s['generators']} generators, {s['exemplars']} exemplars"
-            print(f"store: {s['path']} ({role}): {counts}, model {s['model_id']}")
-        for w in report["warnings"]:
-            print(f"warning: {w}")
-        for p in report["problems"]:
-            print(f"problem: {p}")
-        print("ok" if not report["problems"] else f"{len(report['problems'])} problem(s)")
+        _print_text(report)
     return 0 if not report["problems"] else 3
+
+
+def _print_text(report: dict) -> None:
+    v = report["versions"]
+    print(f"lida-plugin {v['lida-plugin']} on Python {report['python']} ({report['platform']})")
+    print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val))
+    print(f"providers available: {', '.join(report['providers']['available'])}")
+    m = report.get("model", {})
+    if "model_id" in m:
+        print(f"model: {m['model_id']} ({m['path']}) on {m['providers'][0]}; self-test {m['self_test']}")
+    for s in report.get("stores", []):
+        role = "read-only" if s["readonly"] else "user"
+        counts = f"{s['generators']} generators, {s['exemplars']} exemplars"
+        print(f"store: {s['path']} ({role}): {counts}, model {s['model_id']}")
+    for w in report["warnings"]:
+        print(f"warning: {w}")
+    for p in report["problems"]:
+        print(f"problem: {p}")
+    print("ok" if not report["problems"] else f"{len(report['problems'])} problem(s)")

@@ -8,7 +8,6 @@ lets ORT use every core; the ``LIDA_THREADS`` environment variable sets it for t
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from importlib import resources
@@ -19,6 +18,7 @@ import numpy as np
 from .contract import INPUT_NAME, OUTPUT_NAME, ContractError, ModelInfo, parse_metadata
 from .decode import Decoded
 from .errors import ModelError
+from .files import file_sha256
 from .fingerprint import extract_crops, require_size, resize_square
 
 log = logging.getLogger(__name__)
@@ -69,14 +69,6 @@ def choose_providers(device: str = "auto") -> list[str]:
             " install the gpu extra (onnxruntime-gpu) on a machine with CUDA"
         )
     return wanted + ["CPUExecutionProvider"]
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Encoder:

@@ -32,6 +32,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import hookimpl
 from .errors import LidaError
 
 log = logging.getLogger(__name__)
@@ -362,7 +363,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
     raise AssertionError(args.keys_cmd)
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+@hookimpl
+def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
+    sub = subparsers
     p = sub.add_parser("keys", help="create and check C2PA signing keys",
                        description="Create and check the keys that sign C2PA manifests.")  # fmt: skip
     ks = p.add_subparsers(dest="keys_cmd", required=True, metavar="ACTION")

@@ -182,7 +182,7 @@ class LossyDetector:
             raise ModelError(f"{path}: lossy detector: non-finite parameters or a non-positive scale")
         auc = d["auc"]
         band = auc.get(VERDICT_BAND, {})
-        verdict_grade = min(band.get("heldout", 0.0), band.get("leave_family_out", 0.0)) >= VERDICT_AUC
+        verdict_grade = min(band.get("heldout") or 0.0, band.get("leave_family_out") or 0.0) >= VERDICT_AUC
         if d["calibrated"] and not verdict_grade:
             raise ModelError(
                 f"{path}: lossy detector says calibrated but its {VERDICT_BAND} AUCs {band} do not both reach "
@@ -204,14 +204,49 @@ class LossyDetector:
 
 
 def _validate(d: dict, path: str) -> None:
-    import jsonschema
+    """The checks of ``schemas/lossy-detector.schema.json`` that loading relies on (no jsonschema at run time)."""
 
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    try:
-        jsonschema.validate(d, schema)
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
-        raise ModelError(f"{path}: not a valid lossy detector file at {where}: {exc.message}") from None
+    def bad(where: str, what: str) -> ModelError:
+        return ModelError(f"{path}: not a valid lossy detector file at {where}: {what}")
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    for k in ("format", "version", "feature", "T", "max_side", "dim", "parameters", "threshold", "fpr", "calibrated",
+              "auc", "recipe", "recipe_hash"):  # fmt: skip
+        if k not in d:
+            raise bad("(top level)", f"{k!r} is a required property")
+    if d["format"] != FORMAT or d["version"] != VERSION:
+        raise bad("format", f"expected format {FORMAT!r} version {VERSION}, got {d['format']!r} {d['version']!r}")
+    for k, lo in (("T", 1), ("max_side", 0), ("dim", 1)):
+        if not isinstance(d[k], int) or isinstance(d[k], bool) or d[k] < lo:
+            raise bad(k, f"must be an integer >= {lo}")
+    p = d["parameters"]
+    if not isinstance(p, dict) or not all(k in p for k in ("mean", "scale", "w", "b")):
+        raise bad("parameters", "needs mean, scale, w and b")
+    for k in ("mean", "scale", "w"):
+        if not isinstance(p[k], list) or not all(number(v) for v in p[k]):
+            raise bad(f"parameters/{k}", "must be a list of finite numbers")
+    if not all(v > 0 for v in p["scale"]):
+        raise bad("parameters/scale", "every scale must be > 0")
+    if not number(p["b"]):
+        raise bad("parameters/b", "must be a finite number")
+    if not number(d["threshold"]) or not 0.0 <= d["threshold"] <= 1.0:
+        raise bad("threshold", "must be a number in [0, 1]")
+    if not number(d["fpr"]) or not 0.0 < d["fpr"] < 1.0:
+        raise bad("fpr", "must be a number in (0, 1)")
+    if not isinstance(d["calibrated"], bool):
+        raise bad("calibrated", "must be true or false")
+    auc = d["auc"]
+    if not isinstance(auc, dict) or VERDICT_BAND not in auc:
+        raise bad("auc", f"must be an object with a {VERDICT_BAND!r} band")
+    for band, v in auc.items():
+        if not isinstance(v, dict) or "heldout" not in v:
+            raise bad(f"auc/{band}", "must be an object with 'heldout'")
+        for k in ("heldout", "leave_family_out"):
+            x = v.get(k)
+            if x is not None and (not number(x) or not 0.0 <= x <= 1.0):
+                raise bad(f"auc/{band}/{k}", "must be null or a number in [0, 1]")
     if d["feature"] not in FEATURES:
         raise ModelError(f"{path}: lossy detector feature {d['feature']!r} is not one this runtime computes")
 

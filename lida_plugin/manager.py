@@ -18,6 +18,7 @@ A host::
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -35,6 +36,17 @@ log = logging.getLogger(__name__)
 PROJECT = "lida_plugin"
 BUILTIN_NAME = "lida"
 
+#: lida's own plugin modules by plugin name, registered before any installed plugin (as pytest's
+#: default plugins): each implements ``lida_register_commands`` for its commands.
+DEFAULT_PLUGINS = {
+    "lida.commands": "lida_plugin.commands",
+    "lida.keys": "lida_plugin.keys",
+    "lida.verify": "lida_plugin.verify",
+    "lida.watch": "lida_plugin.watch.command",
+    "lida.batch": "lida_plugin.batch.command",
+    "lida.eval": "lida_plugin.evaluate.cli",
+}
+
 _lock = threading.Lock()
 _shared: pluggy.PluginManager | None = None
 
@@ -45,6 +57,8 @@ def new_plugin_manager(*, load_entrypoints: bool = True) -> pluggy.PluginManager
 
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
+    for name, module in DEFAULT_PLUGINS.items():  # lida's own: an import failure is a bug in lida, raised as such
+        pm.register(importlib.import_module(module), name=name)
     if load_entrypoints:
         wanted = os.environ.get("LIDA_LOAD_PLUGINS")
         try:
@@ -86,7 +100,8 @@ def notify_asset_done(pm: pluggy.PluginManager, *, path: str, record: dict[str, 
 
 
 def plugin_names(pm: pluggy.PluginManager) -> list[str]:
-    return sorted(name for name, _ in pm.list_name_plugin())
+    """Names of the plugins a host installed or lida loaded by entry point (lida's :data:`DEFAULT_PLUGINS` left out)."""
+    return sorted(name for name, _ in pm.list_name_plugin() if name not in DEFAULT_PLUGINS)
 
 
 def _trace_before(hook_name: str, hook_impls: list, kwargs: dict[str, Any]) -> None:
@@ -111,15 +126,14 @@ RESERVED_LABEL_PREFIXES = ("c2pa.", "org.lida.")
 
 
 def plugin_assertions(
-    pm: pluggy.PluginManager | None, *, path: str, record: dict[str, Any], manifest: dict[str, Any]
+    pm: pluggy.PluginManager, *, path: str, record: dict[str, Any], manifest: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Collect ``lida_manifest_assertions`` results for the manifest writer: well-formed, unreserved, in order.
 
-    The writer calls ``manifest["assertions"] += plugin_assertions(None, path=..., record=..., manifest=...)``
-    (``None``: the process-wide manager). A malformed or reserved assertion is logged and dropped;
+    The writer calls ``manifest["assertions"] += plugin_assertions(pm, path=..., record=..., manifest=...)``
+    with the manager it was given. A malformed or reserved assertion is logged and dropped;
     when a plugin raises, the error is logged and the manifest is written without plugin assertions.
     """
-    pm = pm or get_plugin_manager()
     out = []
     try:
         parts = pm.hook.lida_manifest_assertions(path=str(path), record=record, manifest=manifest)

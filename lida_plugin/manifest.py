@@ -31,19 +31,19 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import errno
-import hashlib
 import io
 import logging
 import os
 import shutil
-import sys
 import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .cli_options import MANIFEST_MODES, SOURCE_TYPE_POLICIES, check_manifest_args
 from .errors import LidaError
+from .files import file_sha256
 from .keys import SigningConfig, load_signing_config, make_signer
 from .provenance import ASSERTION_LABEL, TRAINED, compare, make_context, mime_for, read_store
 
@@ -51,8 +51,8 @@ log = logging.getLogger(__name__)
 
 ASSERTION_VERSION = 1
 ASSERTION_SCHEMA_ID = "https://lida-plugin.invalid/schemas/lida-attribution-assertion/v1.json"
-MODES = ("none", "sidecar", "embed")
-POLICIES = ("assertion", "action", "action-attributed")
+MODES = MANIFEST_MODES  # none | sidecar | embed
+POLICIES = SOURCE_TYPE_POLICIES
 #: Formats c2pa 0.38 embeds into (Builder.get_supported_mime_types narrowed to still images we analyse).
 EMBED_MIMES = {"image/jpeg", "image/png", "image/webp", "image/tiff", "image/gif", "image/avif", "image/heic",
                "image/heif", "image/jxl", "image/dng"}  # fmt: skip
@@ -65,14 +65,6 @@ class OutputDirError(LidaError):
 
 class ManifestError(Exception):
     """One asset's manifest could not be written (the message is for the user)."""
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def build_assertion(record: dict[str, Any], *, model_sha256: str | None) -> dict[str, Any]:
@@ -102,6 +94,9 @@ def build_assertion(record: dict[str, Any], *, model_sha256: str | None) -> dict
         "model": {"id": record.get("model_id"), "sha256": model_sha256},
         "store_id": record.get("store_id"),
         "asset_sha256": (record.get("image") or {}).get("sha256"),
+        "evidence": [{k: v for k, v in i.items() if k != "ingredients"} for i in record.get("evidence") or []],
+        "disagreement": list(record.get("disagreement") or []),
+        "decided_by": record.get("decided_by"),
         "analysed_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         "software": {"name": "lida-plugin", "version": __version__},
     }
@@ -226,6 +221,7 @@ class ManifestWriter:
         policy: str = "assertion",
         model_sha256: str | None = None,
         trust_anchors: list[bytes] | None = None,
+        pm=None,
     ) -> None:
         if mode not in ("sidecar", "embed"):
             raise ValueError(f"mode must be sidecar or embed, not {mode!r}")
@@ -239,6 +235,7 @@ class ManifestWriter:
         self.in_place = in_place
         self.policy = policy
         self.model_sha256 = model_sha256
+        self.pm = pm  # whose lida_manifest_assertions are signed in; None: no plugin assertions
         anchors = list(trust_anchors or [])
         if config.trust_anchor is not None and config.trust_anchor.is_file():
             anchors.append(config.trust_anchor.read_bytes())
@@ -364,7 +361,7 @@ class ManifestWriter:
         if expected and before != expected:
             raise ManifestError("the file changed after it was analysed; the verdict may not describe it")
         manifest = build_manifest(record, src.name, mime, model_sha256=self.model_sha256, policy=self.policy)
-        manifest["assertions"] += _plugin_assertions(src, record, manifest)
+        manifest["assertions"] += self._plugin_assertions(src, record, manifest)
         tmp = dest.parent / f".{dest.name}.lida-tmp-{uuid.uuid4().hex[:8]}"
         parent_note = "asset without a manifest"
         manifest_bytes = b""
@@ -452,6 +449,14 @@ class ManifestWriter:
             raise ManifestError(f"the written manifest cannot be read back: {summary.get('error', summary['status'])}")
         return summary
 
+    def _plugin_assertions(self, src: Path, record: dict[str, Any], manifest: dict[str, Any]) -> list[dict[str, Any]]:
+        """Assertions from the ``lida_manifest_assertions`` plugins of :attr:`pm` (checked and filtered)."""
+        if self.pm is None:
+            return []
+        from .manager import plugin_assertions
+
+        return plugin_assertions(self.pm, path=str(src), record=record, manifest=manifest)
+
     def _install(self, tmp: Path, dest: Path, src: Path, kind: str) -> Path | None:
         """Rename ``tmp`` over ``dest``; when that replaces the original (or an earlier sidecar) keep a backup."""
         backup = None
@@ -474,15 +479,6 @@ class ManifestWriter:
         return backup
 
 
-def _plugin_assertions(src: Path, record: dict[str, Any], manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """Assertions from ``lida_manifest_assertions`` plugins (checked and filtered by the plugin manager)."""
-    try:
-        from .manager import plugin_assertions
-    except ImportError:  # an installation without the plugin manager
-        return []
-    return plugin_assertions(None, path=str(src), record=record, manifest=manifest)
-
-
 def _free_name(p: Path) -> Path:
     if not p.exists():
         return p
@@ -494,52 +490,12 @@ def _free_name(p: Path) -> Path:
 
 
 # -- CLI glue ----------------------------------------------------------------------------------
-def add_manifest_args(p: argparse.ArgumentParser) -> None:
-    """Options for ``lida attribute`` (see docs/provenance.md)."""
-    g = p.add_argument_group("provenance (C2PA)")
-    g.add_argument("--manifest", choices=MODES, default="none",
-                   help="write the finding into a signed C2PA manifest: sidecar <stem>.c2pa (asset untouched),"
-                        " embed (a signed copy in --out), or none (default)")  # fmt: skip
-    g.add_argument(
-        "--out", metavar="DIR", help="folder for signed copies / sidecars (default for sidecars: next to the asset)"
-    )
-    g.add_argument(
-        "--in-place",
-        action="store_true",
-        help="embed into the original itself (atomic replace; the original is kept as <name>.lida-bak)",
-    )
-    add_signing_args(g)
-
-
-def add_signing_args(g) -> None:
-    """``--keys`` and ``--source-type-policy``: shared by ``lida attribute`` and ``lida watch``."""
-    g.add_argument(
-        "--keys", metavar="PATH", help="signing keys folder or config (default: $LIDA_KEYS, else the user folder)"
-    )
-    g.add_argument("--source-type-policy", choices=POLICIES, default="assertion",
-                   help="where the IPTC trainedAlgorithmicMedia source type goes for AI verdicts: in our assertion only"
-                        " (default), also on the c2pa.opened action, or on the action only when a registered generator"
-                        " matched")  # fmt: skip
-
-
-def _usage(msg: str) -> None:
-    print(f"lida attribute: error: {msg}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def writer_from_args(args: argparse.Namespace, encoder=None) -> ManifestWriter | None:
-    """The writer ``lida attribute`` uses, or ``None`` for ``--manifest none``; keys are checked here."""
-    mode = getattr(args, "manifest", "none") or "none"
+def writer_from_args(args: argparse.Namespace, encoder=None, *, pm=None) -> ManifestWriter | None:
+    """The writer ``lida attribute`` uses, or ``None`` for ``--manifest none``; keys are checked here.
+    ``pm``: the plugin manager whose ``lida_manifest_assertions`` are signed in (None: no plugin assertions)."""
+    mode = check_manifest_args(args)
     if mode == "none":
-        if getattr(args, "in_place", False) or getattr(args, "out", None):
-            _usage("--out and --in-place need --manifest sidecar or --manifest embed")
         return None
-    if args.in_place and args.out:
-        _usage("--in-place and --out exclude each other")
-    if args.in_place and mode != "embed":
-        _usage("--in-place only applies to --manifest embed (sidecars never modify the asset)")
-    if mode == "embed" and not args.in_place and not args.out:
-        _usage("--manifest embed writes signed copies: give --out DIR (or --in-place to replace the originals)")
     config = load_signing_config(args.keys)
     return ManifestWriter(
         config,
@@ -548,4 +504,5 @@ def writer_from_args(args: argparse.Namespace, encoder=None) -> ManifestWriter |
         in_place=args.in_place,
         policy=args.source_type_policy,
         model_sha256=getattr(encoder, "sha256", None),
+        pm=pm,
     )

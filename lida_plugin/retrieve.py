@@ -1,8 +1,10 @@
 """Stage two: which registered generator is nearest? Cosine kNN over the exemplar store.
 
-:func:`make_index` picks the search backend behind one interface: exact numpy matrix products
-for small stores, and faiss (``pip install faiss-cpu``; an exact inner-product index, so the
-answers do not change) once a store passes :data:`FAISS_FROM` exemplars.
+:func:`make_index` searches exactly (numpy matrix products; faiss' exact flat index was measured
+no faster, ``docs/scale.md``). A store of :data:`lida_plugin.ann.EXACT_BELOW` exemplars or more
+carries a persisted approximate index (``lida store index``; :mod:`lida_plugin.ann`): the
+retriever then searches each store's rows with its index (exact re-ranking of the candidates, so
+the similarities are exact) and the rest exactly, and merges.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .ann import MAX_DEPTH
 from .store import Exemplars
 
 log = logging.getLogger(__name__)
 
-FAISS_FROM = 100_000
+FAISS_FROM = None
+"""No longer used by default: exact faiss was no faster than numpy (docs/scale.md)."""
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,9 @@ class FaissIndex:
         return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, self.index.ntotal))
 
 
-def make_index(embeddings: np.ndarray, faiss_from: int = FAISS_FROM):
-    if len(embeddings) >= faiss_from:
+def make_index(embeddings: np.ndarray, faiss_from: int | None = None):
+    """Exact search: numpy, or faiss' flat index when ``faiss_from`` is given and reached."""
+    if faiss_from is not None and len(embeddings) >= faiss_from:
         try:
             return FaissIndex(embeddings)
         except ImportError:
@@ -63,12 +68,45 @@ def make_index(embeddings: np.ndarray, faiss_from: int = FAISS_FROM):
     return NumpyIndex(embeddings)
 
 
+class SegmentedIndex:
+    """Rows from several stores: each store's approximate index for its rows (exact where a
+    store has none), merged by exact similarity. With an approximate index the deepening of
+    :meth:`Retriever.rank` stops at :data:`lida_plugin.ann.MAX_DEPTH` neighbours."""
+
+    def __init__(self, exemplars: Exemplars) -> None:
+        self.embeddings = exemplars.embeddings
+        self.segments = exemplars.segments
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        sims_out, ids_out = [], []
+        for q in np.atleast_2d(np.asarray(queries, np.float32)):
+            sims, pos = [], []
+            for seg in self.segments:
+                if seg.ann is not None:
+                    s, p = seg.ann.search(q, k)
+                else:
+                    s, p = NumpyIndex(self.embeddings[seg.start : seg.start + seg.length]).search(q[None, :], k)
+                    s, p = s[0], p[0]
+                sims.append(s)
+                pos.append(p + seg.start)
+            s, p = np.concatenate(sims), np.concatenate(pos)
+            order = np.lexsort((p, -s))[:k]
+            sims_out.append(s[order])
+            ids_out.append(p[order])
+        width = min(len(x) for x in ids_out)
+        return np.stack([x[:width] for x in sims_out]), np.stack([x[:width] for x in ids_out])
+
+
 class Retriever:
     """Ranks registered generators for query embeddings."""
 
-    def __init__(self, exemplars: Exemplars, faiss_from: int = FAISS_FROM) -> None:
+    def __init__(self, exemplars: Exemplars, faiss_from: int | None = FAISS_FROM) -> None:
         self.exemplars = exemplars
-        self.index = make_index(exemplars.embeddings, faiss_from) if len(exemplars) else None
+        self.index = None
+        if len(exemplars):
+            segs = exemplars.segments
+            self.index = SegmentedIndex(exemplars) if segs else make_index(exemplars.embeddings, faiss_from)
+        self.max_depth = MAX_DEPTH if isinstance(self.index, SegmentedIndex) else None
 
     def rank(self, queries: np.ndarray, top_k: int = 5, depth: int = 256) -> list[list[Neighbor]]:
         """Per query, up to ``top_k`` generators ordered by their nearest exemplar's similarity.
@@ -81,8 +119,9 @@ class Retriever:
         ex = self.exemplars
         n = len(ex)
         out: list[list[Neighbor]] = []
+        limit = n if self.max_depth is None else min(n, self.max_depth)
         for q in np.atleast_2d(queries):
-            d = min(depth, n)
+            d = min(depth, limit)
             while True:
                 sims, ids = self.index.search(q[None, :], d)
                 ranked: dict[str, Neighbor] = {}
@@ -90,8 +129,10 @@ class Retriever:
                     g = ex.generators[i]
                     if g not in ranked:
                         ranked[g] = Neighbor(g, ex.families[i], float(s), ex.sources[i])
-                if len(ranked) >= top_k or d >= n:
+                        if len(ranked) >= top_k:  # best first: the first top_k distinct generators are final
+                            break
+                if len(ranked) >= top_k or d >= limit:
                     break
-                d = min(n, d * 4)
+                d = min(limit, d * 4)
             out.append(list(ranked.values())[:top_k])
         return out

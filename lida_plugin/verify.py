@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import hookimpl
 from .errors import LidaError
 from .provenance import ASSERTION_LABEL, make_context, mime_for, read_store
 
@@ -106,11 +107,15 @@ def _all_codes(store: dict | None) -> dict[str, list[str]]:
 
 
 def _ingredients(store: dict | None, active: str | None) -> list[dict[str, Any]]:
-    m = ((store or {}).get("manifests") or {}).get(active) or {}
+    """Every ingredient (``depth`` 0: the active manifest's; deeper: its ingredients' manifests), each validated."""
+    from .evidence.c2pa import ingredients
+
+    deltas = ((store or {}).get("validation_results") or {}).get("ingredientDeltas") or []
     return [
-        {"title": i.get("title"), "relationship": i.get("relationship"), "active_manifest": i.get("active_manifest")}
-        for i in m.get("ingredients") or []
-    ]
+        {"title": i["title"], "relationship": i["relationship"], "active_manifest": i["manifest"], "depth": i["depth"],
+         "validation_state": i["validation_state"], "failure_codes": i["failure_codes"]}
+        for i in ingredients(store or {}, active, deltas)
+    ]  # fmt: skip
 
 
 def exit_code(report: dict[str, Any], allow_untrusted: bool = False) -> int:
@@ -143,8 +148,11 @@ def _print_text(r: dict[str, Any]) -> None:
     if r.get("digital_source_types"):
         print(f"  digital source type: {', '.join(r['digital_source_types'])}")
     for i in r.get("ingredients") or []:
-        chained = f", its manifest {i['active_manifest']}" if i.get("active_manifest") else ""
-        print(f"  ingredient: {i.get('title')} ({i.get('relationship')}{chained})")
+        chained = f", its manifest {i['active_manifest']}" if i.get("active_manifest") else ", no manifest"
+        state = f": {i['validation_state']}" if i.get("validation_state") else ""
+        fails = [c for c in i.get("failure_codes") or [] if c != "signingCredential.untrusted"]
+        state += f" ({', '.join(fails)})" if fails else ""
+        print(f"  {'  ' * i.get('depth', 0)}ingredient: {i.get('title')} ({i.get('relationship')}{chained}){state}")
     a = r.get("lida_attribution")
     if a:
         gen = a.get("generator") or "-"
@@ -168,7 +176,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return code
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+@hookimpl
+def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
+    sub = subparsers
     p = sub.add_parser(
         "verify",
         help="validate a C2PA manifest and show our attribution",

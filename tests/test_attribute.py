@@ -101,3 +101,19 @@ def test_faiss_backend_agrees_with_numpy():
     s1, i1 = NumpyIndex(x).search(q, 4)
     s2, i2 = FaissIndex(x).search(q, 4)
     assert faiss is not None and np.array_equal(i1, i2) and np.allclose(s1, s2, atol=1e-5)
+
+
+def test_a_registered_exemplar_is_reported_as_a_self_match(attributor, images, tmp_path):
+    """Known images say so: the record names the exemplar with the same bytes, so a self-match is never
+    mistaken for a judgement; a copy under another name matches too, other images do not."""
+    import shutil
+
+    copy = tmp_path / "renamed.png"
+    shutil.copy(images["gen-b"][0], copy)
+    known, renamed, other = (attributor.attribute_file(p) for p in (images["gen-a"][0], copy, images["gen-a"][1]))
+    assert known.exact_match is not None and known.exact_match["generator"] == "gen-a"
+    assert known.exact_match["exemplar"] == images["gen-a"][0].name and "self-match" in known.reason
+    assert renamed.exact_match["generator"] == "gen-b"
+    assert other.exact_match is None and "self-match" not in other.reason
+    for r in (known, renamed, other):
+        jsonschema.validate(r.to_dict(), SCHEMA)

@@ -126,9 +126,9 @@ def test_tiny_end_to_end(tmp_path):
 def test_resized_input_recipe_exports_a_model_the_runtime_serves_identically(tmp_path):
     """The authors' configuration (whole image resized, one crop): training, export metadata and
     the runtime's crops agree, and the recipe field leaves older recipes' hashes alone."""
+    from exporters.eval_conditions import baseline_recipe, budget_steps
     from lida_plugin.decode import decode_file
     from lida_plugin.encoder import Encoder
-    from lida_plugin.evaluate.training import baseline_recipe, budget_steps
 
     assert "resize" not in Recipe().to_json() and '"resize": 48' in Recipe(resize=48).to_json()
     authors = baseline_recipe("authors")

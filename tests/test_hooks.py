@@ -142,8 +142,6 @@ def test_lida_attribute_calls_asset_done(isolated_env, images, capsys, monkeypat
     from lida_plugin.cli import main
 
     monkeypatch.setattr(tqdm.tqdm, "monitor_interval", 0)  # no process-wide tqdm monitor thread
-    from lida_plugin.manager import get_plugin_manager
-
     seen = []
 
     class Sink:
@@ -151,14 +149,10 @@ def test_lida_attribute_calls_asset_done(isolated_env, images, capsys, monkeypat
         def lida_asset_done(self, path, record, outputs):
             seen.append((path, record["status"]))
 
-    pm = get_plugin_manager()
-    sink = Sink()
-    pm.register(sink)
-    try:
-        paths = [str(images["gen-b"][0]), str(images["real"][1]), str(images["real"][1]) + ".missing"]
-        assert main(["attribute", "--jsonl", "--no-default-store", *paths]) == 1
-    finally:
-        pm.unregister(sink)
+    pm = new_plugin_manager()  # the host's manager travels into the command, no global one
+    pm.register(Sink())
+    paths = [str(images["gen-b"][0]), str(images["real"][1]), str(images["real"][1]) + ".missing"]
+    assert main(["attribute", "--jsonl", "--no-default-store", *paths], pm=pm) == 1
     assert seen == [(paths[0], "ok"), (paths[1], "ok"), (paths[2], "error")]
     assert len(capsys.readouterr().out.splitlines()) == 3
 

@@ -128,6 +128,16 @@ def test_unreadable_parameter_files(tmp_path):
         lossy.load_detector(p)
 
 
+def test_published_schemas_accept_the_bundled_file_and_the_item():
+    jsonschema = pytest.importorskip("jsonschema")
+    schemas = lossy.SCHEMA_PATH.parent
+    jsonschema.validate(json.loads(lossy.DEFAULT_PATH.read_text()), json.loads(lossy.SCHEMA_PATH.read_text()))
+    item = lossy.lossy_evidence(decode_bytes(jpeg(synthetic_pixels("gen-a", 1, 128), 70), "a.jpg"))
+    jsonschema.validate(item, json.loads((schemas / "evidence-item.schema.json").read_text()))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**params(), "threshold": 2}, json.loads(lossy.SCHEMA_PATH.read_text()))
+
+
 def test_bundled_detector_loads_and_follows_its_rule():
     det = lossy.load_detector()
     assert det.feature in lossy.FEATURES and len(det.w) == det.raw["dim"]

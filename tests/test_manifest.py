@@ -441,7 +441,7 @@ def test_cli_usage_errors(isolated_env, images, keys, argv):
 def test_plugin_assertions_are_signed_after_ours(config, tmp_path):
     import pluggy
 
-    from lida_plugin.manager import get_plugin_manager
+    from lida_plugin.manager import new_plugin_manager
 
     hookimpl = pluggy.HookimplMarker("lida_plugin")
 
@@ -452,14 +452,10 @@ def test_plugin_assertions_are_signed_after_ours(config, tmp_path):
             return [{"label": "org.example.ingest", "data": {"desk": "photo", "asset": Path(path).name}},
                     {"label": "org.lida.fake", "data": {}}]  # fmt: skip
 
-    pm = get_plugin_manager()
-    plugin = Ingest()
-    pm.register(plugin, name="test-ingest")
-    try:
-        src = write_image(tmp_path / "u.png", "png")
-        rec = sign(config, src, tmp_path / "out")
-    finally:
-        pm.unregister(plugin)
+    pm = new_plugin_manager()  # handed to the writer: the one whose plugins are asked, no global fallback
+    pm.register(Ingest(), name="test-ingest")
+    src = write_image(tmp_path / "u.png", "png")
+    rec = sign(config, src, tmp_path / "out", pm=pm)
     _, _, store = read_back(Path(rec["manifest"]["path"]))
     labels = [a["label"] for a in active(store)["assertions"]]
     assert assertion(store, "org.example.ingest") == {"desk": "photo", "asset": "u.png"}

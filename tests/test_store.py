@@ -40,9 +40,10 @@ def test_same_image_under_another_name_is_still_a_noop(tmp_path, enc, images):
         assert not s.register(enc, decode_file(copy), "gen-a")
 
 
-def test_store_of_another_model_is_refused_then_reembedded(tmp_path, enc, images):
+@pytest.mark.parametrize("keep", ["lowbits", "raw"])
+def test_store_of_another_model_is_refused_then_reembedded(tmp_path, enc, images, keep):
     path = tmp_path / "s.sqlite"
-    with ExemplarStore(path, create=True) as s:
+    with ExemplarStore(path, create=True, keep=keep) as s:
         for p in images["gen-a"]:
             s.register(enc, decode_file(p), "gen-a")
         old = s.exemplars().embeddings.copy()
@@ -55,7 +56,7 @@ def test_store_of_another_model_is_refused_then_reembedded(tmp_path, enc, images
         assert s.model_id == "other-model"
         new = s.exemplars().embeddings
     assert not np.allclose(old, new)
-    # re-embedding from stored low-bit crops equals embedding the original images
+    # re-embedding from stored (low-bit or raw) crops equals embedding the original images
     direct = other.embed_crop_sets([other.crops_for(decode_file(p)) for p in images["gen-a"]])
     np.testing.assert_allclose(new, direct, atol=1e-5)
     backups = list(tmp_path.glob("s.sqlite.bak-*"))
@@ -161,12 +162,12 @@ def test_input_resize_model_crops_the_resized_image_and_store_refuses_to_mix_gri
     assert not np.array_equal(got, enc.crops_for(d))
 
     path = tmp_path / "s.sqlite"
-    with ExemplarStore(path, create=True) as s:
+    with ExemplarStore(path, create=True, keep="lowbits") as s:
         s.register(enc, d, "gen-a")
         with pytest.raises(StoreError, match="native pixel grid.*resized to 96px.*register the original"):
             s.reembed(rz)
         assert s.model_id == enc.model_id  # nothing changed
-    with ExemplarStore(tmp_path / "r.sqlite", create=True) as r:
+    with ExemplarStore(tmp_path / "r.sqlite", create=True, keep="lowbits") as r:
         r.register(rz, d, "gen-a")
         with ExemplarStore(tmp_path / "n.sqlite", create=True) as n, pytest.raises(StoreError, match="resized to 96px"):
             n.import_from(r, enc)

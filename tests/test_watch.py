@@ -343,13 +343,13 @@ def test_watch_writes_sidecar_manifests(tmp_path, attributor, pm):
     import argparse
 
     from lida_plugin.keys import init_keys
-    from lida_plugin.watch import manifest_writer_for
+    from lida_plugin.watch.command import manifest_writer_for
 
     keys = init_keys(tmp_path / "keys")
     inbox, out = tmp_path / "in", tmp_path / "out"
     inbox.mkdir()
     args = argparse.Namespace(manifest="sidecar", out=str(out), keys=str(keys), source_type_policy="assertion")
-    writer = manifest_writer_for(args, attributor.encoder)
+    writer = manifest_writer_for(args, attributor.encoder, pm)
     try:
         cfg = WatchConfig(in_dir=inbox, out_dir=out, manifest="sidecar", settle=0.2)
         with Watcher(cfg, attributor, pm=pm, manifest_writer=writer) as w:

@@ -1,6 +1,6 @@
 """``lida eval``: the paper's protocol on a data folder, with baselines, a report and plots.
 
-Registered in :data:`lida_plugin.cli._EXTRA_COMMAND_SPECS`.
+A built-in plugin (:data:`lida_plugin.manager.DEFAULT_PLUGINS`): its ``lida_register_commands`` adds ``lida eval``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ import shlex
 import sys
 import time
 from pathlib import Path
+
+from .. import hookimpl
+from .corpus import BASELINES, NO_TRAINER
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,10 @@ def _pair(s: str) -> tuple[str, str]:
     return name.strip(), path.strip()
 
 
-def add_commands(sub) -> None:
+@hookimpl
+def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
+    """``lida eval``. Long because it is one flat list of argparse options, each with its help text."""
+    sub = subparsers
     p = sub.add_parser(
         "eval",
         help="evaluate attribution the paper's way (Rank-1/mAP at k shots, detection, open set, robustness)",
@@ -70,7 +76,7 @@ def add_commands(sub) -> None:
         "--train-baseline",
         action="append",
         default=[],
-        choices=("rgb", "scaled-matched", "resized", "authors"),
+        choices=BASELINES,
         help="train (train split only) and evaluate a baseline encoder: rgb, scaled-matched (the"
         " fingerprint model under the same budget), resized (scaled-matched on images resized to 256x256)"
         " or authors (ResNet-50 w/o max-pool on the image resized to 256x256); needs the train extra;"
@@ -172,12 +178,23 @@ def _notes(result: dict) -> list[str]:
     return notes
 
 
+def train_baseline(pm, kind: str, args: argparse.Namespace) -> str:
+    """The ONNX path of baseline ``kind``, trained by whichever plugin implements ``lida_eval_train_baseline``."""
+    from .corpus import ConditionUnavailable
+
+    path = pm.hook.lida_eval_train_baseline(
+        kind=kind, data_root=args.data_root, pretrain_steps=args.train_steps, adapt_steps=args.train_adapt_steps,
+        threads=args.threads, progress=args.progress,
+    )  # fmt: skip
+    if path is None:
+        raise ConditionUnavailable(f"no plugin trains baselines (lida_eval_train_baseline): {NO_TRAINER}")
+    return str(path)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..errors import LidaError
-    from .corpus import CorpusError
-    from .report import markdown, write_json, write_plots
+    from .corpus import ConditionUnavailable, CorpusError
     from .run import EvalConfig, evaluate
-    from .training import TrainExtraMissing, train_baseline
 
     if args.seeds < 1:
         print("lida eval: error: --seeds must be >= 1", file=sys.stderr)
@@ -186,16 +203,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     compare = dict(args.compare)
     try:
         for kind in args.train_baseline:
-            from .training import RUNS
-
             budget = f"{args.train_steps} + {args.train_adapt_steps} default-batch steps of pixels"
             print(f"baseline {kind}: training ({budget}) unless runs/eval-{kind} has it ...", file=sys.stderr)
             name = CONDITION_NAMES.get(kind, f"{kind}-baseline")
-            compare[name] = str(
-                train_baseline(
-                    kind, args.data_root, RUNS, args.train_steps, args.train_adapt_steps, args.threads, args.progress
-                )
-            )
+            compare[name] = train_baseline(args.pm, kind, args)
         cfg = EvalConfig(
             data_root=args.data_root,
             shots=args.shots,
@@ -216,8 +227,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             threads=args.threads,
             progress=args.progress,
         )
-        result = evaluate(cfg)
-    except (CorpusError, TrainExtraMissing, FileNotFoundError, ValueError) as exc:
+        result = evaluate(cfg, args.pm)
+    except (CorpusError, ConditionUnavailable, FileNotFoundError, ValueError) as exc:
         print(f"lida eval: error: {exc}", file=sys.stderr)
         return 3
     except LidaError:
@@ -226,6 +237,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result["meta"]["command"] = command
     result["meta"]["seconds"] = round(time.perf_counter() - t0, 1)
     result["notes"] = _notes(result)
+    _write_outputs(result, command, args)
+    return 0
+
+
+def _write_outputs(result: dict, command: str, args: argparse.Namespace) -> None:
+    """results.json, plots and the Markdown report where ``--out``/``--report`` say; the summary (or ``--json``)."""
+    from .report import markdown, write_json, write_plots
+
     written = []
     if args.out:
         out = Path(args.out)
@@ -252,7 +271,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         log.info("wrote %s", w)
     if written:
         print("wrote " + ", ".join(str(w) for w in written), file=sys.stderr)
-    return 0
 
 
 def summary_text(result: dict) -> str:

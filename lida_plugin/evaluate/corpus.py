@@ -4,8 +4,8 @@ Layout: ``<root>/generated/<generator>/*.png`` (one class per generator) and
 ``<root>/real/<set>/*.png`` (all real sets together form **one** class, ``real``, as in the
 paper's protocol); ``<root>/manifest.tsv`` supplies each generator's family.
 
-The split is the training code's (``exporters.data.assign_split``, torch-free, imported so the
-rule exists once): per folder, files ordered by ``sha256`` of a content key, the first
+The split is :func:`lida_plugin.dataset.assign_split` (torch-free; the training code uses it too, so
+the rule exists once): per folder, files ordered by ``sha256`` of a content key, the first
 ``ceil(n/2)`` are *train*, the rest *held-out*; the seven ldm-sr checkpoints and the real FFHQ
 faces they were made from share one key per face, so a face is on the same side everywhere.
 The shipped model is trained on the train half only, so its queries must come from the held-out
@@ -19,10 +19,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REAL = "real"
+#: The baselines ``lida eval --train-baseline`` can train (through the ``lida_eval_train_baseline`` hook).
+BASELINES = ("rgb", "scaled-matched", "resized", "authors")
 
 
 class CorpusError(ValueError):
     """The data folder is missing, empty or not in the expected layout."""
+
+
+class ConditionUnavailable(RuntimeError):
+    """An evaluation condition cannot run here (e.g. it trains and torch is not installed)."""
+
+
+#: What to say when no plugin implements the training conditions.
+NO_TRAINER = (
+    "lida's training package registers them through the entry point lida-train; install the train extra"
+    " (pip install -e '.[train]') and check that LIDA_LOAD_PLUGINS does not leave it out"
+)
 
 
 @dataclass(frozen=True)
@@ -38,7 +51,7 @@ class Entry:
 
 def load_corpus(root: str | Path) -> list[Entry]:
     """Every image under ``root`` with its class, family and split (no decoding)."""
-    from exporters.data import DataError, assign_split, scan
+    from ..dataset import DataError, assign_split, scan
 
     root = Path(root)
     try:

@@ -117,6 +117,19 @@ def markdown(res: dict | None) -> list[str]:
     return L
 
 
+def _json_safe(o):
+    """NaN (an AUC over a band with one class only) becomes null; numpy scalars become Python numbers."""
+    if isinstance(o, dict):
+        return {k: _json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_json_safe(v) for v in o]
+    if isinstance(o, (float, np.floating)):
+        return None if not np.isfinite(o) else float(o)
+    if isinstance(o, np.integer):
+        return int(o)
+    return o
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m lida_plugin.evaluate.lossy DATA_ROOT``: this section of ``lida eval`` on its own."""
     import argparse
@@ -124,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from .corpus import CorpusError, load_corpus
-    from .report import _clean
 
     p = argparse.ArgumentParser(prog="python -m lida_plugin.evaluate.lossy", description=main.__doc__)
     p.add_argument("data_root", metavar="DATA_ROOT")
@@ -142,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(markdown(res)))
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as f:
-            json.dump(_clean(res), f, indent=1)
+            json.dump(_json_safe(res), f, indent=1)
     return 0
 
 

@@ -10,6 +10,7 @@ pipeline, closed-set and leave-one-generator-out.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -18,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from ..attribute import AI, INCONCLUSIVE, REAL, verdict
-from ..contract import ModelInfo, ai_score
+from ..contract import ModelInfo
 from ..decode import Decoded
-from ..detect import detect
+from ..detect import ai_scores, detect
 from ..retrieve import Retriever
 from ..store import Exemplars
 from . import metrics as M
@@ -303,10 +304,10 @@ def query_pool(entries: list[Entry], split: str) -> list[int]:
 
 
 def prototype_detection(entries: list[Entry], emb: np.ndarray, info: ModelInfo, split: str) -> dict:
-    """AUC of the model's ``ai_score`` (generated vs real) and accuracy at its threshold, on the query pool."""
+    """AUC of the model's ``ai_score`` (generated vs real; its detection head when it has one, as the
+    runtime scores it) and accuracy at its threshold, on the query pool."""
     q = _valid(emb, query_pool(entries, split))
-    proto = np.asarray(info.real_prototype, dtype=np.float64)
-    scores = ai_score(emb[q].astype(np.float64) @ proto, info.detection_temperature)
+    scores = ai_scores(emb[q], info)[0]
     y = np.asarray([entries[i].kind == "generated" for i in q])
     per_source = {}
     for s in sorted({entries[i].source for i in q}):
@@ -384,8 +385,7 @@ def robustness(entries: list[Entry], conds: list[Condition], cfg: EvalConfig, fa
             cres = {"rank1_class_avg": M.summarize(r1), "knn_detection_auc": M.summarize(auc_knn)}
             if c.info is not None:
                 q = [i for i in subset if not np.isnan(qemb[i, 0])]
-                proto = np.asarray(c.info.real_prototype, dtype=np.float64)
-                sc = ai_score(qemb[q].astype(np.float64) @ proto, c.info.detection_temperature)
+                sc = ai_scores(qemb[q], c.info)[0]
                 y = np.asarray([entries[i].kind == "generated" for i in q])
                 cres["detection_auc"] = M.roc_auc(sc, y)
                 cres["detection_at_threshold"] = M.threshold_metrics(sc, y, c.info.detection_threshold)
@@ -436,7 +436,8 @@ def _gate_check(out: dict, conds: list[Condition]) -> None:
 
 
 # -- the whole run ---------------------------------------------------------------------------------
-def evaluate(cfg: EvalConfig) -> dict:
+def evaluate(cfg: EvalConfig, pm=None) -> dict:
+    """Run the evaluation ``cfg`` describes; ``pm``: the plugin manager whose training plugin runs ``--adapt``."""
     t_start = time.perf_counter()
     entries = load_corpus(cfg.data_root)
     fam = families(entries)
@@ -477,6 +478,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             "unreliable_inputs": int((~reliable).sum()),
             "embed_seconds": round(embed_s, 1),
             "python": platform.python_version(),
+            "cpus": os.cpu_count(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
         "conditions": {},
@@ -486,10 +488,13 @@ def evaluate(cfg: EvalConfig) -> dict:
         result["conditions"][c.name] = evaluate_condition(entries, c, cfg, fam)
         result["conditions"][c.name]["seconds"] = round(time.perf_counter() - t0, 1)
     if cfg.adapt:
-        from .training import adapted_condition
+        from .corpus import NO_TRAINER, ConditionUnavailable
 
         t0 = time.perf_counter()
-        result["conditions"]["lida-adapted"] = adapted_condition(entries, cfg, fam)
+        adapted = None if pm is None else pm.hook.lida_eval_adapted_condition(entries=entries, cfg=cfg, families=fam)
+        if adapted is None:
+            raise ConditionUnavailable(f"no plugin runs --adapt (lida_eval_adapted_condition): {NO_TRAINER}")
+        result["conditions"]["lida-adapted"] = adapted
         result["conditions"]["lida-adapted"]["seconds"] = round(time.perf_counter() - t0, 1)
     if cfg.robustness:
         result["robustness"] = robustness(entries, conds, cfg, fam)

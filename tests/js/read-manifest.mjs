@@ -1,15 +1,16 @@
 // Independent C2PA reader for lida-plugin's tests (not c2pa-python: @trustnxt/c2pa-ts, pure TypeScript).
 // Usage: node read-manifest.mjs FILE [LABEL]
 // Prints one JSON object: {format, manifests, active, valid, codes: {success: [], failure: []}, assertions: [labels],
+// ingredients: [{title, relationship, manifest, codes}] (the active manifest's, with their stored validation status),
 // assertion: <the decoded content of LABEL in the active manifest, default org.lida.attribution>, error}.
 // Exit code 0 when a manifest was read (valid or not), 2 when none or unreadable.
 import * as fs from 'node:fs/promises';
 import { JPEG, PNG } from '@trustnxt/c2pa-ts/asset';
 import { CBORBox, JSONBox, SuperBox } from '@trustnxt/c2pa-ts/jumbf';
-import { ManifestStore, ValidationResult } from '@trustnxt/c2pa-ts/manifest';
+import { IngredientAssertion, ManifestStore, ValidationResult } from '@trustnxt/c2pa-ts/manifest';
 
 const [file, label = 'org.lida.attribution'] = process.argv.slice(2);
-const out = { file, format: null, manifests: 0, active: null, valid: null, codes: { success: [], failure: [] }, assertions: [], assertion: null, error: null };
+const out = { file, format: null, manifests: 0, active: null, valid: null, codes: { success: [], failure: [] }, assertions: [], ingredients: [], assertion: null, error: null };
 
 function plain(v) {
   // CBOR maps may decode to Map; tags and typed arrays to objects: make JSON-friendly values.
@@ -48,6 +49,16 @@ try {
     out.active = m?.label ?? null;
     for (const a of m?.assertions?.assertions ?? []) {
       out.assertions.push(a.fullLabel ?? a.label);
+      if (a instanceof IngredientAssertion) {
+        // each ingredient of the active manifest: does it carry a manifest, and the validation status stored with it
+        const stored = [...(a.validationStatus ?? []), ...(a.validationResults?.activeManifest?.failure ?? [])];
+        out.ingredients.push({
+          title: a.title ?? null,
+          relationship: a.relationship ?? null,
+          manifest: Boolean(a.activeManifest ?? a.c2pa_manifest),
+          codes: stored.map((c) => (typeof c === 'string' ? c : c?.code ?? String(c))),
+        });
+      }
       if ((a.label === label || a.fullLabel === label) && a.sourceBox) {
         const box = a.sourceBox.contentBoxes.find((b) => b instanceof CBORBox || b instanceof JSONBox);
         if (box) out.assertion = plain(box.content);

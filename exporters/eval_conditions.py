@@ -1,8 +1,8 @@
-"""Conditions that train: few-shot adaptation on the gallery, and trained baselines.
+"""``lida eval``'s conditions that train: few-shot adaptation on the gallery, and trained baselines.
 
-They call the training code in ``exporters`` (PyTorch), imported here lazily so that
-``lida eval`` without these conditions needs no torch. Missing torch gives
-:class:`TrainExtraMissing` ("install the train extra").
+:mod:`exporters.eval_plugin` offers them to ``lida eval`` through lida's evaluation hooks, so the
+runtime never imports the training side. torch is imported when a condition runs, and missing
+torch gives :class:`TrainExtraMissing` ("install the train extra").
 
 * :func:`adapted_condition` (``lida eval --adapt``): for every (k, seed) episode, stage-3
   adaptation (``exporters.train.adapt``: center loss + real-prototype detection loss) starting
@@ -27,19 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics as M
-from .corpus import Entry
-from .episodes import make_episode
+from lida_plugin.evaluate import metrics as M
+from lida_plugin.evaluate.corpus import BASELINES, ConditionUnavailable, Entry
+from lida_plugin.evaluate.episodes import make_episode
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "runs"
 DEFAULT_PRETRAIN = RUNS / "default" / "pretrain.pt"
-BASELINES = ("rgb", "scaled-matched", "resized", "authors")
 
 
-class TrainExtraMissing(RuntimeError):
+class TrainExtraMissing(ConditionUnavailable):
     """torch (the ``train`` extra) is needed for this condition."""
 
 
@@ -47,8 +46,8 @@ def _exporters():
     try:
         import torch  # noqa: F401
 
-        from exporters import data as D
-        from exporters import train as T
+        from . import data as D
+        from . import train as T
     except ImportError as exc:
         raise TrainExtraMissing(
             f"this condition trains an encoder and needs PyTorch: install the train extra"
@@ -64,9 +63,9 @@ def _item(D, e: Entry, pixels: np.ndarray):
 
 def adapted_condition(entries: list[Entry], cfg, fam: dict[str, str]) -> dict:
     """Registration + few-shot adaptation on the gallery only, per (k, seed) episode."""
-    from ..contract import ai_score
-    from ..decode import decode_file
-    from .run import KAccumulator, episode_scores
+    from lida_plugin.contract import ai_score
+    from lida_plugin.decode import decode_file
+    from lida_plugin.evaluate.run import KAccumulator, episode_scores
 
     D, T = _exporters()
     import torch
@@ -179,7 +178,7 @@ def train_baseline(
     D, T = _exporters()
     import torch
 
-    from exporters.export import export_checkpoint
+    from .export import export_checkpoint
 
     if threads:
         torch.set_num_threads(int(threads))

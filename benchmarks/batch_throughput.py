@@ -1,0 +1,150 @@
+"""Images/s for ``lida attribute`` (one process), ``lida batch`` (local engine) and ``lida batch --engine ray``,
+side by side in one run on the same files; plus the per-worker stage costs that bound them.
+
+    python benchmarks/batch_throughput.py                  # 2,000 PNGs from ../shared/data (else synthetic 512x512)
+    python benchmarks/batch_throughput.py --n 500 --synthetic --engines attribute local
+
+Each row is one command run as a subprocess, timed wall-clock from start to exit (model load,
+listing, worker/Ray start-up and the Parquet writes included), with the same model (the bundled
+encoder unless ``--model``), the bundled default store, and the files warm in the page cache
+(a warm-up pass reads them first). ``lida attribute`` runs with its defaults (ORT on all cores,
+2 decode threads); ``lida batch`` with its defaults (one worker / actor pair per core, 1 ORT
+thread each).
+
+The stage costs are measured in this process with one thread: per image, read + decode + crop
+(:meth:`Attributor.prepare`) and embed + detect + retrieve (:meth:`Attributor.finish`, batches
+of 16). Their sum is the cost of one worker on one core; the larger is the bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("LIDA_SHARED", REPO.parent / "shared")) / "data"
+
+
+def make_corpus(dest: Path, n: int, synthetic: bool) -> str:
+    dest.mkdir(parents=True, exist_ok=True)
+    pngs = [] if synthetic else sorted(SHARED.rglob("*.png"))
+    if pngs:
+        for i in range(n):
+            src = pngs[i % len(pngs)]
+            out = dest / f"{i:05d}-{src.name}"
+            try:
+                os.link(src, out)  # same bytes under a new name, no disk cost
+            except OSError:
+                shutil.copyfile(src, out)
+        return f"{n} PNGs from {SHARED} ({len(pngs)} distinct files, cycled)"
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)).save(dest / f"{i:05d}.png")
+    return f"{n} synthetic 512x512 PNGs (random pixels)"
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+    t = time.perf_counter()
+    p = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return time.perf_counter() - t, p.returncode, p.stderr[-2000:]
+
+
+def stage_costs(files: list[Path], model: str | None, k: int = 200) -> dict[str, float]:
+    """ms per image for prepare (read+decode+crops) and finish (embed+detect+retrieve), one thread."""
+    sys.path.insert(0, str(REPO))
+    from lida_plugin.batch.worker import JobConfig, build_attributor
+
+    att = build_attributor(JobConfig(model=model, threads=1))
+    sample = [str(f) for f in files[:k]]
+    att.finish([att.prepare(p) for p in sample[:16]])  # warm-up
+    t = time.perf_counter()
+    prepared = [att.prepare(p) for p in sample]
+    t_prep = time.perf_counter() - t
+    t = time.perf_counter()
+    for i in range(0, len(prepared), 16):
+        att.finish(prepared[i : i + 16])
+    t_fin = time.perf_counter() - t
+    att.stores.close()
+    return {"prepare_ms": 1000 * t_prep / len(sample), "finish_ms": 1000 * t_fin / len(sample)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--synthetic", action="store_true", help="synthesise 512x512 PNGs instead of using ../shared")
+    ap.add_argument("--model", help="encoder (default: the bundled one)")
+    ap.add_argument("--workers", type=int, default=None, help="lida batch --workers (default: its own default)")
+    ap.add_argument(
+        "--engines", nargs="+", default=["attribute", "local", "ray"], choices=["attribute", "local", "ray"]
+    )
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="lida-batch-bench-"))
+    try:
+        corpus = make_corpus(tmp / "img", args.n, args.synthetic)
+        files = sorted((tmp / "img").iterdir())
+        for f in files:  # warm the page cache: every engine reads the same warm files
+            f.read_bytes()
+        env = dict(os.environ, LIDA_DEVICE="cpu")
+        env.pop("LIDA_STORE", None)
+        env["LIDA_STORE"] = str(tmp / "no-user-store.sqlite")  # the bundled default store only
+        model = ["--model", args.model] if args.model else []
+        workers = ["--workers", str(args.workers)] if args.workers else []
+        lida = [sys.executable, "-m", "lida_plugin.cli"]
+        cmds = {
+            "attribute": lida + ["attribute", "--jsonl", "-r", str(tmp / "img")] + model,
+            "local": lida + ["batch", str(tmp / "img"), "--out", str(tmp / "out-local")] + model + workers,
+            "ray": lida
+            + ["batch", str(tmp / "img"), "--out", str(tmp / "out-ray"), "--engine", "ray"]
+            + model
+            + workers,
+        }
+        rows = {}
+        for name in args.engines:
+            secs, rc, err = timed(cmds[name], env)
+            if rc not in (0, 1):
+                print(f"{name}: exit {rc}\n{err}", file=sys.stderr)
+                return 1
+            rows[name] = {"seconds": round(secs, 2), "images_per_s": round(args.n / secs, 1), "exit": rc}
+        costs = stage_costs(files, args.model)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"# {corpus}; {cores} cores; {' '.join(sys.argv[1:]) or '(defaults)'}")
+    print("| command | seconds | images/s | vs lida attribute |")
+    print("|---|---:|---:|---:|")
+    base = rows.get("attribute", {}).get("images_per_s")
+    label = {"attribute": "lida attribute (1 process)", "local": "lida batch (local engine)",
+             "ray": "lida batch --engine ray (local Ray)"}  # fmt: skip
+    for name, r in rows.items():
+        rel = f"{r['images_per_s'] / base:.2f}x" if base else "-"
+        print(f"| {label[name]} | {r['seconds']} | {r['images_per_s']} | {rel} |")
+    if "ray" in rows and "local" in rows:
+        print(f"\nray / local: {rows['ray']['images_per_s'] / rows['local']['images_per_s']:.2f}")
+    per_img = costs["prepare_ms"] + costs["finish_ms"]
+    bound = (
+        "decode (read+decode+crops)" if costs["prepare_ms"] > costs["finish_ms"] else "inference (encoder+retrieval)"
+    )
+    print(
+        f"\nper worker, one thread: prepare {costs['prepare_ms']:.2f} ms/img, finish {costs['finish_ms']:.2f} ms/img"
+        f" -> {1000 / per_img:.1f} img/s per core; the larger stage: {bound}"
+    )
+    if args.json:
+        args.json.write_text(json.dumps({"corpus": corpus, "cores": cores, "rows": rows, "stages": costs}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

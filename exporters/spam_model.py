@@ -1,0 +1,405 @@
+"""The residual-statistics encoder: SPAM per crop, a fitted linear map, a logistic detection head.
+
+No network is trained. Per 64x64 crop of the runtime's grid the graph computes the SPAM features
+of :func:`lida_plugin.residual.spam_features` (2,058 values, ``T = 3``), subtracts the train-split
+mean and applies a fitted linear map to ``D`` dimensions, then L2-normalises: the contract's
+``embedding`` output. The map (:func:`fit_map`) is fitted on the **train split** crops, labelled
+by class (each generator, and all real photos as one class): z-score, PCA to ``pca_dim``,
+within-class whitening (eigenvalues floored at ``eps`` x the largest), then the ``dim`` leading
+principal axes of the whitened train crops. One more column is appended (:func:`detection_column`):
+the weights of a logistic regression of generated-vs-real on the z-scored image-mean SPAM of the
+train split, scaled so that its per-crop value has ``det_column`` times the RMS norm of the other
+coordinates; it carries into the embedding the detection signal that the whitening and the per-crop
+L2 normalisation would otherwise discard (held-out detection AUC of the head 0.973 without it,
+0.992 with it; Rank-1 rose too, see docs/training.md). The z-score and every projection fold
+into one ``[2058, D]`` matrix, ``D = dim + 1``.
+
+The detection head (:func:`fit_head`) is an L2-regularised logistic regression on the image
+embedding (the runtime's L2-normalised mean of crop embeddings), fitted on the train split
+(generated vs real, classes weighted equally) and carried in ``lida.detection_head``; its
+threshold is calibrated on the held-out real photos at the stated FPR with
+:func:`lida_plugin.detect.calibrate_threshold`, the same rule as every other export.
+
+The graph (:func:`build_graph`, ONNX opset 18, no torch): ``Cast`` to int32, per direction four
+``Slice``s, ``Sub`` and ``Clip`` to +-T, the triplet code ``(a*7+b)*7+c`` plus a per-channel offset,
+``ScatterElements(reduction="add")`` into ``[N, 3*343]`` counts, then the row sums (denominators),
+``Div``, the mean over the 4 directions of each block, ``Sub`` mean, ``MatMul``, L2. It reads the
+full pixel value, so the model declares ``lida.input_bits = 8``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lida_plugin.contract import INPUT_NAME, OUTPUT_NAME, ModelInfo, parse_metadata
+from lida_plugin.detect import ai_scores, calibrate_threshold
+from lida_plugin.fingerprint import extract_crops
+from lida_plugin.residual import DIAGONAL, STRAIGHT, spam_dim, spam_features
+
+from .export import open_set_threshold
+
+ARCH = "spam-t3-wcw"
+PARITY_TOL = 1e-4
+
+
+@dataclass(frozen=True)
+class SpamRecipe:
+    """Everything that decides the model (recorded in ``lida.training``)."""
+
+    T: int = 3
+    crop: int = 64
+    crop_count: int = 16
+    align: int = 8
+    pca_dim: int = 256
+    eps: float = 0.01
+    dim: int = 128
+    head_l2: float = 1e-2
+    fpr: float = 0.05
+    det_column: float = 0.5  # weight of the detection column appended to the map (0: none)
+    det_l2: float = 1e-3
+
+
+# -- features ------------------------------------------------------------------------------------
+def crop_features(crops: np.ndarray, T: int = 3) -> np.ndarray:
+    """SPAM of each crop ``uint8 [K, 3, S, S]`` -> ``float32 [K, 6(2T+1)^3]`` (numpy reference)."""
+    return np.stack([spam_features(np.ascontiguousarray(c.transpose(1, 2, 0)), T) for c in crops])
+
+
+def image_crops(pixels: np.ndarray, r: SpamRecipe) -> np.ndarray:
+    return extract_crops(pixels, r.crop, r.crop_count, r.align)
+
+
+# -- the linear map --------------------------------------------------------------------------------
+def _eig_desc(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    w, v = np.linalg.eigh(cov)
+    order = np.argsort(w)[::-1]
+    return np.maximum(w[order], 0.0), v[:, order]
+
+
+def fit_map(x: np.ndarray, labels: Sequence[str], r: SpamRecipe) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean [F], proj [F, D])`` so that an embedding is ``normalize((x - mean) @ proj)``."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(labels)
+    mu = x.mean(0)
+    sd = x.std(0)
+    sd = np.where(sd > 1e-8, sd, 1.0)  # constant features (never-seen triplets) pass as zeros
+    z = (x - mu) / sd
+    _, v = _eig_desc(np.cov(z.T))
+    pca = v[:, : r.pca_dim]
+    p = z @ pca
+    within = np.zeros((pca.shape[1], pca.shape[1]))
+    for c in np.unique(y):
+        pc = p[y == c]
+        if len(pc) > 1:
+            d = pc - pc.mean(0)
+            within += d.T @ d
+    within /= len(p)
+    w, u = _eig_desc(within)
+    wh = u @ np.diag(1.0 / np.sqrt(w + r.eps * w[0])) @ u.T
+    q = p @ wh
+    _, v2 = _eig_desc(np.cov(q.T))
+    proj = (pca @ wh @ v2[:, : r.dim]) / sd[:, None]
+    return mu.astype(np.float32), proj.astype(np.float32)
+
+
+def detection_column(
+    feats: np.ndarray, counts: Sequence[int], generated: np.ndarray, train: np.ndarray, mean: np.ndarray,
+    proj: np.ndarray, r: SpamRecipe,
+) -> np.ndarray:  # fmt: skip
+    """The map's extra column (see the module docstring): ``[F]`` float32, fitted on ``train`` images."""
+    b = np.cumsum([0, *counts])
+    img = np.stack([feats[b[i] : b[i + 1]].mean(0) for i in range(len(counts))]).astype(np.float64)
+    mu, sd = img[train].mean(0), img[train].std(0)
+    sd = np.where(sd > 1e-8, sd, 1.0)
+    w = np.asarray(fit_head((img[train] - mu) / sd, generated[train], r.det_l2)["w"]) / sd
+    owner = np.repeat(np.arange(len(counts)), counts)
+    ct = train[owner]
+    x = feats[ct] - mean
+    rms = float(np.sqrt(((x @ proj) ** 2).sum(1).mean()))
+    return (r.det_column * rms / float((x @ w.astype(np.float32)).std()) * w).astype(np.float32)
+
+
+def apply_map(x: np.ndarray, mean: np.ndarray, proj: np.ndarray) -> np.ndarray:
+    """Crop embeddings (unit rows) from crop features, in float32 like the graph."""
+    e = (np.asarray(x, np.float32) - mean) @ proj
+    return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+
+
+def image_embeddings(crop_emb: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+    """The runtime's image embedding: the L2-normalised mean of each image's crop embeddings."""
+    b = np.cumsum([0, *counts])
+    m = np.stack([crop_emb[a:c].mean(0) for a, c in zip(b[:-1], b[1:], strict=True)])
+    return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+
+
+# -- the detection head ------------------------------------------------------------------------------
+def fit_head(emb: np.ndarray, generated: np.ndarray, l2: float = 1e-2, iters: int = 50) -> dict:
+    """Logistic regression ``sigmoid(w.e + b)`` (Newton's method, L2 ``l2`` on ``w``, both classes
+    weighted to equal total weight); returns the ``lida.detection_head`` dict."""
+    x = np.asarray(emb, dtype=np.float64)
+    y = np.asarray(generated, dtype=np.float64)
+    n, d = x.shape
+    sw = np.where(y > 0, 0.5 / max(y.sum(), 1), 0.5 / max((1 - y).sum(), 1))
+    xb = np.hstack([x, np.ones((n, 1))])
+    theta = np.zeros(d + 1)
+    reg = np.full(d + 1, l2)
+    reg[-1] = 0.0
+    for _ in range(iters):
+        p = 0.5 * (1 + np.tanh(0.5 * (xb @ theta)))
+        g = xb.T @ (sw * (p - y)) + reg * theta
+        h = (xb * (sw * p * (1 - p))[:, None]).T @ xb + np.diag(reg) + 1e-12 * np.eye(d + 1)
+        step = np.linalg.solve(h, g)
+        theta -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return {"kind": "logistic", "version": 1, "input": "image_embedding",
+            "w": [round(float(v), 8) for v in theta[:d]], "b": round(float(theta[d]), 8)}  # fmt: skip
+
+
+# -- the ONNX graph ------------------------------------------------------------------------------------
+def build_graph(mean: np.ndarray, proj: np.ndarray, r: SpamRecipe, metadata: dict[str, str] | None = None):
+    """The contract model as an ``onnx.ModelProto`` (opset 18)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    n7 = 2 * r.T + 1
+    blk = n7**3
+    s = r.crop
+    nodes, inits = [], []
+
+    def const(name: str, value) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(op: str, ins: list[str], out: str, **kw) -> str:
+        nodes.append(helper.make_node(op, ins, [out], name=out, **kw))
+        return out
+
+    x = node("Cast", [INPUT_NAME], "x_i32", to=TensorProto.INT32)
+    const("axes_hw", np.array([2, 3], np.int64))
+    const("lo", np.array(-r.T, np.int32))
+    const("hi", np.array(r.T, np.int32))
+    const("tT", np.array(r.T, np.int32))
+    const("n7", np.array(n7, np.int32))
+    const("chan_off", (np.arange(3, dtype=np.int32) * blk).reshape(1, 3, 1, 1))
+    const("flat_shape", np.array([0, -1], np.int64))
+    const("blk_shape", np.array([0, 3, n7 * n7, n7], np.int64))
+    const("axis3", np.array([3], np.int64))
+    const("one_f", np.array(1.0, np.float32))
+    node("Shape", [INPUT_NAME], "n_only", start=0, end=1)
+    const("hist_cols", np.array([3 * blk], np.int64))
+    node("Concat", ["n_only", "hist_cols"], "hist_shape", axis=0)
+    node("ConstantOfShape", ["hist_shape"], "hist_zero", value=helper.make_tensor("z", TensorProto.FLOAT, [1], [0.0]))
+
+    def sl(dy: int, dx: int, k: int) -> str:
+        def rng(d: int) -> tuple[int, int]:
+            return (k * d, s - (3 - k) * d) if d >= 0 else (-3 * d + k * d, s + k * d)
+
+        (y0, y1), (x0, x1) = rng(dy), rng(dx)
+        nm = f"sl_{dy}_{dx}_{k}".replace("-", "m")
+        const(nm + "_st", np.array([y0, x0], np.int64))
+        const(nm + "_en", np.array([y1, x1], np.int64))
+        return node("Slice", [x, nm + "_st", nm + "_en", "axes_hw"], nm)
+
+    blocks = []
+    for bname, dirs in (("st", STRAIGHT), ("dg", DIAGONAL)):
+        mats = []
+        for dy, dx in dirs:
+            tag = f"{bname}_{dy}_{dx}".replace("-", "m")
+            i = [sl(dy, dx, k) for k in range(4)]
+            dd = []
+            for j in range(3):
+                diff = node("Sub", [i[j], i[j + 1]], f"{tag}_d{j}")
+                clip = node("Clip", [diff, "lo", "hi"], f"{tag}_c{j}")
+                dd.append(node("Add", [clip, "tT"], f"{tag}_s{j}"))
+            ab = node("Add", [node("Mul", [dd[0], "n7"], f"{tag}_a7"), dd[1]], f"{tag}_ab")
+            code = node("Add", [node("Mul", [ab, "n7"], f"{tag}_ab7"), dd[2]], f"{tag}_abc")
+            code = node("Add", [code, "chan_off"], f"{tag}_code")
+            idx = node("Cast", [node("Reshape", [code, "flat_shape"], f"{tag}_flat")], f"{tag}_idx",
+                       to=TensorProto.INT64)  # fmt: skip
+            ones = node("ConstantOfShape", [node("Shape", [idx], f"{tag}_shape")], f"{tag}_ones",
+                        value=helper.make_tensor("o", TensorProto.FLOAT, [1], [1.0]))  # fmt: skip
+            cnt = node("ScatterElements", ["hist_zero", idx, ones], f"{tag}_cnt", axis=1, reduction="add")
+            cnt = node("Reshape", [cnt, "blk_shape"], f"{tag}_cnt4")
+            den = node("ReduceSum", [cnt, "axis3"], f"{tag}_den", keepdims=1)
+            den = node("Max", [den, "one_f"], f"{tag}_den1")  # 0 counts / 1 = 0 where nothing was seen
+            mats.append(node("Div", [cnt, den], f"{tag}_m"))
+        tot = node("Sum", mats, f"{bname}_sum")
+        const(f"{bname}_quarter", np.array(0.25, np.float32))
+        mean4 = node("Mul", [tot, f"{bname}_quarter"], f"{bname}_mean")
+        const(f"{bname}_shape", np.array([0, 3, 1, blk], np.int64))
+        blocks.append(node("Reshape", [mean4, f"{bname}_shape"], f"{bname}_blk"))
+    feat = node("Concat", blocks, "spam_blocks", axis=2)  # [N, 3, 2, 343]: channel, then straight/diagonal
+    const("feat_shape", np.array([0, spam_dim(r.T)], np.int64))
+    feat = node("Reshape", [feat, "feat_shape"], "spam")
+    const("map_mean", np.asarray(mean, np.float32))
+    const("map_proj", np.asarray(proj, np.float32))
+    e = node("MatMul", [node("Sub", [feat, "map_mean"], "centred"), "map_proj"], "projected")
+    const("axis1", np.array([1], np.int64))
+    nrm = node("ReduceL2", [e, "axis1"], "norm", keepdims=1)
+    const("tiny", np.array(1e-12, np.float32))
+    node("Div", [e, node("Max", [nrm, "tiny"], "norm_safe")], OUTPUT_NAME)
+    graph = helper.make_graph(
+        nodes, "lida-spam",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["n", 3, s, s])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["n", proj.shape[1]])],
+        inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="lida-train spam")
+    model.ir_version = 8
+    for k, v in (metadata or {}).items():
+        p = model.metadata_props.add()
+        p.key, p.value = k, v
+    onnx.checker.check_model(model)
+    return model
+
+
+def spam_graph_features(r: SpamRecipe):
+    """An ORT session computing only the SPAM features (identity map), for the parity test."""
+    import onnxruntime as ort
+
+    f = spam_dim(r.T)
+    m = build_graph(np.zeros(f, np.float32), np.eye(f, dtype=np.float32), r)
+    # drop the L2 step: expose the pre-normalisation features as an extra output
+    from onnx import TensorProto, helper
+
+    m.graph.output.append(helper.make_tensor_value_info("spam", TensorProto.FLOAT, ["n", f]))
+    return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+# -- fit + export --------------------------------------------------------------------------------------
+def _ort_threads() -> object:
+    import onnxruntime as ort
+
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = 1
+    o.inter_op_num_threads = 1
+    return o
+
+
+def corpus_crops(entries, r: SpamRecipe, progress: bool = True) -> tuple[np.ndarray, list[int]]:
+    """The serving crops of every corpus entry (decoded one at a time), and each one's crop count."""
+    from tqdm import tqdm
+
+    from lida_plugin.decode import decode_file
+
+    crops, counts = [], []
+    for e in tqdm(entries, desc="crops", unit="img", disable=not progress, mininterval=2.0):
+        c = image_crops(decode_file(e.path).pixels, r)
+        crops.append(c)
+        counts.append(len(c))
+    return np.concatenate(crops), counts
+
+
+def corpus_features(entries, r: SpamRecipe, cache: Path | None = None, progress: bool = True):
+    """``(crops uint8 [C,3,S,S], SPAM features [C, F], crop counts per entry)``, cached by recipe and file list."""
+    from tqdm import tqdm
+
+    files = [(e.relpath, e.path.stat().st_size) for e in entries]
+    key = hashlib.sha256(json.dumps([r.T, r.crop, r.crop_count, r.align, files]).encode()).hexdigest()
+    f = cache / f"spam-{key[:16]}.npz" if cache is not None else None
+    if f is not None and f.is_file():
+        z = np.load(f)
+        return z["crops"], z["feats"], z["counts"].tolist()
+    crops, counts = corpus_crops(entries, r, progress)
+    feats = np.concatenate(
+        [crop_features(crops[i : i + 256], r.T) for i in tqdm(range(0, len(crops), 256), desc="spam", unit="x256",
+                                                              disable=not progress, mininterval=2.0)]
+    )  # fmt: skip
+    if f is not None:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(f, crops=crops, feats=feats, counts=np.asarray(counts))
+    return crops, feats, counts
+
+
+def eval_label(item) -> str:
+    """The class an item belongs to in ``lida eval`` (every real set is one class, ``real``)."""
+    return "real" if item.kind == "real" else item.label
+
+
+def fit_and_export(
+    items, out: str | Path, r: SpamRecipe = SpamRecipe(), model_id: str | None = None, progress: bool = True,
+    cache: Path | None = None,
+) -> tuple[Path, ModelInfo, dict]:  # fmt: skip
+    """Fit the map and the head on the train split of ``items`` (corpus entries:
+    :func:`lida_plugin.evaluate.corpus.load_corpus`), calibrate, export, check parity."""
+    import onnx
+    import onnxruntime as ort
+
+    t0 = time.perf_counter()
+    all_crops, feats, counts = corpus_features(items, r, cache, progress)
+    owner = np.repeat(np.arange(len(items)), counts)
+    train = np.array([it.split == "train" for it in items])
+    crop_train = train[owner]
+    crop_labels = [eval_label(items[i]) for i in owner[crop_train]]
+    mean, proj = fit_map(feats[crop_train], crop_labels, r)
+    gen = np.array([it.kind == "generated" for it in items])
+    if r.det_column > 0:
+        col = detection_column(feats, counts, gen, train, mean, proj, r)
+        proj = np.hstack([proj, col[:, None]])
+    emb = image_embeddings(apply_map(feats, mean, proj), counts)
+    head = fit_head(emb[train], gen[train], r.head_l2)
+    real_tr = train & ~gen
+    proto = emb[real_tr].mean(0)
+    proto = proto / np.linalg.norm(proto)
+    rh = hashlib.sha256(
+        json.dumps([asdict(r), sorted(it.relpath for it in items if it.split == "train")]).encode()
+    ).hexdigest()
+    mid = model_id or f"lida-spam-t{r.T}-wcw{proj.shape[1]}-{rh[:10]}"
+    base = dict(
+        model_id=mid, architecture=ARCH, fingerprint_mode="rgb", crop_size=r.crop, crop_count=r.crop_count,
+        crop_align=r.align, min_image_size=r.crop, normalization={"features": f"SPAM T={r.T}", "map": "fitted"},
+        embedding_dim=proj.shape[1], real_prototype=tuple(float(v) for v in proto), detection_temperature=0.1,
+        detection_fpr=r.fpr, recipe_hash=rh, input_bits=8, detection_head=head,
+    )  # fmt: skip
+    probe = ModelInfo(detection_threshold=0.5, open_set_threshold=0.5, **base)
+    real_ho = ~train & ~gen
+    if not real_ho.any():
+        raise ValueError("calibration needs held-out real images")
+    det_t = calibrate_threshold(ai_scores(emb[real_ho], probe)[0], r.fpr)
+    open_labels = [i for i, it in enumerate(items) if train[i] and gen[i] and not it.label.startswith("ldm-sr")]
+    open_t, open_stats = open_set_threshold(emb[open_labels], [items[i].label for i in open_labels])
+    sc_tr = ai_scores(emb[train], probe)[0]
+    from lida_plugin.evaluate.metrics import roc_auc
+
+    training = {
+        "recipe": asdict(r),
+        "features": "SPAM (lida_plugin.residual.spam_features) per crop of the serving grid",
+        "map": f"z-score, PCA {r.pca_dim}, within-class whitening eps {r.eps}, {r.dim} leading axes"
+        f" + a detection column (weight {r.det_column}); train split",
+        "map_classes": sorted(set(crop_labels)),
+        "detection_head": f"logistic regression on the image embedding, L2 {r.head_l2}, train split,"
+        f" train AUC {roc_auc(sc_tr, gen[train]):.4f}",
+        "detection_calibration": f"{int(real_ho.sum())} held-out real images, fpr {r.fpr}",
+        "open_set": {**open_stats, "classes": sorted({items[i].label for i in open_labels})},
+        "split": "sha256 rank per class, first ceil(n/2) train (exporters/data.py)",
+        "fit_seconds": round(time.perf_counter() - t0, 1),
+    }
+    info = ModelInfo(detection_threshold=det_t, open_set_threshold=open_t, training=training, **base)
+    model = build_graph(mean, proj, r, info.to_metadata())
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(out)
+    parse_metadata({p.key: p.value for p in onnx.load(str(out)).metadata_props}, str(out))
+    # parity: the graph against the numpy reference + map, on held-out crops
+    sess = ort.InferenceSession(str(out), sess_options=_ort_threads(), providers=["CPUExecutionProvider"])
+    bounds = np.cumsum([0, *counts])
+    ho = [i for i in range(len(items)) if not train[i]][:: max(1, int((~train).sum()) // 24)]
+    crops = np.concatenate([all_crops[bounds[i] : bounds[i + 1]] for i in ho])
+    got = sess.run([OUTPUT_NAME], {INPUT_NAME: crops})[0]
+    ref = apply_map(crop_features(crops, r.T), mean, proj)
+    diff = float(np.abs(got - ref).max())
+    if diff > PARITY_TOL:
+        raise RuntimeError(f"parity check failed: ONNX vs numpy max abs diff {diff:.2e} > {PARITY_TOL}")
+    stats = {"parity_max_abs_diff": diff, "detection_threshold": det_t, "open_set": open_stats,
+             "size_bytes": out.stat().st_size, "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+    return out, info, stats

@@ -1,0 +1,229 @@
+"""``lida batch SOURCE --out DEST``: attribute an archive into Parquet parts, resumably.
+
+    lida batch /archive --out results/                       # local worker processes (all cores)
+    lida batch s3://bucket/photos/ --out results/ --engine ray --ray-address auto
+
+Exit codes as for ``lida attribute``: 0 all analysed, 1 some assets are error rows, 3 setup
+error (model, store, DEST, SOURCE), 130 interrupted (committed parts are kept; rerun to finish).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from .. import hookimpl
+from ..cli_options import UsageError, add_signing_args, add_store_args
+
+log = logging.getLogger("lida.batch")
+
+
+@hookimpl
+def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
+    """``lida batch``. Long because it is one flat list of argparse options, each with its help text."""
+    sub = subparsers
+    p = sub.add_parser(
+        "batch",
+        help="attribute a whole archive into Parquet (resumable; local workers or Ray)",
+        description="Attribute everything under SOURCE into Parquet parts under DEST. A rerun with the same DEST"
+        " skips the assets already written and does the rest; each asset is written exactly once.",
+    )
+    p.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="a folder, a glob ('photos/**/*.png'), a .txt/.csv/.parquet list of paths, or a URI (s3://bucket/dir/)",
+    )
+    p.add_argument("--out", required=True, metavar="DEST", help="folder for the Parquet parts (created if missing)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local", help="local processes (default) or Ray")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="local: worker processes (default: the cores); ray: actors per stage (default: the cluster's CPUs)",
+    )
+    p.add_argument(
+        "--ray-address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else start a local one)"
+    )
+    p.add_argument("--limit", type=int, help="attribute at most N assets not yet done, then stop")
+    p.add_argument("--part-size", type=int, default=1000, help="rows per Parquet part (default 1000)")
+    p.add_argument("--part-seconds", type=float, default=60.0, help="commit a part at least this often (default 60 s)")
+    p.add_argument("--chunk-size", type=int, default=16, help="assets per work unit handed to a worker (default 16)")
+    p.add_argument("-k", "--top-k", type=int, default=5, help="registered generators to list per image (default 5)")
+    p.add_argument("--force", action="store_true", help="give a verdict even when the fingerprint is unreliable")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="encoder ONNX file (default: $LIDA_MODEL, else the bundled model)")
+    g.add_argument(
+        "--device",
+        default=os.environ.get("LIDA_DEVICE", "cpu"),
+        choices=["auto", "cpu", "cuda", "tensorrt"],
+        help="execution provider per worker (default: $LIDA_DEVICE, else cpu; ray: cuda/auto puts the encoder"
+        " actors on GPUs)",
+    )
+    g.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per worker (default 1)")
+    g.add_argument("--batch-size", type=int, default=64, help="crops per encoder call (default 64)")
+    add_store_args(p)
+    g = p.add_argument_group("provenance (C2PA)")
+    g.add_argument(
+        "--manifest",
+        choices=["none", "sidecar"],
+        default="none",
+        help="also write a signed C2PA sidecar <stem>.c2pa per analysed asset (local assets only)",
+    )
+    g.add_argument("--sidecar-dir", metavar="DIR", help="folder for the sidecars (default: next to each asset)")
+    add_signing_args(g)
+    p.set_defaults(func=cmd_batch)
+
+
+def _usage(msg: str) -> None:
+    raise UsageError(msg)  # the command line prints it and exits 2
+
+
+def _sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt  # the same clean stop as ^C: commit what is done, stop the workers
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for name in ("limit", "workers", "part_size", "chunk_size", "threads", "batch_size"):
+        v = getattr(args, name)
+        if v is not None and v < (0 if name == "limit" else 1):
+            _usage(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'limit' else '>= 1'}")
+    if args.sidecar_dir and args.manifest != "sidecar":
+        _usage("--sidecar-dir needs --manifest sidecar")
+
+
+def _job_config(args: argparse.Namespace):
+    """``(JobConfig, encoder, model_id, store_id)``: model and store opened here, so a setup error
+    is reported before any asset is touched."""
+    from ..encoder import Encoder
+    from ..store import open_stack, user_store_path
+    from .worker import JobConfig
+
+    encoder = Encoder(args.model, device=args.device, threads=1, batch_size=args.batch_size)
+    stack = open_stack(encoder, args.store, use_default=not args.no_default_store)
+    model_id, store_id = encoder.model_id, stack.store_id
+    stack.close()
+    user_store = user_store_path(args.store)
+    cfg = JobConfig(
+        model=str(encoder.path),
+        device=args.device,
+        threads=args.threads,
+        batch_size=args.batch_size,
+        # explicit paths: Ray workers on other nodes do not see this shell's LIDA_MODEL / LIDA_STORE
+        store=str(user_store) if user_store.exists() else None,
+        use_default_store=not args.no_default_store,
+        top_k=args.top_k,
+        force=args.force,
+    )
+    return cfg, encoder, model_id, store_id
+
+
+def _sidecar_writer(args: argparse.Namespace, encoder, pm=None):
+    if args.manifest != "sidecar":
+        return None
+    from ..keys import load_signing_config
+    from ..manifest import ManifestWriter
+
+    return ManifestWriter(
+        load_signing_config(args.keys),
+        mode="sidecar",
+        out_dir=args.sidecar_dir,
+        policy=args.source_type_policy,
+        model_sha256=encoder.sha256,
+        pm=pm,
+    )
+
+
+def _engine(args: argparse.Namespace, cfg) -> Any:
+    if args.engine == "ray":
+        from .ray_engine import RayEngine
+
+        return RayEngine(cfg, workers=args.workers, address=args.ray_address, chunk_size=args.chunk_size)
+    from .local import LocalEngine
+
+    return LocalEngine(cfg, workers=args.workers, chunk_size=args.chunk_size)
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from ..errors import LidaError
+
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise LidaError('lida batch writes Parquet and needs pyarrow: pip install "lida-plugin[batch]"') from None
+    from .sink import PartSink
+    from .sources import is_uri, list_assets
+
+    _check_args(args)
+    cfg, encoder, model_id, store_id = _job_config(args)
+    manifests = _sidecar_writer(args, encoder, args.pm)
+    if args.engine == "ray":
+        from .ray_engine import require_ray
+
+        require_ray()  # a clear message before the listing, not after
+    assets = list_assets(args.source)
+    if manifests is not None and any(is_uri(a) for a in assets):
+        _usage("--manifest sidecar needs local assets (sidecars are written next to them or in --sidecar-dir)")
+    sink = PartSink(
+        args.out, job={"model_id": model_id, "store_id": store_id}, part_rows=args.part_size,
+        part_seconds=args.part_seconds,
+    )  # fmt: skip
+    todo = [a for a in assets if not sink.is_done(a)]
+    skipped = len(assets) - len(todo)
+    if args.limit is not None:
+        todo = todo[: args.limit]
+    print(
+        f"lida batch: {len(assets)} asset(s) in {args.source}; {skipped} already in {args.out};"
+        f" {len(todo)} to attribute with the {args.engine} engine",
+        file=sys.stderr,
+    )
+    errors = _run(_engine(args, cfg), todo, sink, manifests, (model_id, store_id), args.pm)
+    print(
+        f"lida batch: wrote {sink.written} row(s) ({errors} error row(s)) to {args.out};"
+        f" {len(sink.done)} asset(s) done in all",
+        file=sys.stderr,
+    )
+    return 1 if errors else 0
+
+
+def _run(engine, todo: list[str], sink, manifests, ids: tuple[str, str], pm) -> int:
+    """Records from the engine -> sidecars -> parts -> ``lida_asset_done``; the number of error rows.
+    On ^C/SIGTERM (or any exception) the rows received are committed and the workers stopped."""
+    from tqdm import tqdm
+
+    from ..manager import notify_asset_done, record_outputs
+
+    errors = 0
+
+    def told(committed) -> None:  # lida_asset_done, once the asset's row is committed
+        if committed is None:
+            return
+        part, records = committed
+        for r in records:
+            notify_asset_done(pm, path=r["path"], record=r, outputs=record_outputs(r) | {"report": str(part)})
+
+    old = signal.signal(signal.SIGTERM, _sigterm)
+    bar = tqdm(total=len(todo), unit="img", desc="lida batch", file=sys.stderr, dynamic_ncols=True, disable=None)
+    stream = engine.run(todo)
+    try:
+        for record in stream:
+            if record.get("model_id") is None:  # error records made outside an attributor
+                record["model_id"], record["store_id"] = ids
+            bad = record.get("status") != "ok"
+            if manifests is not None and not manifests.apply(record):
+                bad = True
+            errors += bad
+            told(sink.add(record))
+            bar.update(1)
+    finally:
+        stream.close()  # stops the workers (on ^C, too)
+        bar.close()
+        signal.signal(signal.SIGTERM, old)
+        try:
+            told(sink.close())
+        finally:
+            if manifests is not None:
+                manifests.close()
+    return errors

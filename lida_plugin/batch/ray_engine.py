@@ -1,0 +1,159 @@
+"""The Ray engine (``--engine ray``; ``pip install "lida-plugin[ray]"``): the same job on Ray Data.
+
+One dataset pipeline, streamed::
+
+    from_items(paths)                       the asset list (the driver has it: resume needs it)
+      .map_batches(PrepareStage, ...)       read (local or pyarrow/fsspec) + decode + crops, in an actor pool
+      .map_batches(EncodeStage, ...)        embed + detect + retrieve + verdict: one ORT session per actor
+      .iter_batches()                       records back to the driver, which writes the Parquet parts
+
+Both stages are callable classes, so Ray Data runs them in actor pools (``concurrency=N``);
+the encoder actors ask for ``num_gpus=1`` each when the encoder is on CUDA (the ``gpu`` extra
+and a GPU in the cluster), else a share of a CPU. Ray restarts an actor that dies and retries
+its batch (Ray Data's defaults for actor pools), so a killed actor loses nothing; the driver
+writes each record once (:class:`~lida_plugin.batch.sink.PartSink`). ``address`` (or
+``RAY_ADDRESS``) joins an existing cluster; otherwise a local Ray starts with ``num_cpus``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import LidaError
+from .worker import JobConfig, build_attributor, limit_threads, pack, prepare_one, unpack
+
+log = logging.getLogger(__name__)
+
+
+def require_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise LidaError(
+            'lida batch --engine ray needs Ray Data: pip install "lida-plugin[ray]" (or pip install ".[ray]")'
+        ) from None
+    return ray
+
+
+class PrepareStage:
+    """Read + decode + crop a batch of paths (one attributor per actor, for its crop geometry)."""
+
+    def __init__(self, cfg: JobConfig) -> None:
+        limit_threads(cfg.threads)
+        self.att = build_attributor(cfg, with_store=False)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        blobs = [pack(prepare_one(self.att, str(p))) for p in batch["path"]]
+        return {"path": batch["path"], "prepared": np.array(blobs, dtype=object)}
+
+
+class EncodeStage:
+    """Embed, detect, retrieve and judge a batch of prepared assets: one ORT session per actor."""
+
+    def __init__(self, cfg: JobConfig) -> None:
+        limit_threads(cfg.threads)
+        self.att = build_attributor(cfg)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        items = [unpack(b) for b in batch["prepared"]]
+        records = []
+        for r in self.att.finish(items):
+            if r.status != "ok":  # an error from the prepare stage: it had no store, this stage does
+                r.model_id, r.store_id = self.att.model_id, self.att.store_id
+            records.append(json.dumps(r.to_dict()))
+        return {"path": batch["path"], "record": np.array(records, dtype=object)}
+
+
+class RayEngine:
+    """Attributes paths on Ray Data; :meth:`run` yields each path's record once."""
+
+    name = "ray"
+
+    def __init__(
+        self,
+        cfg: JobConfig,
+        *,
+        workers: int | None = None,
+        address: str | None = None,
+        chunk_size: int = 16,
+        gpus: int | None = None,
+    ) -> None:
+        self.ray = require_ray()
+        self.cfg = cfg
+        self.workers = workers
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.chunk_size = max(1, chunk_size)
+        self.gpus = gpus
+        self._started = False
+
+    def _init(self) -> tuple[int, int]:
+        """Connect or start Ray; ``(cpu actors per stage, gpu actors)``."""
+        ray = self.ray
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if self.address:
+                ray.init(address=self.address, **kwargs)
+            else:
+                ray.init(num_cpus=self.workers, **kwargs)
+                self._started = True
+        ray.data.DataContext.get_current().enable_progress_bars = False  # ours is the one bar
+        res = ray.cluster_resources()
+        cpus = int(res.get("CPU", 1))
+        n = max(1, min(self.workers or cpus, cpus))
+        gpus = 0
+        if self.cfg.device in ("auto", "cuda", "tensorrt"):
+            from ..encoder import choose_providers
+
+            want = self.gpus if self.gpus is not None else int(res.get("GPU", 0))
+            try:
+                on_cuda = choose_providers(self.cfg.device)[0] != "CPUExecutionProvider"
+            except LidaError:
+                on_cuda = False
+            gpus = want if on_cuda else 0
+        return n, gpus
+
+    def dataset(self, paths: Sequence[str]):
+        """The pipeline (not yet executed)."""
+        ray = self.ray
+        n, gpus = self._init()
+        ds = ray.data.from_items([{"path": p} for p in paths])
+        ds = ds.map_batches(
+            PrepareStage,
+            fn_constructor_args=(self.cfg,),
+            batch_size=self.chunk_size,
+            compute=ray.data.ActorPoolStrategy(size=n),
+            num_cpus=0.5,
+            batch_format="numpy",
+        )
+        pool = ray.data.ActorPoolStrategy(size=gpus or n)
+        encode: dict[str, Any] = {"num_gpus": 1} if gpus else {"num_cpus": 0.5}
+        return ds.map_batches(
+            EncodeStage,
+            fn_constructor_args=(self.cfg,),
+            batch_size=self.chunk_size,
+            batch_format="numpy",
+            compute=pool,
+            **encode,
+        )
+
+    def run(self, paths: Sequence[str]) -> Iterator[dict[str, Any]]:
+        if not paths:
+            return
+        try:
+            for batch in self.dataset(paths).iter_batches(batch_size=None, batch_format="numpy"):
+                for rec in batch["record"]:
+                    yield json.loads(rec)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._started and self.ray.is_initialized():
+            self.ray.shutdown()
+            self._started = False

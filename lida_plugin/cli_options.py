@@ -1,0 +1,133 @@
+"""What every ``lida`` command shares: exit codes, the model/store/manifest options, path expansion.
+
+A public module, so that plugins adding their own commands (``lida_register_commands``) offer
+the same options with the same meaning. It imports nothing heavy: a command's modules are
+imported when it runs, not when the parser is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import LidaError
+from .files import is_image_name
+
+log = logging.getLogger("lida")
+
+EXIT_OK, EXIT_FILE_ERRORS, EXIT_USAGE, EXIT_SETUP, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+#: ``--manifest`` choices: no manifest, a ``.c2pa`` sidecar beside the asset, or a signed embedded copy.
+MANIFEST_MODES = ("none", "sidecar", "embed")
+#: ``--source-type-policy`` choices (see docs/provenance.md).
+SOURCE_TYPE_POLICIES = ("assertion", "action", "action-attributed")
+
+
+class UsageError(LidaError):
+    """A combination of options that cannot work; the command line turns it into exit status 2."""
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="encoder ONNX file (default: $LIDA_MODEL, else the bundled model)")
+    g.add_argument(
+        "--device",
+        default=os.environ.get("LIDA_DEVICE", "auto"),
+        choices=["auto", "cpu", "cuda", "tensorrt"],
+        help="execution provider (default: $LIDA_DEVICE, else auto = CUDA when available, else CPU)",
+    )
+    g.add_argument("--threads", type=int, default=int(os.environ.get("LIDA_THREADS", "0")) or None,
+                   help="CPU threads for the encoder (default: $LIDA_THREADS, else all cores)")  # fmt: skip
+    g.add_argument("--batch-size", type=int, default=64, help="crops per encoder call (default 64)")
+
+
+def add_store_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("store")
+    g.add_argument("--store", help="user exemplar store (default: $LIDA_STORE, else the per-user data dir)")
+    g.add_argument("--no-default-store", action="store_true", help="do not search the bundled default store")
+
+
+def open_encoder(args: argparse.Namespace):
+    """The :class:`~lida_plugin.encoder.Encoder` that :func:`add_model_args`' options describe."""
+    from .encoder import Encoder
+
+    return Encoder(args.model, device=args.device, threads=args.threads, batch_size=args.batch_size)
+
+
+def add_manifest_args(p: argparse.ArgumentParser) -> None:
+    """``--manifest``, ``--out``, ``--in-place`` and the signing options (see docs/provenance.md)."""
+    g = p.add_argument_group("provenance (C2PA)")
+    g.add_argument("--manifest", choices=MANIFEST_MODES, default="none",
+                   help="write the finding into a signed C2PA manifest: sidecar <stem>.c2pa (asset untouched),"
+                        " embed (a signed copy in --out), or none (default)")  # fmt: skip
+    g.add_argument(
+        "--out", metavar="DIR", help="folder for signed copies / sidecars (default for sidecars: next to the asset)"
+    )
+    g.add_argument(
+        "--in-place",
+        action="store_true",
+        help="embed into the original itself (atomic replace; the original is kept as <name>.lida-bak)",
+    )
+    add_signing_args(g)
+
+
+def add_signing_args(g) -> None:
+    """``--keys`` and ``--source-type-policy``: shared by ``lida attribute`` and ``lida watch``."""
+    g.add_argument(
+        "--keys", metavar="PATH", help="signing keys folder or config (default: $LIDA_KEYS, else the user folder)"
+    )
+    g.add_argument("--source-type-policy", choices=SOURCE_TYPE_POLICIES, default="assertion",
+                   help="where the IPTC trainedAlgorithmicMedia source type goes for AI verdicts: in our assertion only"
+                        " (default), also on the c2pa.opened action, or on the action only when a registered generator"
+                        " matched")  # fmt: skip
+
+
+def expand_paths(paths: list[str], recursive: bool) -> Iterator[tuple[str, str | None]]:
+    """``(path, error)`` pairs: files as given, directories walked when ``recursive``.
+
+    ``-`` reads paths from standard input, one per line. A directory without ``recursive``
+    yields an error record; a recursive walk keeps image suffixes only and skips hidden names.
+    """
+    for raw in paths:
+        if raw == "-":
+            for line in sys.stdin:
+                line = line.rstrip("\n")
+                if line:
+                    yield from expand_paths([line], recursive)
+            continue
+        p = Path(raw)
+        if p.is_dir():
+            if not recursive:
+                yield raw, "is a directory (pass --recursive to walk it)"
+                continue
+            for root, dirs, files in os.walk(
+                p, onerror=lambda e: log.warning("cannot walk %s: %s", e.filename, e.strerror)
+            ):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for f in sorted(files):
+                    if not f.startswith(".") and is_image_name(f):
+                        yield str(Path(root) / f), None
+        else:
+            yield raw, None
+
+
+def check_manifest_args(args: argparse.Namespace) -> str:
+    """The ``--manifest`` mode after checking that ``--out``/``--in-place`` fit it (:class:`UsageError` if not)."""
+    mode = getattr(args, "manifest", "none") or "none"
+    if mode == "none":
+        if getattr(args, "in_place", False) or getattr(args, "out", None):
+            raise UsageError("--out and --in-place need --manifest sidecar or --manifest embed")
+        return mode
+    if args.in_place and args.out:
+        raise UsageError("--in-place and --out exclude each other")
+    if args.in_place and mode != "embed":
+        raise UsageError("--in-place only applies to --manifest embed (sidecars never modify the asset)")
+    if mode == "embed" and not args.in_place and not args.out:
+        raise UsageError(
+            "--manifest embed writes signed copies: give --out DIR (or --in-place to replace the originals)"
+        )
+    return mode

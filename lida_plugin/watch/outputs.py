@@ -1,0 +1,72 @@
+"""What the watcher writes besides the journal: reports, quarantine copies, moved originals, temp sweeps."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ..files import TMP_PREFIX, atomic_write
+from .items import Item
+from .logs import event
+
+
+class Outputs:
+    """Mixin of :class:`~lida_plugin.watch.service.Watcher`: the files written for an asset."""
+
+    def _report_path(self, rel: str) -> Path:
+        return self.cfg.out_dir / (rel + ".json")
+
+    def _quarantine(self, it: Item, record: dict[str, Any]) -> str | None:
+        dest = self.cfg.quarantine / it.rel
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if self.cfg.move_processed:
+                shutil.move(it.path, dest)  # a rename when on the same file system
+            else:
+                tmp = dest.with_name(f"{TMP_PREFIX}{dest.name}")
+                shutil.copy2(it.path, tmp)
+                os.replace(tmp, dest)
+        except OSError as exc:
+            event(logging.WARNING, "quarantine_copy_failed", path=it.path, error=exc.strerror or exc)
+        err = {"path": it.path, "quarantined_as": str(dest), "error": record.get("error"), "sha256": it.sha256 or None,
+               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "record": record}  # fmt: skip
+        atomic_write(dest.with_name(dest.name + ".error.json"), (json.dumps(err, indent=2) + "\n").encode())
+        return str(dest)
+
+    def _move_processed(self, path: str, rel: str) -> str | None:
+        dest = self.cfg.move_processed / rel
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(path, dest)
+        except OSError as exc:
+            event(logging.WARNING, "move_failed", path=path, error=exc.strerror or exc)
+            return None
+        return str(dest)
+
+    def _clean_temp_files(self) -> None:
+        for d in self.cfg.excluded_dirs():
+            for root, _, files in os.walk(d):
+                for f in files:
+                    # report temps (.lida-tmp-<name>) and manifest temps (.<name>.lida-tmp-<hex>)
+                    if f.startswith(".") and TMP_PREFIX in f:
+                        with contextlib.suppress(OSError):
+                            os.unlink(os.path.join(root, f))
+
+
+def read_report(path: str | None, sha256: str | None) -> dict[str, Any] | None:
+    if not path:
+        return None
+    try:
+        rec = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if sha256 is not None and ((rec.get("image") or {}).get("sha256") != sha256 or rec.get("status") != "ok"):
+        return None
+    rec.pop("duplicate_of", None)
+    return rec

@@ -1,0 +1,188 @@
+"""The verdict rule (lida_plugin/evidence/combine.py, docs/provenance.md) on hand-made evidence items."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+from provenance_helpers import REPO, RESULT_SCHEMA
+
+from lida_plugin.evidence.combine import apply_evidence, combine
+from lida_plugin.evidence.items import make_item
+
+ITEM_SCHEMA = json.loads((REPO / "lida_plugin/schemas/evidence-item.schema.json").read_text())
+
+
+def record(verdict="real", generator=None, family=None, reliable=True, ai_score=0.2):
+    return {
+        "path": "x.png",
+        "status": "ok",
+        "verdict": verdict,
+        "generator": generator,
+        "family": family,
+        "score": None if verdict == "inconclusive" else (ai_score if verdict == "ai-generated" else 1 - ai_score),
+        "reason": "fingerprint says so",
+        "detection": {"ai_score": ai_score, "threshold": 0.5},
+        "neighbors": [],
+        "reliability": {"reliable": reliable, "forced": False, "reasons": [], "notes": []},
+        "model_id": "m",
+        "store_id": "s",
+    }
+
+
+SIGNED_AI = make_item(
+    "c2pa",
+    "ai-generated",
+    field="c2pa.actions/digitalSourceType (embedded)",
+    value="http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia",
+    name="Adobe Firefly",
+    family="adobe-firefly",
+    bound=True,
+    validation_state="Valid",
+)
+INVALID_AI = SIGNED_AI | {"bound": False, "validation_state": "Invalid"}
+PNG_SDXL = make_item(
+    "png-text",
+    "ai-generated",
+    field="PNG tEXt parameters Model",
+    name="sd_xl_base_1.0",
+    generator="sdxl-1.0",
+    family="stable-diffusion-xl",
+)
+XMP_CAPTURE = make_item("xmp", "camera-capture", field="XMP Iptc4xmpExt:DigitalSourceType", value="digitalCapture")
+SIGNED_CAPTURE = make_item("c2pa", "camera-capture", field="stds.exif (embedded)", name="Google Pixel 5", bound=True)
+EDITED = make_item("exif", "edited", field="EXIF Software", name="Adobe Photoshop 25.1")
+
+
+def lossy(claim, calibrated, score=0.91):
+    return make_item(
+        "lossy-detector",
+        claim,
+        field="pixels: lossy detector",
+        measured=True,
+        score=score,
+        threshold=0.6,
+        calibrated=calibrated,
+        auc=0.9,
+    )
+
+
+def full(rec, items):
+    out = rec | combine(rec, items)
+    jsonschema.validate(out, RESULT_SCHEMA)
+    for i in out["evidence"]:
+        jsonschema.validate(i, ITEM_SCHEMA)
+    return out
+
+
+@pytest.mark.parametrize("verdict", ["real", "inconclusive", "ai-generated"])
+def test_signed_c2pa_ai_decides_whatever_the_pixels_say(verdict):
+    out = full(
+        record(
+            verdict,
+            "sd-1.5" if verdict == "ai-generated" else None,
+            "stable-diffusion-1" if verdict == "ai-generated" else None,
+            reliable=verdict != "inconclusive",
+        ),
+        [SIGNED_AI],
+    )
+    assert out["verdict"] == "ai-generated" and out["decided_by"] == "c2pa"
+    assert out["family"] == "adobe-firefly"  # a bound declaration names the generator
+    assert out["reason"].startswith("signed C2PA manifest (Valid) declares")
+    assert bool(out["disagreement"]) == (verdict != "inconclusive")  # real: AI vs real; ai: firefly vs sd-1.5
+    if verdict == "real":
+        assert out["score"] is None
+
+
+def test_unsigned_claim_raises_real_and_names_the_generator():
+    out = full(record("real"), [PNG_SDXL])
+    assert (out["verdict"], out["generator"], out["family"], out["decided_by"]) == (
+        "ai-generated",
+        "sdxl-1.0",
+        "stable-diffusion-xl",
+        "png-text",
+    )
+    assert out["score"] is None and "unsigned metadata, not verified" in out["reason"]
+    assert out["disagreement"][0]["between"] == ["png-text", "fingerprint"]
+
+
+def test_jpeg_with_declared_source_gets_attribution_from_it():
+    out = full(record("inconclusive", reliable=False), [PNG_SDXL | {"source": "xmp", "field": "XMP x"}])
+    assert (out["verdict"], out["generator"], out["decided_by"]) == ("ai-generated", "sdxl-1.0", "xmp")
+    assert out["disagreement"] == []  # nothing measured to disagree with
+
+
+def test_invalid_c2pa_counts_as_unsigned_text():
+    out = full(record("real"), [INVALID_AI])
+    assert out["verdict"] == "ai-generated" and out["decided_by"] == "c2pa"
+    assert "unsigned metadata" in out["reason"] and out["evidence"][1]["bound"] is False
+
+
+def test_unsigned_claim_names_but_never_replaces_a_matched_generator():
+    out = full(record("ai-generated", "flux-1", "flux", ai_score=0.9), [PNG_SDXL])
+    assert (out["generator"], out["family"], out["decided_by"]) == ("flux-1", "flux", "fingerprint")
+    assert "sdxl-1.0" in out["disagreement"][0]["detail"]
+    named = full(record("ai-generated", None, None, ai_score=0.9), [PNG_SDXL])  # open set: the declaration names it
+    assert (named["generator"], named["decided_by"]) == ("sdxl-1.0", "fingerprint")
+    assert "generator named by PNG tEXt parameters Model" in named["reason"]
+
+
+@pytest.mark.parametrize("claim_item", [XMP_CAPTURE, SIGNED_CAPTURE, EDITED])
+def test_capture_or_edit_claims_never_clear(claim_item):
+    out = full(record("ai-generated", "sd-1.5", "stable-diffusion-1", ai_score=0.9), [claim_item])
+    assert (out["verdict"], out["generator"], out["decided_by"]) == ("ai-generated", "sd-1.5", "fingerprint")
+    assert bool(out["disagreement"]) == (claim_item["claim"] == "camera-capture")
+    inc = full(record("inconclusive", reliable=False), [claim_item])
+    assert inc["verdict"] == "inconclusive" and inc["decided_by"] is None
+
+
+def test_nothing_usable_stays_inconclusive_and_fingerprint_item_comes_first():
+    out = full(record("inconclusive", reliable=False), [])
+    assert out["verdict"] == "inconclusive" and out["generator"] is None and out["disagreement"] == []
+    fp = out["evidence"][0]
+    assert (fp["source"], fp["claim"], fp["measured"], fp["calibrated"]) == ("fingerprint", "unknown", True, False)
+
+
+def test_lossy_detector_calibrated_decides_detection_only():
+    out = full(record("inconclusive", reliable=False), [lossy("ai-generated", True)])
+    assert (out["verdict"], out["generator"], out["decided_by"], out["score"]) == (
+        "ai-generated",
+        None,
+        "lossy-detector",
+        0.91,
+    )
+    assert "generator not attributed" in out["reason"]
+    real = full(record("inconclusive", reliable=False), [lossy("not-detected", True, score=0.1)])
+    assert (real["verdict"], real["score"]) == ("real", 0.9)
+    hint = full(record("inconclusive", reliable=False), [lossy("ai-generated", False)])
+    assert hint["verdict"] == "inconclusive" and hint["decided_by"] is None  # a hint only
+    # a reliable fingerprint is not overridden by the lossy detector
+    assert full(record("real"), [lossy("ai-generated", True)])["verdict"] == "real"
+
+
+def test_lossy_detector_real_plus_declaration_reports_the_conflict():
+    out = full(record("inconclusive", reliable=False), [lossy("not-detected", True, score=0.1), PNG_SDXL])
+    assert (out["verdict"], out["generator"], out["decided_by"]) == ("ai-generated", "sdxl-1.0", "png-text")
+    assert out["disagreement"][0]["between"] == ["png-text", "lossy-detector"]
+
+
+def test_declarations_contradicting_each_other_are_reported():
+    out = full(record("inconclusive", reliable=False), [PNG_SDXL, XMP_CAPTURE])
+    assert out["verdict"] == "ai-generated"
+    assert any("contradict" in d["detail"] for d in out["disagreement"])
+
+
+def test_apply_evidence_keeps_error_records_and_works_on_dicts():
+    err = {"path": "x", "status": "error", "error": "bad", "verdict": None}
+    assert apply_evidence(err, [SIGNED_AI]) is err
+    out = apply_evidence(record("real"), [SIGNED_AI])
+    assert out["verdict"] == "ai-generated" and out["evidence"][0]["source"] == "fingerprint"
+
+
+def test_published_item_schema_is_the_one_embedded_in_the_record_and_assertion_schemas():
+    from provenance_helpers import ASSERTION_SCHEMA
+
+    published = {k: v for k, v in ITEM_SCHEMA.items() if k != "$schema"}
+    assert RESULT_SCHEMA["$defs"]["evidence-item"] == published
+    assert ASSERTION_SCHEMA["$defs"]["evidence-item"] == published

@@ -1,0 +1,128 @@
+"""The residual-statistics model: the ONNX graph against the numpy reference, the fitted map and
+detection head, the contract's version-2 keys, and the store refusing low-bit crops for it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import tiny_info
+
+from lida_plugin.contract import ContractError, parse_metadata
+from lida_plugin.detect import ai_scores, calibrate_threshold, detect
+from lida_plugin.residual import spam_dim
+
+pytest.importorskip("onnxruntime")
+sm = pytest.importorskip("exporters.spam_model")
+
+R = sm.SpamRecipe(crop=32, crop_count=4, pca_dim=24, dim=8)
+
+
+def _crops(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.integers(0, 256, (n, 3, R.crop, R.crop), dtype=np.uint8)
+    yy, xx = np.mgrid[0 : R.crop, 0 : R.crop]
+    c[0] = 100  # flat: every difference 0
+    c[1] = ((xx + 2 * yy) % 256).astype(np.uint8)  # ramps: clipped and unclipped steps
+    c[2, :, :, :] = rng.integers(120, 124, (3, R.crop, R.crop), dtype=np.uint8)  # small noise
+    return c
+
+
+def test_graph_features_match_numpy_reference():
+    crops = _crops(6)
+    sess = sm.spam_graph_features(R)
+    got = sess.run(["spam"], {"crops": crops})[0]
+    ref = sm.crop_features(crops, R.T)
+    assert got.shape == (6, spam_dim()) and np.abs(got - ref).max() < 1e-6
+
+
+def test_fitted_map_and_exported_graph_agree():
+    rng = np.random.default_rng(1)
+    crops = _crops(40, seed=2)
+    feats = sm.crop_features(crops, R.T)
+    labels = [f"c{i % 4}" for i in range(len(crops))]
+    mean, proj = sm.fit_map(feats, labels, R)
+    assert mean.shape == (spam_dim(),) and proj.shape == (spam_dim(), R.dim) and np.isfinite(proj).all()
+    import onnxruntime as ort
+
+    model = sm.build_graph(mean, proj, R)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    batch = crops[rng.permutation(len(crops))[:7]]
+    got = sess.run(["embedding"], {"crops": batch})[0]
+    ref = sm.apply_map(sm.crop_features(batch, R.T), mean, proj)
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert np.abs(got - ref).max() < 1e-4
+
+
+def test_head_separates_and_calibrates():
+    rng = np.random.default_rng(3)
+    d = 8
+    real = rng.standard_normal((60, d)) + np.r_[2.0, np.zeros(d - 1)]
+    fake = rng.standard_normal((40, d)) - np.r_[2.0, np.zeros(d - 1)]
+    x = np.vstack([real, fake])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = np.r_[np.zeros(60), np.ones(40)]
+    head = sm.fit_head(x, y)
+    info = tiny_info(embedding_dim=d, real_prototype=tuple([1.0] + [0.0] * (d - 1)), detection_head=head)
+    s, _ = ai_scores(x, info)
+    assert s[y == 1].mean() > 0.8 > 0.2 > s[y == 0].mean()
+    t = calibrate_threshold(s[y == 0], 0.05)
+    assert (s[y == 0] >= t).mean() <= 0.05
+    dets = detect(x[:3], info)
+    assert [d_.ai_score for d_ in dets] == pytest.approx(s[:3].tolist())
+
+
+def test_contract_version_two_round_trip_and_refusals():
+    d = 24
+    head = {"kind": "logistic", "version": 1, "input": "image_embedding", "w": [0.1] * d, "b": -0.5}
+    info = tiny_info(detection_head=head, input_bits=8)
+    meta = info.to_metadata()
+    assert meta["lida.contract_version"] == "2" and meta["lida.input_bits"] == "8"
+    back = parse_metadata(meta)
+    assert back.detection_head == head and back.input_bits == 8
+    old = tiny_info().to_metadata()  # no head: still version 1, no new keys, 3 bits
+    assert old["lida.contract_version"] == "1" and "lida.input_bits" not in old
+    assert parse_metadata(old).input_bits == 3 and parse_metadata(old).detection_head == {}
+    assert parse_metadata(tiny_info(fingerprint_mode="rgb").to_metadata()).input_bits == 8
+    with pytest.raises(ContractError, match="needs contract version 2"):
+        parse_metadata({**meta, "lida.contract_version": "1"})
+    with pytest.raises(ContractError, match="'w' must be 24 numbers"):
+        parse_metadata({**meta, "lida.detection_head": '{"kind": "logistic", "version": 1, "w": [1], "b": 0}'})
+    with pytest.raises(ContractError, match="version 9"):
+        parse_metadata({**meta, "lida.detection_head": '{"kind": "logistic", "version": 9, "w": [], "b": 0}'})
+    with pytest.raises(ContractError, match="input_bits 5"):
+        parse_metadata({**meta, "lida.input_bits": "5"})
+    with pytest.raises(ContractError, match="reads 'vX'|this runtime reads"):
+        parse_metadata({**meta, "lida.contract_version": "3"})
+
+
+class _Enc:
+    """Just enough of an Encoder for the store's model checks."""
+
+    def __init__(self, info):
+        self.info = info
+        self.model_id = info.model_id
+
+    def embed_crop_sets(self, sets):  # pragma: no cover - must never be reached for an 8-bit model
+        raise AssertionError("low-bit crops were fed to an 8-bit model")
+
+
+def test_store_refuses_lowbit_crops_for_an_eight_bit_model(tmp_path):
+    from conftest import write_png
+
+    from lida_plugin.decode import decode_file
+    from lida_plugin.errors import StoreError
+    from lida_plugin.store import ExemplarStore
+
+    low = _Enc(tiny_info())
+    full = _Enc(tiny_info(model_id="spam-like", fingerprint_mode="rgb"))
+    dec = decode_file(write_png(tmp_path / "a.png", "gen-a", 1))
+    crops = np.zeros((4, 3, 32, 32), np.uint8)
+    with ExemplarStore(tmp_path / "s.sqlite", create=True, keep="lowbits") as st:  # low-bit crops kept
+        st.register(low, dec, "gen-a", crops=crops, embedding=np.ones(24, np.float32) / np.sqrt(24))
+        with pytest.raises(StoreError, match="lowbits crops; it needs raw crops.*register them again"):
+            st.reembed(full, backup=False)
+        with pytest.raises(StoreError, match="lowbits crops; it needs raw crops.*register them again"):
+            st.check_model(full)
+        with ExemplarStore(tmp_path / "t.sqlite", create=True) as dst, pytest.raises(StoreError, match="raw crops"):
+            dst.import_from(st, full)
+    assert not list(tmp_path.glob("s.sqlite.bak-*"))  # refused before any backup was written
