@@ -18,7 +18,7 @@ DEFAULT_MODEL = REPO / "lida_plugin" / "data" / "encoder.onnx"
 DEFAULT_STORE = REPO / "lida_plugin" / "data" / "default-store.sqlite"
 
 _HELP = {
-    "arch": "encoder architecture (lida-resnet-tiny, lida-resnet-small, resnet50-lida, resnet50-lida-nomaxpool)",
+    "arch": "encoder architecture",
     "mode": "fingerprint mode: scaled ((x&7)*36), binary (255*(x&7!=0)) or rgb (baseline)",
     "pretrain": "pre-training proxy: zoo+real, zoo, real or none",
     "adapt_loss": "adaptation attribution loss: center (paper) or ce (ablation)",
@@ -31,12 +31,16 @@ _HELP = {
 
 
 def _add_recipe_args(p: argparse.ArgumentParser) -> None:
+    from .models import list_models
+
     g = p.add_argument_group("recipe (defaults = the shipped model's recipe)")
     for f in dataclasses.fields(Recipe):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         flag = "--" + f.name.replace("_", "-")
         h = _HELP.get(f.name, f.name.replace("_", " ")) + f" (default: {default})"
-        if isinstance(default, bool):
+        if f.name == "arch":
+            g.add_argument(flag, choices=list_models(), default=default, help=h)
+        elif isinstance(default, bool):
             g.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=default, help=h)
         elif isinstance(default, list):
             g.add_argument(flag, type=lambda s: [x for x in s.split(",") if x], default=default, help=h)

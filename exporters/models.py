@@ -4,7 +4,8 @@ Every encoder takes the contract's input (``uint8 [N, 3, S, S]`` raw RGB) and re
 L2-normalised ``[N, D]`` embeddings. The fingerprint and the normalisation are the first layer
 of the graph, so the exported ONNX file does exactly what training did.
 
-Architectures (``build(name, ...)``):
+Architectures (``build(name, ...)``; each a factory registered with ``@register_model(name)``,
+``list_models()`` names them):
 
 * ``lida-resnet-small``: the default for a 2-core CPU. 3x3 stem (stride 1, no max-pool), then
   four stages of one BasicBlock each, widths 32/64/128/256, strides 1/2/2/2; global average
@@ -19,6 +20,8 @@ Architectures (``build(name, ...)``):
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -109,7 +112,56 @@ def _resnet50_lida(remove_conv1_stride: bool) -> nn.Module:
     return net
 
 
-ARCHITECTURES = ("lida-resnet-small", "lida-resnet-tiny", "resnet50-lida", "resnet50-lida-nomaxpool")
+# ----------------------------------------------------------------------------- registry
+
+#: Architecture name -> factory of its backbone (a module with an ``out_dim`` attribute).
+_REGISTRY: dict[str, Callable[[], nn.Module]] = {}
+
+
+def register_model(name: str) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
+    """Decorator: register a backbone factory under ``name`` (for :func:`build` and ``--arch``)."""
+
+    def deco(factory: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"architecture {name!r} is already registered")
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def list_models() -> list[str]:
+    """Registered architecture names, in registration order."""
+    return list(_REGISTRY)
+
+
+def backbone(arch: str) -> nn.Module:
+    """A freshly initialised backbone of the registered architecture ``arch``."""
+    try:
+        factory = _REGISTRY[arch]
+    except KeyError:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(_REGISTRY)}") from None
+    return factory()
+
+
+@register_model("lida-resnet-small")
+def lida_resnet_small() -> nn.Module:
+    return SmallResNet((32, 64, 128, 256))
+
+
+@register_model("lida-resnet-tiny")
+def lida_resnet_tiny() -> nn.Module:
+    return SmallResNet((16, 32, 64, 128))
+
+
+@register_model("resnet50-lida")
+def resnet50_lida() -> nn.Module:
+    return _resnet50_lida(remove_conv1_stride=True)
+
+
+@register_model("resnet50-lida-nomaxpool")
+def resnet50_lida_nomaxpool() -> nn.Module:
+    return _resnet50_lida(remove_conv1_stride=False)
 
 
 class Encoder(nn.Module):
@@ -119,16 +171,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.arch, self.mode, self.dim = arch, mode, dim
         self.fingerprint = Fingerprint(mode)
-        if arch == "lida-resnet-small":
-            self.backbone = SmallResNet((32, 64, 128, 256))
-        elif arch == "lida-resnet-tiny":
-            self.backbone = SmallResNet((16, 32, 64, 128))
-        elif arch == "resnet50-lida":
-            self.backbone = _resnet50_lida(True)
-        elif arch == "resnet50-lida-nomaxpool":
-            self.backbone = _resnet50_lida(False)
-        else:
-            raise ValueError(f"unknown architecture {arch!r}; choose from {ARCHITECTURES}")
+        self.backbone = backbone(arch)
         self.head = nn.Linear(self.backbone.out_dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,6 +179,7 @@ class Encoder(nn.Module):
 
 
 def build(arch: str = "lida-resnet-small", mode: str = "scaled", dim: int = 128) -> Encoder:
+    """The encoder of the registered architecture ``arch`` (:func:`list_models`)."""
     return Encoder(arch, mode, dim)
 
 

@@ -90,7 +90,7 @@ def _corpus_embeddings(entries, model: str | None, threads: int) -> tuple[np.nda
 
 # -- ceiling ---------------------------------------------------------------------------------------
 def ceiling(data: Path, model: str | None, threads: int) -> str:
-    from lida_plugin.evaluate.run import _scope_avg
+    from lida_plugin.evaluate.metrics import scope_average
 
     entries = load_corpus(data)
     emb, model_id = _corpus_embeddings(entries, model, threads)
@@ -105,7 +105,7 @@ def ceiling(data: Path, model: str | None, threads: int) -> str:
         pc = {
             lab: {"rank1": float((pred[~tr & (y == i)] == i).mean())} for lab, i in li.items() if (~tr & (y == i)).any()
         }
-        out = {s: _scope_avg(pc, s) for s in ("named", "ldm-sr", "real")}
+        out = {s: scope_average(pc, s) for s in ("named", "ldm-sr", "real")}
         return {"all": float(np.mean([v["rank1"] for v in pc.values()])), **out}
 
     cm = np.stack([emb[tr & (y == i)].mean(0) for i in range(len(labels))])

@@ -22,7 +22,8 @@ import numpy as np
 from lida_plugin.evaluate import metrics as M
 from lida_plugin.evaluate.corpus import families, load_corpus
 from lida_plugin.evaluate.episodes import make_episode
-from lida_plugin.evaluate.run import _scope_avg, episode_scores
+from lida_plugin.evaluate.metrics import scope_average
+from lida_plugin.evaluate.run import episode_scores
 
 from .spam_model import SpamRecipe, apply_map, corpus_features, detection_column, fit_head, fit_map, image_embeddings
 from .train import DEFAULT_DATA
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             rs = [episode_scores(ents, emb, make_episode(ents, k, s), fam) for s in range(5)]
             r1[k] = (
                 np.mean([e["rank1_class_avg"] for e in rs]),
-                np.mean([_scope_avg(e["per_class"], "named") for e in rs]),
+                np.mean([scope_average(e["per_class"], "named") for e in rs]),
             )
         h = fit_head(emb[train], gen[train], r.head_l2)
         auc = M.roc_auc(emb[~train] @ np.asarray(h["w"]) + h["b"], gen[~train])

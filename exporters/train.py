@@ -18,8 +18,9 @@ train-split real images; loss ``L_A + lambda * L_D`` with the paper's center los
 the paper's ablation, and the shipped default because it measured better here; see
 ``docs/training.md``).
 
-Checkpoints: ``<run>/pretrain.pt`` and ``<run>/adapt.pt`` are written every
-``ckpt_every`` steps and at the end; a run restarted with the same directory resumes.
+Checkpoints: ``<run>/pretrain.pt`` and ``<run>/adapt.pt`` are written (atomically) every 200
+steps and at the end by the loop both stages share (:class:`_TrainLoop`); a run restarted with
+the same directory resumes where the last checkpoint left it, with the same results.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +44,9 @@ from .losses import LAMBDA, CenterLoss, CosineClassifier, detection_loss, lida_l
 from .models import build
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+#: Both stages write their checkpoint every this many steps (and at the end).
+CHECKPOINT_EVERY = 200
 
 
 @dataclass
@@ -103,17 +109,111 @@ def _cosine_lr(step: int, total: int, base: float, warmup: int = 50) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
-def _save(path: Path, state: dict) -> None:
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write ``state`` to ``path`` atomically: a temporary file next to it, then ``os.replace``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
-    tmp.replace(path)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _progress(total: int, initial: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True, mininterval=2.0)
+
+
+def _optimise(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+#: What a stage's step function returns: the loss and extra progress-bar fields.
+StepResult = tuple[float, dict[str, str]]
+
+
+@dataclass
+class _TrainLoop:
+    """The resumable skeleton both training stages share.
+
+    A checkpoint holds ``model``, the stage's own ``parts()``, the optimiser, the crop samplers'
+    RNG states (``rng``: one state, or a tuple for several samplers), torch's RNG state, ``step``,
+    ``seconds`` (training time), ``done`` and ``meta`` (recipe, classes, ...). :meth:`run`
+    resumes from ``ckpt`` (a finished one is returned as is), then runs ``step_fn`` until
+    ``total`` steps with the learning rate ``lr(step)``, a progress bar (loss EMA, crops/s), a
+    checkpoint every :data:`CHECKPOINT_EVERY` steps and a final, ``done`` one.
+    """
+
+    ckpt: Path
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    samplers: list[D.CropSampler]
+    parts: Callable[[], dict]
+    restore: Callable[[dict], None]
+    meta: dict
+    total: int
+    lr: Callable[[int], float]
+    desc: str
+    crops_per_step: int
+    ema_weight: float
+
+    def state(self, step: int, seconds: float, done: bool) -> dict:
+        rng = [s.rng.bit_generator.state for s in self.samplers]
+        return {
+            "model": self.model.state_dict(), **self.parts(), "opt": self.opt.state_dict(),
+            "rng": rng[0] if len(rng) == 1 else tuple(rng), "torch_rng": torch.get_rng_state(),
+            "step": step, "seconds": seconds, "done": done, **self.meta,
+        }  # fmt: skip
+
+    def resume(self) -> tuple[int, float] | None:
+        """``(step, seconds)`` to continue from (``(0, 0.0)`` without a checkpoint); None if finished."""
+        if not self.ckpt.is_file():
+            return 0, 0.0
+        st = load_checkpoint(self.ckpt)
+        if st.get("done"):
+            return None
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["opt"])
+        rng = [st["rng"]] if len(self.samplers) == 1 else st["rng"]
+        for sampler, state in zip(self.samplers, rng, strict=True):
+            sampler.rng.bit_generator.state = state
+        if "torch_rng" in st:  # adapt.pt files written before the shared loop do not carry it
+            torch.set_rng_state(st["torch_rng"])
+        self.restore(st)
+        return st["step"], st["seconds"]
+
+    def run(self, step_fn: Callable[[], StepResult], progress: bool, max_seconds: float | None = None) -> Path:
+        resumed = self.resume()
+        if resumed is None:
+            return self.ckpt
+        step, seconds = resumed
+        bar = _progress(self.total, step, self.desc, progress)
+        ema, t_last = None, time.perf_counter()
+        while step < self.total:
+            for g in self.opt.param_groups:
+                g["lr"] = self.lr(step)
+            loss, fields = step_fn()
+            step += 1
+            now = time.perf_counter()
+            seconds += now - t_last
+            t_last = now
+            ema = loss if ema is None else (1 - self.ema_weight) * ema + self.ema_weight * loss
+            bar.update(1)
+            crops_s = step * self.crops_per_step / max(seconds, 1e-9)
+            bar.set_postfix(loss=f"{ema:.3f}", **fields, crops_s=f"{crops_s:.0f}")
+            if step % CHECKPOINT_EVERY == 0:
+                save_checkpoint(self.ckpt, self.state(step, seconds, False))
+            if max_seconds is not None and seconds >= max_seconds:
+                break
+        bar.close()
+        save_checkpoint(self.ckpt, self.state(step, seconds, True))
+        return self.ckpt
 
 
 # ----------------------------------------------------------------------------- pre-training
@@ -164,7 +264,8 @@ def pretrain(
     seed_all(recipe.seed)
     model = build(recipe.arch, recipe.mode, recipe.dim)
     if recipe.pretrain == "none":
-        _save(ckpt, {"model": model.state_dict(), "step": 0, "done": True, "recipe": recipe.to_json(), "seconds": 0.0})
+        save_checkpoint(ckpt, {"model": model.state_dict(), "step": 0, "done": True, "recipe": recipe.to_json(),
+                               "seconds": 0.0})  # fmt: skip
         return ckpt
     # Making the zoo builds torch modules (taef2), which draws from torch's RNG; keep the RNG as
     # it was so the run does not depend on whether the zoo cache already existed.
@@ -172,57 +273,27 @@ def pretrain(
     names, groups = pretrain_groups(recipe, items, run_dir.parent / "cache", gen_dir)
     torch.set_rng_state(rng_state)
     head = CosineClassifier(recipe.dim, len(names))
-    params = list(model.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=recipe.pretrain_lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=recipe.pretrain_lr,
+                            weight_decay=1e-4)  # fmt: skip
     sampler = D.CropSampler(groups, recipe.crop, recipe.seed, recipe.align, recipe.flip)
-    step, seconds = 0, 0.0
-    if ckpt.is_file():
-        st = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if st.get("done"):
-            return ckpt
-        model.load_state_dict(st["model"])
-        head.load_state_dict(st["head"])
-        opt.load_state_dict(st["opt"])
-        sampler.rng.bit_generator.state = st["rng"]
-        torch.set_rng_state(st["torch_rng"])
-        step, seconds = st["step"], st["seconds"]
-    total = recipe.pretrain_steps
-    bar = _progress(total, step, f"pretrain[{recipe.pretrain}]", progress)
-    model.train()
-    ema = None
-    t_last = time.perf_counter()
 
-    def state(done: bool) -> dict:
-        return {
-            "model": model.state_dict(), "head": head.state_dict(), "opt": opt.state_dict(),
-            "rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
-            "seconds": seconds, "done": done, "recipe": recipe.to_json(), "classes": names,
-        }  # fmt: skip
-
-    while step < total:
+    def step_fn() -> StepResult:
         xb, yb = sampler.batch(recipe.pretrain_batch)
-        for g in opt.param_groups:
-            g["lr"] = _cosine_lr(step, total, recipe.pretrain_lr)
-        emb = model(torch.from_numpy(xb))
-        loss = F.cross_entropy(head(emb), torch.from_numpy(yb))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        now = time.perf_counter()
-        seconds += now - t_last
-        t_last = now
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-        bar.update(1)
-        bar.set_postfix(loss=f"{ema:.3f}", crops_s=f"{step * recipe.pretrain_batch / max(seconds, 1e-9):.0f}")
-        if step % 200 == 0 or step == total:
-            _save(ckpt, state(step == total))
-        if max_seconds is not None and seconds >= max_seconds:
-            _save(ckpt, state(True))
-            break
-    bar.close()
-    _save(ckpt, state(True))
-    return ckpt
+        loss = F.cross_entropy(head(model(torch.from_numpy(xb))), torch.from_numpy(yb))
+        _optimise(opt, loss)
+        return loss.item(), {}
+
+    loop = _TrainLoop(
+        ckpt, model, opt, [sampler],
+        parts=lambda: {"head": head.state_dict()},
+        restore=lambda st: head.load_state_dict(st["head"]),
+        meta={"recipe": recipe.to_json(), "classes": names},
+        total=recipe.pretrain_steps,
+        lr=lambda step: _cosine_lr(step, recipe.pretrain_steps, recipe.pretrain_lr),
+        desc=f"pretrain[{recipe.pretrain}]", crops_per_step=recipe.pretrain_batch, ema_weight=0.02,
+    )  # fmt: skip
+    model.train()
+    return loop.run(step_fn, progress, max_seconds)
 
 
 # ----------------------------------------------------------------------------- adaptation
@@ -242,11 +313,51 @@ def registration_set(items: list[D.Item], shots: int, labels: list[str] | None =
 
 
 def load_encoder(ckpt: str | Path):
-    st = torch.load(ckpt, map_location="cpu", weights_only=False)
+    st = load_checkpoint(ckpt)
     recipe = Recipe.from_dict(json.loads(st["recipe"]))
     model = build(recipe.arch, recipe.mode, recipe.dim)
     model.load_state_dict(st["model"])
     return model, recipe, st
+
+
+def _load_init(model: torch.nn.Module, recipe: Recipe, init: str | Path) -> None:
+    """Load the pre-trained checkpoint ``init`` into ``model``; it must be the recipe's encoder."""
+    st0 = load_checkpoint(init)
+    r0 = Recipe.from_dict(json.loads(st0.get("recipe", "{}")))
+    if (r0.arch, r0.mode, r0.dim) != (recipe.arch, recipe.mode, recipe.dim):
+        raise ValueError(
+            f"{init} is a {r0.arch}/{r0.mode}/D={r0.dim} checkpoint; adaptation was asked for "
+            f"{recipe.arch}/{recipe.mode}/D={recipe.dim} (pass the same --arch/--mode/--dim)"
+        )
+    model.load_state_dict(st0["model"])
+
+
+def _adapt_samplers(recipe: Recipe, reg: dict[str, list[D.Item]], reals: list[D.Item]):
+    """Crop samplers over the registration images (one class each) and the real photos (one class per set)."""
+    gen_sampler = D.CropSampler([[D.resize(it.pixels, recipe.resize) for it in v] for v in reg.values()],
+                                recipe.crop, recipe.seed + 2, recipe.align, recipe.flip)  # fmt: skip
+    by_set: dict[str, list[np.ndarray]] = {}
+    for it in reals:
+        by_set.setdefault(it.label, []).append(D.resize(it.pixels, recipe.resize))
+    real_sampler = D.CropSampler(list(by_set.values()), recipe.crop, recipe.seed + 3, recipe.align, recipe.flip)
+    return gen_sampler, real_sampler
+
+
+@torch.no_grad()
+def _initial_prototype(model: torch.nn.Module, real_sampler: D.CropSampler) -> torch.Tensor:
+    """Where the real prototype starts: the normalised mean embedding of 64 real crops."""
+    model.eval()
+    xr, _ = real_sampler.batch(64)
+    return F.normalize(model(torch.from_numpy(xr)).mean(0), dim=0)
+
+
+def _train_mode(model: torch.nn.Module, freeze_bn: bool) -> None:
+    """Training mode; with ``freeze_bn`` the BatchNorm layers keep their (pre-trained) statistics."""
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
 
 
 def adapt(
@@ -258,79 +369,27 @@ def adapt(
 ) -> Path:
     """Stage 3. Writes ``<run_dir>/adapt.pt`` (model, real prototype, classes) and returns it."""
     run_dir = Path(run_dir)
-    ckpt = run_dir / "adapt.pt"
     seed_all(recipe.seed + 1)
     model = build(recipe.arch, recipe.mode, recipe.dim)
     if init:
-        st0 = torch.load(init, map_location="cpu", weights_only=False)
-        r0 = Recipe.from_dict(json.loads(st0.get("recipe", "{}")))
-        if (r0.arch, r0.mode, r0.dim) != (recipe.arch, recipe.mode, recipe.dim):
-            raise ValueError(
-                f"{init} is a {r0.arch}/{r0.mode}/D={r0.dim} checkpoint; adaptation was asked for "
-                f"{recipe.arch}/{recipe.mode}/D={recipe.dim} (pass the same --arch/--mode/--dim)"
-            )
-        model.load_state_dict(st0["model"])
+        _load_init(model, recipe, init)
     reg = registration_set(items, recipe.shots, recipe.labels or None)
     reals = [it for it in items if it.kind == "real" and it.split == "train"]
     if not reg or not reals:
         raise D.DataError("adaptation needs train-split generated images and real images")
     classes = list(reg)
-    gen_sampler = D.CropSampler([[D.resize(it.pixels, recipe.resize) for it in v] for v in reg.values()],
-                                recipe.crop, recipe.seed + 2, recipe.align, recipe.flip)  # fmt: skip
-    by_set: dict[str, list[np.ndarray]] = {}
-    for it in reals:
-        by_set.setdefault(it.label, []).append(D.resize(it.pixels, recipe.resize))
-    real_sampler = D.CropSampler(list(by_set.values()), recipe.crop, recipe.seed + 3, recipe.align, recipe.flip)
-    with torch.no_grad():
-        model.eval()
-        xr, _ = real_sampler.batch(64)
-        p0 = F.normalize(model(torch.from_numpy(xr)).mean(0), dim=0)
-    prototype = torch.nn.Parameter(p0.clone())
+    gen_sampler, real_sampler = _adapt_samplers(recipe, reg, reals)
+    prototype = torch.nn.Parameter(_initial_prototype(model, real_sampler).clone())
     center = CenterLoss(len(classes), recipe.dim, recipe.center_alpha)
     ce_head = CosineClassifier(recipe.dim, len(classes)) if recipe.adapt_loss == "ce" else None
     params = list(model.parameters()) + [prototype] + (list(ce_head.parameters()) if ce_head else [])
     opt = torch.optim.AdamW(params, lr=recipe.adapt_lr, weight_decay=1e-4)
-    step, seconds = 0, 0.0
-    if ckpt.is_file():
-        st = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if st.get("done"):
-            return ckpt
-        model.load_state_dict(st["model"])
-        prototype.data.copy_(st["prototype"])
-        center.load_state_dict(st["center"])
-        opt.load_state_dict(st["opt"])
-        if ce_head is not None:
-            ce_head.load_state_dict(st["ce_head"])
-        gen_sampler.rng.bit_generator.state, real_sampler.rng.bit_generator.state = st["rng"]
-        step, seconds = st["step"], st["seconds"]
     n_real = max(1, int(round(recipe.adapt_batch * recipe.adapt_real_fraction)))
     n_gen = recipe.adapt_batch - n_real
-    total = recipe.adapt_steps
-    bar = _progress(total, step, f"adapt[{recipe.adapt_loss}]", progress)
-    model.train()
-    if recipe.freeze_bn:
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.eval()
-    ema = None
-    t_last = time.perf_counter()
 
-    def state(done: bool) -> dict:
-        return {
-            "model": model.state_dict(), "prototype": F.normalize(prototype.detach(), dim=0),
-            "center": center.state_dict(), "opt": opt.state_dict(),
-            "ce_head": ce_head.state_dict() if ce_head else None,
-            "rng": (gen_sampler.rng.bit_generator.state, real_sampler.rng.bit_generator.state),
-            "step": step, "seconds": seconds, "done": done, "recipe": recipe.to_json(), "classes": classes,
-            "init": str(init) if init else None,
-            "registration": {k: [it.relpath for it in v] for k, v in reg.items()},
-        }  # fmt: skip
-
-    while step < total:
+    def step_fn() -> StepResult:
         xg, yg = gen_sampler.batch(n_gen)
         xr, _ = real_sampler.batch(n_real)
-        for g in opt.param_groups:
-            g["lr"] = _cosine_lr(step, total, recipe.adapt_lr, warmup=min(50, total // 10))
         emb = model(torch.from_numpy(np.concatenate([xg, xr])))
         is_real = torch.zeros(len(emb), dtype=torch.bool)
         is_real[n_gen:] = True
@@ -339,24 +398,32 @@ def adapt(
         l_a = F.cross_entropy(ce_head(eg), yt) if ce_head is not None else center(eg, yt)
         l_d = detection_loss(emb, is_real, prototype, recipe.tau)
         loss = lida_loss(l_a, l_d, recipe.lam)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _optimise(opt, loss)
         if ce_head is None:
             center.update(eg, yt)
-        step += 1
-        now = time.perf_counter()
-        seconds += now - t_last
-        t_last = now
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-        bar.update(1)
-        bar.set_postfix(loss=f"{ema:.3f}", l_a=f"{l_a.item():.3f}", l_d=f"{l_d.item():.3f}",
-                        crops_s=f"{step * recipe.adapt_batch / max(seconds, 1e-9):.0f}")  # fmt: skip
-        if step % 200 == 0:
-            _save(ckpt, state(False))
-    bar.close()
-    _save(ckpt, state(True))
-    return ckpt
+        return loss.item(), {"l_a": f"{l_a.item():.3f}", "l_d": f"{l_d.item():.3f}"}
+
+    def restore(st: dict) -> None:
+        # the parameter as it was (its norm drifts from 1 and shapes its updates); files from before
+        # it was saved only have the normalised copy, and resume not quite where they stopped
+        prototype.data.copy_(st.get("prototype_param", st["prototype"]))
+        center.load_state_dict(st["center"])
+        if ce_head is not None:
+            ce_head.load_state_dict(st["ce_head"])
+
+    loop = _TrainLoop(
+        run_dir / "adapt.pt", model, opt, [gen_sampler, real_sampler],
+        parts=lambda: {"prototype": F.normalize(prototype.detach(), dim=0), "prototype_param": prototype.detach(),
+                       "center": center.state_dict(), "ce_head": ce_head.state_dict() if ce_head else None},
+        restore=restore,
+        meta={"recipe": recipe.to_json(), "classes": classes, "init": str(init) if init else None,
+              "registration": {k: [it.relpath for it in v] for k, v in reg.items()}},
+        total=recipe.adapt_steps,
+        lr=lambda step: _cosine_lr(step, recipe.adapt_steps, recipe.adapt_lr, warmup=min(50, recipe.adapt_steps // 10)),
+        desc=f"adapt[{recipe.adapt_loss}]", crops_per_step=recipe.adapt_batch, ema_weight=0.05,
+    )  # fmt: skip
+    _train_mode(model, recipe.freeze_bn)
+    return loop.run(step_fn, progress)
 
 
 # ----------------------------------------------------------------------------- embedding

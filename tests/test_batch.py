@@ -208,7 +208,7 @@ def test_batch_cli_writes_parquet_resumes_and_keeps_error_rows(isolated_env, tmp
 
 def test_batch_calls_asset_done_after_commit_and_writes_sidecars(isolated_env, tmp_path, monkeypatch):
     from lida_plugin import hookimpl
-    from lida_plugin.manager import get_plugin_manager
+    from lida_plugin.manager import new_plugin_manager
 
     pytest.importorskip("c2pa")
     imgs = make_images(tmp_path / "src", 5)
@@ -222,15 +222,11 @@ def test_batch_calls_asset_done_after_commit_and_writes_sidecars(isolated_env, t
             seen.append((path, outputs))
             assert Path(outputs["report"]).exists()  # the part holding the row is committed
 
-    pm = get_plugin_manager()
-    plugin = Plugin()
-    pm.register(plugin)
-    try:
-        dest = tmp_path / "out"
-        rc = main(["batch", str(tmp_path / "src"), "--out", str(dest), "--workers", "1", "--manifest", "sidecar",
-                   "--keys", str(keys)])  # fmt: skip
-    finally:
-        pm.unregister(plugin)
+    pm = new_plugin_manager()  # the host's manager travels into the command
+    pm.register(Plugin())
+    dest = tmp_path / "out"
+    rc = main(["batch", str(tmp_path / "src"), "--out", str(dest), "--workers", "1", "--manifest", "sidecar",
+               "--keys", str(keys)], pm=pm)  # fmt: skip
     assert rc == 0
     assert sorted(p for p, _ in seen) == sorted(str(p) for p in imgs)
     for p, outputs in seen:
@@ -242,7 +238,7 @@ def test_batch_calls_asset_done_after_commit_and_writes_sidecars(isolated_env, t
 def test_batch_kill_a_worker_in_the_job_then_exactly_one_row_per_asset(isolated_env, tmp_path):
     """SIGKILL a worker process of a running ``lida batch`` (from a lida_asset_done hook, after the first part)."""
     from lida_plugin import hookimpl
-    from lida_plugin.manager import get_plugin_manager
+    from lida_plugin.manager import new_plugin_manager
 
     imgs = make_images(tmp_path / "src", 80)
     killed = []
@@ -256,15 +252,11 @@ def test_batch_kill_a_worker_in_the_job_then_exactly_one_row_per_asset(isolated_
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])
 
-    pm = get_plugin_manager()
-    k = Killer()
-    pm.register(k)
-    try:
-        dest = tmp_path / "out"
-        rc = main(["batch", str(tmp_path / "src"), "--out", str(dest), "--workers", "2", "--part-size", "5",
-                   "--chunk-size", "4"])  # fmt: skip
-    finally:
-        pm.unregister(k)
+    pm = new_plugin_manager()
+    pm.register(Killer())
+    dest = tmp_path / "out"
+    rc = main(["batch", str(tmp_path / "src"), "--out", str(dest), "--workers", "2", "--part-size", "5",
+               "--chunk-size", "4"], pm=pm)  # fmt: skip
     assert rc == 0 and killed
     counts = rows_by_path(dest)
     assert counts == Counter(str(p) for p in imgs)

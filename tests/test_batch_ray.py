@@ -52,7 +52,7 @@ def actor_pids(stage: str) -> list[int]:
 
 def test_ray_engine_survives_a_killed_encoder_actor(isolated_env, tmp_path, local_ray):
     from lida_plugin import hookimpl
-    from lida_plugin.manager import get_plugin_manager
+    from lida_plugin.manager import new_plugin_manager
 
     imgs = make_images(tmp_path / "src", 80)
     killed = []
@@ -66,15 +66,11 @@ def test_ray_engine_survives_a_killed_encoder_actor(isolated_env, tmp_path, loca
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])
 
-    pm = get_plugin_manager()
-    k = Killer()
-    pm.register(k)
-    try:
-        dest = tmp_path / "out"
-        rc = main(["batch", str(tmp_path / "src"), "--out", str(dest), "--engine", "ray", "--part-size", "8",
-                   "--chunk-size", "4"])  # fmt: skip
-    finally:
-        pm.unregister(k)
+    pm = new_plugin_manager()
+    pm.register(Killer())
+    dest = tmp_path / "out"
+    rc = main(["batch", str(tmp_path / "src"), "--out", str(dest), "--engine", "ray", "--part-size", "8",
+               "--chunk-size", "4"], pm=pm)  # fmt: skip
     assert rc == 0 and killed
     assert rows_by_path(dest) == Counter(str(p) for p in imgs)
     assert set(read_results(dest).column("status").to_pylist()) == {"ok"}

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .corpus import REAL
+
 
 def rank_gallery(sims: np.ndarray, relevant: np.ndarray) -> np.ndarray:
     """Gallery indices best first for one query; ties go against the query (see the module doc)."""
@@ -87,6 +89,19 @@ def retrieval_metrics(sims: np.ndarray, gallery_labels: Sequence, query_labels: 
         "per_class": per_class,
         "top1": top1(sims, gallery_labels, ql).tolist(),
     }
+
+
+def scope_of(label: str) -> str:
+    """The report scope of a class label: ``real``, ``ldm-sr`` (the seven checkpoints) or ``named``."""
+    if label == REAL:
+        return "real"
+    return "ldm-sr" if label.startswith("ldm-sr") else "named"
+
+
+def scope_average(per_class: dict, scope: str, key: str = "rank1") -> float:
+    """Mean of ``per_class[c][key]`` over the classes ``c`` in ``scope`` (nan when there is none)."""
+    vals = [v[key] for c, v in per_class.items() if scope_of(c) == scope]
+    return float(np.mean(vals)) if vals else float("nan")
 
 
 def confusion_matrix(true: Sequence, pred: Sequence, labels: Sequence) -> np.ndarray:

@@ -193,17 +193,6 @@ def _sum_retrieval(per_seed: list[dict]) -> dict:
     return {k: M.summarize([r[k] for r in per_seed]) for k in keys}
 
 
-def _scope_avg(per_class: dict, scope: str, key: str = "rank1") -> float:
-    vals = [v[key] for c, v in per_class.items() if _scope_of(c) == scope]
-    return float(np.mean(vals)) if vals else float("nan")
-
-
-def _scope_of(label: str) -> str:
-    if label == REAL_CLASS:
-        return "real"
-    return "ldm-sr" if label.startswith("ldm-sr") else "named"
-
-
 class KAccumulator:
     """Collects one k's episodes (over seeds) for one condition and summarises them."""
 
@@ -221,7 +210,7 @@ class KAccumulator:
 
     def add(self, seed: int, ep: Episode, rm: dict, **extra: float) -> None:
         self.skipped, self.classes = ep.skipped, ep.classes
-        scopes = {s: _scope_avg(rm["per_class"], s) for s in ("named", "ldm-sr", "real")}
+        scopes = {s: M.scope_average(rm["per_class"], s) for s in ("named", "ldm-sr", "real")}
         keys = ("rank1_class_avg", "map_class_avg", "rank1_micro", "map_micro", "family_accuracy",
                 "knn_detection_auc", "n_queries", "n_failed")  # fmt: skip
         self.per_seed.append({"seed": seed, **{k: rm[k] for k in keys}, "rank1_by_scope": scopes, **extra})
