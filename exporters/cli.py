@@ -1,4 +1,4 @@
-"""``lida-train`` (or ``python -m exporters``): pretrain | adapt | export | evaluate | zoo | reproduce | spam."""
+"""``lida-train`` (``python -m exporters``): pretrain | adapt | export | evaluate | zoo | lossy | reproduce | spam."""
 
 from __future__ import annotations
 
@@ -214,6 +214,55 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def _variants(s: str) -> list[tuple[str, int, bool]]:
+    out = []
+    for part in (x for x in s.split(",") if x):
+        bits = part.split(":")
+        if len(bits) != 3 or bits[2] not in ("family", "image"):
+            raise argparse.ArgumentTypeError(f"{part!r}: expected FEATURE:MAX_SIDE:family|image")
+        out.append((bits[0], int(bits[1]), bits[2] == "family"))
+    return out
+
+
+def cmd_lossy(args) -> int:
+    import logging
+    import shlex
+
+    from .lossy import DEFAULT_CACHE, LossyRecipe, load_images, probe, train, write_detector
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _threads(args)
+    recipe = LossyRecipe(seed=args.seed, feature=args.feature, max_side=args.max_side, copies=args.copies,
+                         l2=args.l2, family_balanced=not args.per_image_weights)  # fmt: skip
+    cache = None if args.no_cache else DEFAULT_CACHE
+    images = load_images(args.data)
+    if args.probe:
+        rows = probe(images, recipe, args.probe, cache, not args.no_progress)
+        print("| feature | max side | weights | band | held-out AUC | held-out (named) | leave-family-out mean | min |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            for band, a in r["auc"].items():
+                if band == "all":
+                    continue
+                w = "family" if r["family_balanced"] else "image"
+                print(
+                    f"| {r['feature']} | {r['max_side']} | {w} | {band} | {a['heldout']:.3f} | "
+                    f"{a['heldout_named']:.3f} | {a['leave_family_out']:.3f} | {a['leave_family_out_min']:.3f} |"
+                )
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(rows, indent=1))
+        return 0
+    d = train(recipe, args.data, cache, not args.no_lofo, not args.no_progress, images)
+    argv = ["lida-train", "lossy"] + [a for a in sys.argv[2:]] if sys.argv[1:2] == ["lossy"] else None
+    d["command"] = shlex.join(argv) if argv else None
+    out = write_detector(d, args.out)
+    print(json.dumps({"out": str(out), "calibrated": d["calibrated"], "threshold": d["threshold"],
+                      "recipe_hash": d["recipe_hash"], "seconds": d["seconds"],
+                      **{b: {k: v for k, v in a.items() if k != "cross_calibrated"} for b, a in d["auc"].items()}},
+                     indent=1))  # fmt: skip
+    return 0
+
+
 def cmd_spam(args) -> int:
     """The residual-statistics model (``exporters/spam_model.py``): fit on the train split, export,
     and (unless ``--skip-store``) register the default store with it."""
@@ -281,6 +330,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generators")
     p.add_argument("--pipelines", type=lambda s: [x for x in s.split(",") if x], default=[])
     p.set_defaults(func=cmd_zoo)
+
+    p = sub.add_parser("lossy", help="fit, calibrate and measure the lossy-input (JPEG/resize) detector")
+    _common(p)
+    p.add_argument("--out", default=str(REPO / "lida_plugin" / "data" / "lossy-detector.json"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--feature", default="spam-y", help="spam-y or spam-rgb (default: %(default)s)")
+    p.add_argument("--max-side", type=int, default=512, help="centre window the features read (default: %(default)s)")
+    p.add_argument("--copies", type=int, default=4, help="random JPEG/resized copies per train image (default: 4)")
+    p.add_argument("--l2", type=float, default=1e-2, help="L2 weight of the logistic regression (default: 0.01)")
+    p.add_argument("--per-image-weights", action="store_true", help="weight generated images equally, not families")
+    p.add_argument("--no-lofo", action="store_true", help="skip leave-family-out (then it cannot be calibrated)")
+    p.add_argument("--no-cache", action="store_true", help="do not cache features under runs/lossy")
+    p.add_argument("--probe", type=_variants, help="compare FEATURE:MAX_SIDE:family|image,... (writes no file)")
+    p.add_argument("--json-out", help="with --probe: write the rows as JSON here")
+    p.set_defaults(func=cmd_lossy)
 
     p = sub.add_parser("reproduce", help="the whole default recipe: pretrain, adapt, export, evaluate, default store")
     _common(p)

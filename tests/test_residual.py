@@ -60,3 +60,14 @@ def test_bad_input_is_refused():
         spam_features(np.zeros((8, 8), np.uint8))
     with pytest.raises(ValueError, match="uint8"):
         spam_features(np.zeros((8, 8, 3), np.float32))
+
+
+@pytest.mark.parametrize("shape", [(64, 48, 3), (7, 9, 3), (3, 3, 3), (4, 5, 3), (1, 7, 3), (9, 2, 3), (33, 17, 3)])
+def test_fast_path_equals_the_eight_direction_definition(shape):
+    from lida_plugin.residual import DIAGONAL, STRAIGHT
+
+    rng = np.random.default_rng(sum(shape))
+    for img in (rng.integers(0, 256, shape, dtype=np.uint8), (rng.integers(0, 5, shape) + 100).astype(np.uint8)):
+        ref = np.concatenate([np.mean([transition(img[:, :, ch], dy, dx) for dy, dx in dirs], axis=0)
+                              for ch in range(3) for dirs in (STRAIGHT, DIAGONAL)]).astype(np.float32)  # fmt: skip
+        assert np.array_equal(spam_features(img), ref)

@@ -287,6 +287,13 @@ def _robustness(result: dict, command: str, plot_dir: str | None) -> list[str]:
     return L
 
 
+def _lossy(result: dict, command: str, plot_dir: str | None) -> list[str]:
+    """The lossy-input detector per JPEG/resize band (:mod:`.lossy`)."""
+    from .lossy import markdown as lossy_markdown
+
+    return lossy_markdown(result.get("lossy_detector"))
+
+
 def _plots(result: dict, command: str, plot_dir: str | None) -> list[str]:
     """Links to the plots."""
     meta = result["meta"]
@@ -322,7 +329,7 @@ def _notes(result: dict, command: str, plot_dir: str | None) -> list[str]:
 
 
 #: The report's sections, in order: each renders from the result alone (the text comes from the run).
-SECTIONS = (_header, _targets, _attribution, _detection, _decision, _robustness, _plots, _notes)
+SECTIONS = (_header, _targets, _attribution, _detection, _decision, _robustness, _lossy, _plots, _notes)
 
 
 def markdown(result: dict, command: str, plot_dir: str | None = None) -> str:

@@ -487,6 +487,9 @@ def evaluate(cfg: EvalConfig, pm=None) -> dict:
         result["conditions"]["lida-adapted"]["seconds"] = round(time.perf_counter() - t0, 1)
     if cfg.robustness:
         result["robustness"] = robustness(entries, conds, cfg, fam)
+        from .lossy import lossy_detection  # the lossy-input detector per JPEG/resize band
+
+        result["lossy_detector"] = lossy_detection(entries, progress=cfg.progress)
     result["embeddings_2d"] = pca_maps(entries, conds, cfg.split)
     result["targets"] = targets(result)
     result["meta"]["seconds"] = round(time.perf_counter() - t_start, 1)
