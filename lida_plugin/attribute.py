@@ -31,6 +31,7 @@ from .detect import Detection, detect
 from .encoder import Encoder
 from .errors import InputError
 from .evidence import apply_evidence, check_setup, read_evidence
+from .lossy import load_detector, lossy_evidence
 from .retrieve import Neighbor, Retriever
 from .store import StoreStack
 
@@ -152,6 +153,7 @@ class Attributor:
         self.images_per_batch = max(1, images_per_batch)
         self.decode_workers = max(1, decode_workers)
         check_setup()  # a malformed user model-names file is a setup error, found before any asset
+        self.lossy_detector = load_detector()  # likewise a broken detector file
 
     @property
     def model_id(self) -> str:
@@ -184,6 +186,9 @@ class Attributor:
         # Keep the shape (width/height) but not the pixels: the crops are all the later stages need,
         # and a batch of prepared files waiting for the encoder must not hold whole images.
         evidence = read_evidence(path, decoded, data=data)  # what the file declares (C2PA, XMP, EXIF, text)
+        lossy = lossy_evidence(decoded, self.lossy_detector)  # lossy inputs only: a measured score on the pixels
+        if lossy is not None:
+            evidence.append(lossy)
         decoded.pixels = np.broadcast_to(np.zeros((), np.uint8), decoded.pixels.shape)
         return Prepared(decoded, crops, evidence)
 

@@ -117,3 +117,21 @@ def test_a_registered_exemplar_is_reported_as_a_self_match(attributor, images, t
     assert other.exact_match is None and "self-match" not in other.reason
     for r in (known, renamed, other):
         jsonschema.validate(r.to_dict(), SCHEMA)
+
+
+def test_a_jpeg_gets_the_lossy_detectors_hint_and_stays_inconclusive(attributor, images, tmp_path):
+    """Issue 11: a JPEG without declared provenance keeps an inconclusive attribution and carries the
+    lossy detector's score as its own evidence item, marked as a hint (calibrated: false) since it
+    does not reach the verdict bar on unseen generators."""
+    from PIL import Image
+
+    jpg = tmp_path / "b.jpg"
+    Image.open(images["gen-a"][1]).save(jpg, quality=90)
+    r = attributor.attribute_file(jpg)
+    assert r.verdict == INCONCLUSIVE and r.decided_by is None
+    lossy = [e for e in r.evidence if e["source"] == "lossy-detector"]
+    assert len(lossy) == 1 and lossy[0]["measured"] is True and lossy[0]["calibrated"] is False
+    assert lossy[0]["claim"] in ("ai-generated", "not-detected") and 0.0 <= lossy[0]["score"] <= 1.0
+    png = attributor.attribute_file(images["gen-a"][1])  # a lossless PNG: the fingerprint answers, no lossy item
+    assert not [e for e in png.evidence if e["source"] == "lossy-detector"]
+    jsonschema.validate(r.to_dict(), SCHEMA)
