@@ -612,6 +612,11 @@ class Watcher:
             decoded, failure = None, exc.reason
         except MemoryError:
             decoded, failure = None, "out of memory while decoding"
+        if decoded is None and 0 <= time.time() - st.st_mtime < self.cfg.settle:
+            # Written moments ago (a close or rename event let it through) and unreadable: likely a writer that
+            # closes and reopens between chunks. Call it bad only after a full settle time without change.
+            self._repend(item)
+            return
         if decoded is None:
             item.sha256 = hashlib.sha256(data).hexdigest()
         with self._claim_lock:
@@ -792,7 +797,8 @@ class Watcher:
                 Completion(it.path, it.sha256 or "unreadable", state, size, mtime_ns, report=outputs.get("report"),
                            duplicate_of=it.duplicate_of, error=record.get("error"))
             )  # fmt: skip
-        self.journal.record(completions)
+        stale = self.journal.record(completions)  # error rows of earlier bytes of these paths, now replaced
+        self._unquarantine(stale)
         # Only now, with the bytes journaled, may another name with them be told it is a duplicate.
         waiters = self._release_claims(group)
         for w in waiters:  # same bytes under another name, analysed meanwhile: reuse the result
@@ -863,6 +869,17 @@ class Watcher:
         _atomic_write(dest.with_name(dest.name + ".error.json"), (json.dumps(err, indent=2) + "\n").encode())
         return str(dest)
 
+    def _unquarantine(self, stale: list[tuple[str, str]]) -> None:
+        """Remove the quarantine entries of earlier, unreadable bytes of paths that now hold other bytes (a
+        partial file of a slow writer), unless the new bytes went to the quarantine again (then replaced)."""
+        for path, sha in stale if self.cfg.quarantine is not None and not self.cfg.move_processed else ():
+            dest = self.cfg.quarantine / os.path.relpath(path, self.cfg.in_dir)
+            err = dest.with_name(dest.name + ".error.json")
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(err.read_text()).get("sha256") in (sha, None):
+                    dest.unlink(missing_ok=True)
+                    err.unlink()
+
     def _move_processed(self, path: str, rel: str) -> str | None:
         dest = self.cfg.move_processed / rel
         try:
@@ -889,13 +906,10 @@ class Watcher:
             _event(logging.INFO, "redelivered", assets=len(entries))
 
     def _clean_temp_files(self) -> None:
-        for d in self.cfg.excluded_dirs():
-            for root, _, files in os.walk(d):
-                for f in files:
-                    # report temps (.lida-tmp-<name>) and manifest temps (.<name>.lida-tmp-<hex>)
-                    if f.startswith(".") and TMP_PREFIX in f:
-                        with contextlib.suppress(OSError):
-                            os.unlink(os.path.join(root, f))
+        # report temps (.lida-tmp-<name>...) and manifest temps (.<name>.lida-tmp-<pid>-<hex>) a kill left behind
+        from .tempfiles import sweep_stale_temps
+
+        sweep_stale_temps(self.cfg.excluded_dirs(), recursive=True, owned=True)
 
 
 def _take(q: queue.Queue, first: _Item, limit: int, wait=lambda: 0.0) -> tuple[list[_Item], bool]:
