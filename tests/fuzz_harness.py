@@ -274,6 +274,7 @@ class Sandbox:
         self.ctx = mp.get_context("spawn")
         self.proc = None
         self.calls = 0
+        self.restarts = 0
         self._start()
 
     def _start(self) -> None:
@@ -283,6 +284,7 @@ class Sandbox:
         child.close()
 
     def _restart(self) -> None:
+        self.restarts += 1
         if self.proc.is_alive():
             self.proc.kill()
         self.proc.join()
