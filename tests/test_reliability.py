@@ -330,3 +330,14 @@ def test_watch_a_bad_file_replaced_by_a_good_one_leaves_no_stale_quarantine(tmp_
     assert sorted(p.name for p in quar.iterdir()) == []  # the stale entry of the partial file is gone
     with sqlite3.connect(cfg.journal) as db:
         assert db.execute("SELECT state, processed FROM assets").fetchall() == [("done", 1)]
+
+
+def test_verify_text_and_watch_log_escape_control_characters(tmp_path, env):
+    from lida_plugin.watch import _fmt
+
+    evil = write_png(tmp_path / "v\nevent=asset state=done.png", "gen-a", 2)
+    p = subprocess.run(
+        [sys.executable, "-m", "lida_plugin.cli", "verify", str(evil)], capture_output=True, text=True, env=env
+    )
+    assert p.stdout.count("\n") == 1 and "v\\nevent=asset" in p.stdout, p.stdout
+    assert "\n" not in _fmt("a\nevent=forged") and "\n" not in _fmt("x\ny")
