@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     targets = [t for t in args.targets.split(",") if t]
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill PID: stop cleanly, print the counts
     corpus = build_corpus(args.max_real_bytes)
     weights = [WEIGHTS[t] for t in targets]
     split = {}  # per target: (entries from the real files, entries from the small generated ones)
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             if (i - args.start + 1) % args.every == 0:
                 progress(i + 1)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted", file=sys.stderr, flush=True)
         i -= 1
     finally:
         sandbox.close()

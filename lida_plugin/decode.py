@@ -154,15 +154,23 @@ def decode_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
                 raise InputError(
                     name, f"{w}x{h} = {w * h} pixels exceeds the {max_pixels} pixel limit (possible decompression bomb)"
                 )
-            frames = getattr(im, "n_frames", 1)
+            try:  # counting frames seeks through the file: malformed frame headers raise here (fuzzing)
+                frames = getattr(im, "n_frames", 1)
+            except Exception as exc:
+                raise InputError(name, f"malformed image structure: {type(exc).__name__}: {exc}") from None
             if frames > 1:
                 raise InputError(name, f"animated image ({frames} frames): only still images are analysed")
-            reasons, notes, quality = _codec_reliability(im, fmt, data)
             try:
+                reasons, notes, quality = _codec_reliability(im, fmt, data)
                 im.load()
             except Exception as exc:  # truncated / corrupt data
                 raise InputError(name, f"corrupt or truncated image data: {exc}") from None
-            pixels, mode_reasons, mode_notes = _to_rgb(im, name, data)
+            try:
+                pixels, mode_reasons, mode_notes = _to_rgb(im, name, data)
+            except InputError:
+                raise
+            except Exception as exc:  # a conversion of corrupt data (fuzzing)
+                raise InputError(name, f"corrupt image data: {type(exc).__name__}: {exc}") from None
     reasons += mode_reasons
     notes += mode_notes
     return Decoded(

@@ -4,6 +4,8 @@ memory limit and a time budget; it must end in a record or a clean error."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fuzz_harness import Sandbox, generated_seeds, mutate, real_seeds, signed_seeds
 from hypothesis import HealthCheck, given, settings
@@ -82,3 +84,21 @@ def test_sandbox_reports_hangs_and_memory_blowups():
         assert sb.call("decode", b"\x89PNG\r\n\x1a\n").detail == "error: InputError"
     finally:
         sb.close()
+
+
+REGRESSIONS = sorted((Path(__file__).parent / "data" / "fuzz-regressions").glob("*.bin"))
+
+
+@pytest.mark.parametrize("case", REGRESSIONS, ids=[p.stem for p in REGRESSIONS])
+def test_fuzz_finding_is_a_clean_error_now(case, sandbox):
+    """Inputs the long run found (docs/reliability.md), named <target>-<input index>.bin."""
+    from lida_plugin.decode import decode_bytes
+    from lida_plugin.errors import InputError
+
+    target = case.stem.split("-")[0]
+    data = case.read_bytes()
+    if target == "decode":
+        with pytest.raises(InputError, match="fuzz-input: "):
+            decode_bytes(data, "fuzz-input")
+    out = sandbox.call(target, data)
+    assert out.kind == "clean", out.detail
