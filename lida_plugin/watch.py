@@ -876,7 +876,7 @@ class Watcher:
             dest = self.cfg.quarantine / os.path.relpath(path, self.cfg.in_dir)
             err = dest.with_name(dest.name + ".error.json")
             with contextlib.suppress(OSError, ValueError):
-                if json.loads(err.read_text()).get("sha256") in (sha, None):
+                if json.loads(err.read_text()).get("sha256") == (None if sha == "unreadable" else sha):
                     dest.unlink(missing_ok=True)
                     err.unlink()
 
