@@ -84,23 +84,28 @@ def emit(record: dict, args: argparse.Namespace) -> None:
     if args.output_format == "jsonl":
         sys.stdout.write(json.dumps(record) + "\n")
         sys.stdout.flush()
-    elif args.output_format == "text":
+    elif args.output_format == "text":  # names escaped (textsafe): a newline in one must not forge a line
+        from .textsafe import printable as esc
+
         if record["status"] != "ok":
-            print(f"{record['path']}\terror\t{record['error']}", flush=True)
+            print(f"{esc(record['path'])}\terror\t{esc(record['error'])}", flush=True)
         else:
-            gen = record["generator"] or "-"
+            gen = esc(record["generator"] or "-")
             score = f"{record['score']:.3f}" if record["score"] is not None else "-"
             top = record["neighbors"][0] if record["neighbors"] else None
-            near = f"\tnearest {top['generator']} ({top['similarity']:.3f})" if top else ""
+            near = f"\tnearest {esc(top['generator'])} ({top['similarity']:.3f})" if top else ""
             known = "\tself-match: a registered exemplar" if record.get("exact_match") else ""
-            print(f"{record['path']}\t{record['verdict']}\t{gen}\t{score}{near}{known}", flush=True)
+            print(f"{esc(record['path'])}\t{record['verdict']}\t{gen}\t{score}{near}{known}", flush=True)
 
 
 # -- register / generators ---------------------------------------------------------------
 def cmd_register(args: argparse.Namespace) -> int:
+    import sqlite3
+
     from .decode import decode_file
     from .errors import InputError, StoreError
     from .store import ExemplarStore, user_store_path
+    from .textsafe import printable as esc
 
     encoder = open_encoder(args)
     path = user_store_path(args.store)
@@ -114,10 +119,10 @@ def cmd_register(args: argparse.Namespace) -> int:
                     raise InputError(p, err)
                 new = store.register(encoder, decode_file(p), args.generator, args.family)
                 added += new
-                print(f"{p}\t{'registered' if new else 'already registered'}\t{args.generator}")
-            except (InputError, StoreError) as exc:
+                print(f"{esc(p)}\t{'registered' if new else 'already registered'}\t{esc(args.generator)}")
+            except (InputError, StoreError, sqlite3.Error, OSError) as exc:  # one file's error, never a traceback
                 errors += 1
-                print(f"{p}\terror\t{exc}", file=sys.stderr)
+                print(f"{esc(p)}\terror\t{esc(exc)}", file=sys.stderr)
         print(f"{added} exemplar(s) added to {args.generator!r} in {path}", file=sys.stderr)
         if added:
             log.info("index: %s", store.update_index())

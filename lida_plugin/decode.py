@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,18 +84,44 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes:
         raise InputError(p, "no such file") from None
     except OSError as exc:
         raise InputError(p, f"cannot stat: {exc.strerror or exc}") from None
-    if p.is_dir():
-        raise InputError(p, "is a directory (pass --recursive to walk it)")
-    if st.st_size == 0:
-        raise InputError(p, "empty file (0 bytes)")
-    if st.st_size > MAX_FILE_BYTES:
-        raise InputError(p, f"file is {st.st_size} bytes, larger than the {MAX_FILE_BYTES} byte limit")
+    _regular(p, st)
     try:
-        return p.read_bytes()
+        # O_NONBLOCK: if the name became a FIFO since the stat, opening it must not wait for a writer
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise InputError(p, "no such file") from None
     except PermissionError:
         raise InputError(p, "permission denied") from None
     except OSError as exc:
         raise InputError(p, f"cannot read: {exc.strerror or exc}") from None
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        _regular(p, st)  # what was opened, not what the name pointed to a moment ago
+        try:
+            data = f.read(MAX_FILE_BYTES + 1)
+        except PermissionError:
+            raise InputError(p, "permission denied") from None
+        except OSError as exc:
+            raise InputError(p, f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise InputError(p, f"file grew past the {MAX_FILE_BYTES} byte limit while being read")
+    return data
+
+
+_SPECIAL = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+            stat.S_IFBLK: "a block device"}  # fmt: skip
+
+
+def _regular(p: Path, st: os.stat_result) -> None:
+    """Refuse anything but a regular file of a sane size, before reading it."""
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(p, "is a directory (pass --recursive to walk it)")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(p, f"not a regular file ({_SPECIAL.get(stat.S_IFMT(st.st_mode), 'special file')})")
+    if st.st_size == 0:
+        raise InputError(p, "empty file (0 bytes)")
+    if st.st_size > MAX_FILE_BYTES:
+        raise InputError(p, f"file is {st.st_size} bytes, larger than the {MAX_FILE_BYTES} byte limit")
 
 
 def decode_file(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
@@ -127,15 +154,23 @@ def decode_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
                 raise InputError(
                     name, f"{w}x{h} = {w * h} pixels exceeds the {max_pixels} pixel limit (possible decompression bomb)"
                 )
-            frames = getattr(im, "n_frames", 1)
+            try:  # counting frames seeks through the file: malformed frame headers raise here (fuzzing)
+                frames = getattr(im, "n_frames", 1)
+            except Exception as exc:
+                raise InputError(name, f"malformed image structure: {type(exc).__name__}: {exc}") from None
             if frames > 1:
                 raise InputError(name, f"animated image ({frames} frames): only still images are analysed")
-            reasons, notes, quality = _codec_reliability(im, fmt, data)
             try:
+                reasons, notes, quality = _codec_reliability(im, fmt, data)
                 im.load()
             except Exception as exc:  # truncated / corrupt data
                 raise InputError(name, f"corrupt or truncated image data: {exc}") from None
-            pixels, mode_reasons, mode_notes = _to_rgb(im, name, data)
+            try:
+                pixels, mode_reasons, mode_notes = _to_rgb(im, name, data)
+            except InputError:
+                raise
+            except Exception as exc:  # a conversion of corrupt data (fuzzing)
+                raise InputError(name, f"corrupt image data: {type(exc).__name__}: {exc}") from None
     reasons += mode_reasons
     notes += mode_notes
     return Decoded(

@@ -125,14 +125,25 @@ class Journal:
                 "UPDATE assets SET size = ?, mtime_ns = ? WHERE path = ? AND sha256 = ?", (size, mtime_ns, path, sha256)
             )
 
-    def record(self, items: Iterable[Completion]) -> None:
-        """Commit completions in one transaction (``notified = 0`` until :meth:`mark_notified`)."""
+    def record(self, items: Iterable[Completion]) -> list[tuple[str, str]]:
+        """Commit completions in one transaction (``notified = 0`` until :meth:`mark_notified`).
+
+        An ``error`` row of the same path with other bytes (a partial file, since completed or replaced) is
+        superseded: deleted in the same transaction. Returns the ``(path, sha256)`` of those rows.
+        """
         now = time.time()
+        items = list(items)
         rows = [
             (c.path, c.sha256, c.state, c.size, c.mtime_ns, c.report, c.duplicate_of, c.error, now, now) for c in items
         ]
         with self._lock, self.conn:
             self.conn.execute("BEGIN")
+            stale = []
+            for c in items:
+                stale += self.conn.execute(
+                    "DELETE FROM assets WHERE path = ? AND sha256 <> ? AND state = 'error' RETURNING path, sha256",
+                    (c.path, c.sha256),
+                ).fetchall()
             self.conn.executemany(
                 "INSERT INTO assets (path, sha256, state, size, mtime_ns, report, duplicate_of, error,"
                 " first_done, last_done)"
@@ -142,6 +153,7 @@ class Journal:
                 " error = excluded.error, last_done = excluded.last_done, processed = processed + 1, notified = 0",
                 rows,
             )
+        return [tuple(r) for r in stale]
 
     def mark_notified(self, keys: Iterable[tuple[str, str]]) -> None:
         with self._lock:

@@ -251,11 +251,13 @@ def test_signature(config: SigningConfig) -> None:
 
 
 # -- lida keys init ------------------------------------------------------------------------
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write a new file with exactly ``mode`` (0600 for private keys, 0644 for certificates and the
+    config), whatever the umask: set on the open descriptor before any byte is written."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o600)
     with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), mode)
         f.write(data)
-    os.chmod(path, 0o600)  # whatever the umask
 
 
 def init_keys(
@@ -272,8 +274,16 @@ def init_keys(
     existing = [n for n in names if (d / n).exists()]
     if existing and not force:
         raise KeysError(f"{d}: already holds {', '.join(existing)} (choose another folder, or --force to replace)")
+    if d.is_dir() and d.stat().st_mode & 0o022:  # anyone else who can write here could swap the chain
+        raise KeysError(
+            f"{d}: the folder is writable by others (mode {d.stat().st_mode & 0o777:o}); choose a private folder"
+            f" or `chmod go-w {d}` first"
+        )
     try:
-        d.mkdir(parents=True, exist_ok=True)
+        if not d.is_dir():
+            d.parent.mkdir(parents=True, exist_ok=True)
+            d.mkdir(mode=0o700)
+            os.chmod(d, 0o700)  # whatever the umask
         for n in existing:
             (d / n).unlink()
     except OSError as exc:
@@ -324,12 +334,12 @@ def init_keys(
     )
     pem = serialization.Encoding.PEM
     pkcs8, nopw = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    (d / ROOT_CERT).write_bytes(ca.public_bytes(pem))
+    _write_private(d / ROOT_CERT, ca.public_bytes(pem), 0o644)
     _write_private(d / ROOT_KEY, ca_key.private_bytes(pem, pkcs8, nopw))
-    (d / CHAIN).write_bytes(ee.public_bytes(pem) + ca.public_bytes(pem))
+    _write_private(d / CHAIN, ee.public_bytes(pem) + ca.public_bytes(pem), 0o644)
     _write_private(d / KEY, ee_key.private_bytes(pem, pkcs8, nopw))
     cfg = {"chain": CHAIN, "key": KEY, "alg": "es256", "tsa_url": None, "trust_anchor": ROOT_CERT}
-    (d / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    _write_private(d / CONFIG_NAME, (json.dumps(cfg, indent=2) + "\n").encode(), 0o644)
     return d
 
 

@@ -36,7 +36,6 @@ import logging
 import os
 import shutil
 import threading
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ from .errors import LidaError
 from .files import file_sha256
 from .keys import SigningConfig, load_signing_config, make_signer
 from .provenance import ASSERTION_LABEL, TRAINED, compare, make_context, mime_for, read_store
+from .tempfiles import hold, sweep_stale_temps, temp_path
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +245,7 @@ class ManifestWriter:
         self.read_context = make_context(anchors)  # for reading: our anchors trusted
         self._lock = threading.Lock()
         self._claimed: set[Path] = set()
+        self._swept: set[Path] = set()
         if self.out_dir is not None:
             try:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -330,6 +331,16 @@ class ManifestWriter:
         assert self.out_dir is not None
         return self.out_dir / src.name
 
+    def _sweep_once(self, folder: Path) -> None:
+        """Remove the temporary files a killed run left in ``folder`` (once per folder per writer;
+        never a live writer's: see :mod:`lida_plugin.tempfiles`)."""
+        key = folder.resolve()
+        with self._lock:
+            if key in self._swept:
+                return
+            self._swept.add(key)
+        sweep_stale_temps([folder])
+
     def forget_claims(self) -> None:
         """Forget the destinations written so far. A batch run refuses to write one destination
         twice (two inputs with the same file name); a long-running service (``lida watch``) writes
@@ -362,12 +373,15 @@ class ManifestWriter:
             raise ManifestError("the file changed after it was analysed; the verdict may not describe it")
         manifest = build_manifest(record, src.name, mime, model_sha256=self.model_sha256, policy=self.policy)
         manifest["assertions"] += self._plugin_assertions(src, record, manifest)
-        tmp = dest.parent / f".{dest.name}.lida-tmp-{uuid.uuid4().hex[:8]}"
+        self._sweep_once(dest.parent)
+        tmp = temp_path(dest)  # .NAME.lida-tmp-<pid>-<hex>, locked while it exists: see tempfiles.py
         parent_note = "asset without a manifest"
         manifest_bytes = b""
+        lock_fd = None
         try:
             try:
                 out = _open_temp(tmp)
+                lock_fd = hold(tmp)
             except OSError as exc:
                 raise ManifestError(_os_reason(exc, dest.parent)) from None
             guard = _Guarded(out)
@@ -425,6 +439,8 @@ class ManifestWriter:
                     tmp.unlink()
                 except OSError:
                     log.warning("could not remove the temporary file %s", tmp)
+            if lock_fd is not None:
+                os.close(lock_fd)
         info = {
             "status": "ok",
             "kind": kind,

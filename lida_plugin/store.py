@@ -582,16 +582,18 @@ class ExemplarStore:
         """
         self._writable()
         self.check_model(encoder)
-        existing = self.conn.execute("SELECT generator FROM exemplars WHERE sha256=?", (decoded.sha256,)).fetchone()
-        if existing:
-            if existing[0] != generator:
-                raise StoreError(f"{decoded.path}: already registered in {self.path} as generator {existing[0]!r}")
+        if self._registered_as(decoded, generator):  # cheap look first: no embedding for a known image
             return False
         if crops is None:
             crops = encoder.crops_for(decoded)
         if embedding is None:
             embedding = encoder.embed_crop_sets([crops])[0]
+        # Check and insert in one write transaction (BEGIN IMMEDIATE takes the write lock up front, waiting
+        # out other writers up to the busy timeout): another process may have registered it meanwhile.
         with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            if self._registered_as(decoded, generator):
+                return False
             self._bind_model(encoder)
             self.conn.execute(
                 "INSERT INTO generators (name, family, notes, added) VALUES (?, ?, NULL, ?) ON CONFLICT(name) DO UPDATE"
@@ -602,6 +604,13 @@ class ExemplarStore:
                        np.asarray(embedding, np.float32).tobytes(), self._kept(crops))  # fmt: skip
             self._insert_rows([row], encoder.model_id)
         return True
+
+    def _registered_as(self, decoded: Decoded, generator: str) -> bool:
+        """True if these bytes are registered as ``generator``; :class:`StoreError` if as another one."""
+        row = self.conn.execute("SELECT generator FROM exemplars WHERE sha256=?", (decoded.sha256,)).fetchone()
+        if row and row[0] != generator:
+            raise StoreError(f"{decoded.path}: already registered in {self.path} as generator {row[0]!r}")
+        return row is not None
 
     def remove_generator(self, name: str, *, backup: bool = True) -> int:
         """Delete a generator and its exemplars (after a backup copy); returns how many went."""

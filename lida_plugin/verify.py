@@ -129,36 +129,43 @@ def exit_code(report: dict[str, Any], allow_untrusted: bool = False) -> int:
     return EXIT_INVALID
 
 
+def _line(text: str) -> None:
+    """One output line; control characters from a file name or a manifest (title, signer) escaped."""
+    from .textsafe import printable
+
+    print(printable(text))
+
+
 def _print_text(r: dict[str, Any]) -> None:
     state = r.get("state")
     if state is None:
-        print(f"{r['path']}: no C2PA manifest")
+        _line(f"{r['path']}: no C2PA manifest")
         return
-    print(f"{r['path']}: {state} ({r.get('manifest_source')}{' ' + r['sidecar'] if r.get('sidecar') else ''})")
+    _line(f"{r['path']}: {state} ({r.get('manifest_source')}{' ' + r['sidecar'] if r.get('sidecar') else ''})")
     if state == "Valid":
         why = "no trust anchor given" if not r.get("trust_anchors") else "the signer does not chain to a given anchor"
-        print(f"  signature and hashes check out; signer not trusted ({why})")
+        _line(f"  signature and hashes check out; signer not trusted ({why})")
     if r.get("error"):
-        print(f"  error: {r['error']}")
+        _line(f"  error: {r['error']}")
     for code in r.get("failure_codes") or []:
-        print(f"  failure: {code}")
+        _line(f"  failure: {code}")
     s = r.get("signer") or {}
     if s:
-        print(f"  signer: {s.get('common_name')} / {s.get('issuer')} ({s.get('alg')})")
+        _line(f"  signer: {s.get('common_name')} / {s.get('issuer')} ({s.get('alg')})")
     if r.get("digital_source_types"):
-        print(f"  digital source type: {', '.join(r['digital_source_types'])}")
+        _line(f"  digital source type: {', '.join(r['digital_source_types'])}")
     for i in r.get("ingredients") or []:
         chained = f", its manifest {i['active_manifest']}" if i.get("active_manifest") else ", no manifest"
         state = f": {i['validation_state']}" if i.get("validation_state") else ""
         fails = [c for c in i.get("failure_codes") or [] if c != "signingCredential.untrusted"]
         state += f" ({', '.join(fails)})" if fails else ""
-        print(f"  {'  ' * i.get('depth', 0)}ingredient: {i.get('title')} ({i.get('relationship')}{chained}){state}")
+        _line(f"  {'  ' * i.get('depth', 0)}ingredient: {i.get('title')} ({i.get('relationship')}{chained}){state}")
     a = r.get("lida_attribution")
     if a:
         gen = a.get("generator") or "-"
-        print(f"  {ASSERTION_LABEL} v{a.get('version')}: {a.get('verdict')}, generator {gen}, score {a.get('score')}")
+        _line(f"  {ASSERTION_LABEL} v{a.get('version')}: {a.get('verdict')}, generator {gen}, score {a.get('score')}")
         model = a.get("model") or {}
-        print(f"    model {model.get('id')} sha256 {str(model.get('sha256'))[:16]}..., store {a.get('store_id')}")
+        _line(f"    model {model.get('id')} sha256 {str(model.get('sha256'))[:16]}..., store {a.get('store_id')}")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -47,6 +47,11 @@ class AnalysisStages:
         # too: one pass over them serves the journal, dedupe and the record.
         prepared = self.attributor.prepare(item.path, data)
         failure = prepared if isinstance(prepared, Result) else None
+        if failure is not None and 0 <= time.time() - st.st_mtime < self.cfg.settle:
+            # Written moments ago (a close or rename event let it through) and unreadable: likely a writer that
+            # closes and reopens between chunks. Call it bad only after a full settle time without change.
+            self._repend(item)
+            return
         item.sha256 = hashlib.sha256(data).hexdigest() if failure is not None else prepared.sha256
         if not self._claim(item, st):
             return

@@ -52,7 +52,8 @@ class WriterStage:
                 Completion(it.path, it.sha256 or "unreadable", state, size, mtime_ns, report=outputs.get("report"),
                            duplicate_of=it.duplicate_of, error=record.get("error"))
             )  # fmt: skip
-        self.journal.record(completions)
+        stale = self.journal.record(completions)  # error rows of earlier bytes of these paths, now replaced
+        self._unquarantine(stale)
         # Only now, with the bytes journaled, may another name with them be told it is a duplicate.
         waiters = self._release_claims(group)
         for w in waiters:  # same bytes under another name, analysed meanwhile: reuse the result

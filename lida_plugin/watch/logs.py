@@ -20,7 +20,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3f}"
     s = str(v)
-    return json.dumps(s) if (not s or any(c in s for c in ' "=')) else s
+    return json.dumps(s) if (not s or any(c in s for c in ' "=') or not s.isprintable()) else s  # no forged lines
 
 
 class JsonFormatter(logging.Formatter):

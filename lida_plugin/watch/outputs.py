@@ -50,13 +50,21 @@ class Outputs:
         return str(dest)
 
     def _clean_temp_files(self) -> None:
-        for d in self.cfg.excluded_dirs():
-            for root, _, files in os.walk(d):
-                for f in files:
-                    # report temps (.lida-tmp-<name>) and manifest temps (.<name>.lida-tmp-<hex>)
-                    if f.startswith(".") and TMP_PREFIX in f:
-                        with contextlib.suppress(OSError):
-                            os.unlink(os.path.join(root, f))
+        # report temps (.lida-tmp-<name>...) and manifest temps (.<name>.lida-tmp-<pid>-<hex>) a kill left behind
+        from ..tempfiles import sweep_stale_temps
+
+        sweep_stale_temps(self.cfg.excluded_dirs(), recursive=True, owned=True)
+
+    def _unquarantine(self, stale: list[tuple[str, str]]) -> None:
+        """Remove the quarantine entries of earlier, unreadable bytes of paths that now hold other bytes (a
+        partial file of a slow writer), unless the new bytes went to the quarantine again (then replaced)."""
+        for path, sha in stale if self.cfg.quarantine is not None and not self.cfg.move_processed else ():
+            dest = self.cfg.quarantine / os.path.relpath(path, self.cfg.in_dir)
+            err = dest.with_name(dest.name + ".error.json")
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(err.read_text()).get("sha256") == (None if sha == "unreadable" else sha):
+                    dest.unlink(missing_ok=True)
+                    err.unlink()
 
 
 def read_report(path: str | None, sha256: str | None) -> dict[str, Any] | None:
