@@ -180,6 +180,23 @@ def parse_metadata(meta: Mapping[str, str], source: str = "model") -> ModelInfo:
 
     Raises :class:`ContractError` naming ``source`` and every problem found.
     """
+    _check_keys_and_version(meta, source)
+    try:
+        info = _info_from_metadata(meta)
+    except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+        raise ContractError(f"{source}: malformed lida metadata: {exc}") from exc
+    problems = _info_problems(info)
+    if info.detection_head:
+        problems += _head_problems(info.detection_head, info.embedding_dim)
+        if meta[K_CONTRACT] == "1":
+            problems.append(f"{K_DET_HEAD} needs contract version 2")
+    if problems:
+        raise ContractError(f"{source}: " + "; ".join(problems))
+    return info
+
+
+def _check_keys_and_version(meta: Mapping[str, str], source: str) -> None:
+    """Raise :class:`ContractError` when a required key is missing or the contract version is unread."""
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise ContractError(f"{source}: not a lida encoder, metadata keys missing: {', '.join(missing)}")
@@ -188,30 +205,35 @@ def parse_metadata(meta: Mapping[str, str], source: str = "model") -> ModelInfo:
             f"{source}: model contract version {meta[K_CONTRACT]!r}, this runtime reads"
             f" {' and '.join(repr(v) for v in SUPPORTED_VERSIONS)}"
         )
-    try:
-        info = ModelInfo(
-            model_id=meta[K_MODEL_ID],
-            architecture=meta[K_ARCH],
-            fingerprint_mode=meta[K_MODE],
-            crop_size=int(meta[K_CROP_SIZE]),
-            crop_count=int(meta[K_CROP_COUNT]),
-            crop_align=int(meta[K_CROP_ALIGN]),
-            min_image_size=int(meta[K_MIN_SIZE]),
-            normalization=json.loads(meta[K_NORM]),
-            embedding_dim=int(meta[K_DIM]),
-            real_prototype=tuple(float(v) for v in json.loads(meta[K_PROTO])),
-            detection_temperature=float(meta[K_TAU]),
-            detection_threshold=float(meta[K_DET_T]),
-            detection_fpr=float(meta[K_DET_FPR]),
-            open_set_threshold=float(meta[K_OPEN_T]),
-            recipe_hash=meta.get(K_RECIPE, ""),
-            training=json.loads(meta[K_TRAINING]) if meta.get(K_TRAINING) else {},
-            input_resize=int(meta.get(K_RESIZE) or 0),
-            input_bits=int(meta.get(K_BITS) or 0),
-            detection_head=json.loads(meta[K_DET_HEAD]) if meta.get(K_DET_HEAD) else {},
-        )
-    except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
-        raise ContractError(f"{source}: malformed lida metadata: {exc}") from exc
+
+
+def _info_from_metadata(meta: Mapping[str, str]) -> ModelInfo:
+    """Convert the metadata strings to a :class:`ModelInfo` (``ValueError``/``TypeError`` on bad values)."""
+    return ModelInfo(
+        model_id=meta[K_MODEL_ID],
+        architecture=meta[K_ARCH],
+        fingerprint_mode=meta[K_MODE],
+        crop_size=int(meta[K_CROP_SIZE]),
+        crop_count=int(meta[K_CROP_COUNT]),
+        crop_align=int(meta[K_CROP_ALIGN]),
+        min_image_size=int(meta[K_MIN_SIZE]),
+        normalization=json.loads(meta[K_NORM]),
+        embedding_dim=int(meta[K_DIM]),
+        real_prototype=tuple(float(v) for v in json.loads(meta[K_PROTO])),
+        detection_temperature=float(meta[K_TAU]),
+        detection_threshold=float(meta[K_DET_T]),
+        detection_fpr=float(meta[K_DET_FPR]),
+        open_set_threshold=float(meta[K_OPEN_T]),
+        recipe_hash=meta.get(K_RECIPE, ""),
+        training=json.loads(meta[K_TRAINING]) if meta.get(K_TRAINING) else {},
+        input_resize=int(meta.get(K_RESIZE) or 0),
+        input_bits=int(meta.get(K_BITS) or 0),
+        detection_head=json.loads(meta[K_DET_HEAD]) if meta.get(K_DET_HEAD) else {},
+    )
+
+
+def _info_problems(info: ModelInfo) -> list[str]:
+    """What is wrong with the values of a parsed :class:`ModelInfo`, apart from its detection head."""
     problems = []
     if info.fingerprint_mode not in FINGERPRINT_MODES:
         problems.append(f"fingerprint mode {info.fingerprint_mode!r} not one of {FINGERPRINT_MODES}")
@@ -233,13 +255,7 @@ def parse_metadata(meta: Mapping[str, str], source: str = "model") -> ModelInfo:
         problems.append(f"input_bits {info.input_bits} not one of {INPUT_BITS}")
     if info.input_bits == 3 and info.fingerprint_mode == "rgb":
         problems.append("an rgb model reads the full pixel value: input_bits must be 8")
-    if info.detection_head:
-        problems += _head_problems(info.detection_head, info.embedding_dim)
-        if meta[K_CONTRACT] == "1":
-            problems.append(f"{K_DET_HEAD} needs contract version 2")
-    if problems:
-        raise ContractError(f"{source}: " + "; ".join(problems))
-    return info
+    return problems
 
 
 def _head_problems(head: Mapping[str, Any], dim: int) -> list[str]:

@@ -877,30 +877,45 @@ class ExemplarStore:
             msg = f"not built: the {kind} index needs its library (pip install 'lida-plugin[index]'); searching exactly"
             log.warning("store %s has %d exemplars: %s", self.path, len(ex), msg)
             return msg
+        made = self._index_for(ex, kind, epoch, rebuild)
+        if made is None:
+            return f"up to date ({kind}, {len(ex)} exemplars)"
+        index, covered, trained, what = made
+        if not self._save_index(index.to_bytes(), covered, kind, epoch, trained):
+            return "skipped (the store was re-embedded meanwhile)"
+        return f"{what} ({len(covered)} exemplars indexed)"
+
+    def _index_for(self, ex: Exemplars, kind: str, epoch: str | None, rebuild: bool):
+        """``(index, covered ids, trained rows, what was done)`` for ``ex``: the persisted index with the
+        exemplars registered or removed since applied, or a new one when it cannot be reused; None when
+        the persisted one is already up to date."""
+        from . import ann
+
         old = None
         trained = int(self.meta.get("ann_trained_rows") or 0)
         fresh = self.meta.get("ann_kind") == kind and self.meta.get("ann_epoch") == epoch
         if fresh and not rebuild and len(ex) <= 4 * trained:
             old = self.load_index(ex)
         if old is None:
-            index, covered, what = ann.build(kind, ex.embeddings, ex.ids), ex.ids, f"built {kind}"
-            trained = len(ex)
-        else:
-            index = old.index
-            removed = np.setdiff1d(old.covered, ex.ids, assume_unique=True)
-            added = ex.ids[old.tail]
-            if not len(removed) and not len(added):
-                return f"up to date ({kind}, {len(ex)} exemplars)"
-            index.remove(removed)
-            index.add(ex.embeddings[old.tail], added)
-            covered = np.union1d(np.setdiff1d(old.covered, removed, assume_unique=True), added)
-            what = f"updated {kind}: +{len(added)} -{len(removed)}"
-        data = index.to_bytes()
+            return ann.build(kind, ex.embeddings, ex.ids), ex.ids, len(ex), f"built {kind}"
+        index = old.index
+        removed = np.setdiff1d(old.covered, ex.ids, assume_unique=True)
+        added = ex.ids[old.tail]
+        if not len(removed) and not len(added):
+            return None
+        index.remove(removed)
+        index.add(ex.embeddings[old.tail], added)
+        covered = np.union1d(np.setdiff1d(old.covered, removed, assume_unique=True), added)
+        return index, covered, trained, f"updated {kind}: +{len(added)} -{len(removed)}"
+
+    def _save_index(self, data: bytes, covered, kind: str, epoch: str | None, trained: int) -> bool:
+        """Persist an index (``data``, covering ids ``covered``) built for vectors ``epoch``; False, and
+        nothing written, when the store was re-embedded meanwhile."""
         with self.conn:
             self.conn.execute("UPDATE meta SET value=value WHERE key='vectors_epoch'")  # take the write lock
             now = self.conn.execute("SELECT value FROM meta WHERE key='vectors_epoch'").fetchone()[0]
             if now != epoch:
-                return "skipped (the store was re-embedded meanwhile)"
+                return False
             self.conn.execute("DELETE FROM ann")
             blobs = [("index", data), ("ids", np.asarray(covered, np.int64).tobytes())]
             self.conn.executemany(
@@ -912,7 +927,7 @@ class ExemplarStore:
                      "ann_rows": str(len(covered)), "ann_updated": _now()}  # fmt: skip
             self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", stamp.items())
             self.meta.update(stamp)
-        return f"{what} ({len(covered)} exemplars indexed)"
+        return True
 
     def _new_epoch_index_only(self) -> None:
         self.conn.execute("DELETE FROM ann")

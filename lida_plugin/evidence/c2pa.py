@@ -25,7 +25,7 @@ import logging
 from typing import Any
 
 from ..provenance import ASSERTION_LABEL, summarize_store
-from .items import AI_CLAIMS, CLAIM_RANK, make_item, source_type_claim
+from .items import AI_CLAIMS, CLAIM_RANK, make_item, named, source_type_claim
 
 log = logging.getLogger(__name__)
 
@@ -169,79 +169,86 @@ def read(data: bytes, mime: str, *, sidecar: bytes | None = None, names=None, co
     store, state, results = read_reader(mime, data, sidecar, context)
     where = "sidecar" if sidecar is not None else "embedded"
     if store is None:
-        if state == "corrupt":
-            return [
-                make_item(
-                    "c2pa",
-                    "unknown",
-                    field=f"C2PA manifest store ({where})",
-                    value=results,
-                    validation_state="Invalid",
-                    failure_codes=["manifest.unreadable"],
-                    ingredients=[],
-                )
-            ]
-        return []
+        return [_unreadable_item(results, where)] if state == "corrupt" else []
+    deltas = ((store.get("validation_results") or {}).get("ingredientDeltas")) or []
+    ings = ingredients(store, store.get("active_manifest"), deltas)
+    bound = state in ("Valid", "Trusted")
+    out = [_active_item(store, state, results, ings, where, names)]
+    out += [_ingredient_item(ing, bound, where, names) for ing in ings if ing["claim"] in AI_CLAIMS]
+    return out
+
+
+def _unreadable_item(error: str | None, where: str) -> dict[str, Any]:
+    """The item for a manifest store c2pa-python could not read (``error`` says why)."""
+    return make_item(
+        "c2pa",
+        "unknown",
+        field=f"C2PA manifest store ({where})",
+        value=error,
+        validation_state="Invalid",
+        failure_codes=["manifest.unreadable"],
+        ingredients=[],
+    )
+
+
+def _claim_field(claim: str, value: str | None) -> str:
+    """Where the active manifest's claim was read: a source-type URI, a signed EXIF camera, or the manifest."""
+    if claim != "unknown" and value and value.startswith("http"):
+        return "c2pa.actions/digitalSourceType"
+    return "stds.exif" if claim == "camera-capture" else "C2PA manifest"
+
+
+def _active_item(
+    store: dict, state: str, results: Any, ings: list[dict[str, Any]], where: str, names
+) -> dict[str, Any]:
+    """The item for the active manifest: its claim, validation, signer and ``ings`` (its ingredients)."""
     summary = summarize_store(store, state, results)
     label = store.get("active_manifest")
     m = (store.get("manifests") or {}).get(label) or {}
-    deltas = ((store.get("validation_results") or {}).get("ingredientDeltas")) or []
-    bound = state in ("Valid", "Trusted")
     claim, value, agent, types = declared(m)
-    ings = ingredients(store, label, deltas)
-    from .items import named
-
     name = agent if claim in AI_CLAIMS else summary.get("claim_generator")
     hit = named("c2pa", agent, field="", names=names) if claim in AI_CLAIMS and agent else None
     lida = summary.get("lida_attribution")
-    field = (
-        "c2pa.actions/digitalSourceType"
-        if claim != "unknown" and value and value.startswith("http")
-        else ("stds.exif" if claim == "camera-capture" else "C2PA manifest")
+    return make_item(
+        "c2pa",
+        claim,
+        field=f"{_claim_field(claim, value)} ({where})",
+        value=value or summary.get("claim_generator"),
+        name=name,
+        generator=hit["generator"] if hit else None,
+        family=hit["family"] if hit else None,
+        bound=state in ("Valid", "Trusted"),
+        validation_state=state,
+        failure_codes=summary.get("failure_codes", []),
+        manifest=label,
+        manifests=summary.get("manifests"),
+        signer=summary.get("signer"),
+        claim_generator=summary.get("claim_generator"),
+        digital_source_types=types,
+        ingredients=ings,
+        lida_attribution={k: lida.get(k) for k in ("version", "verdict", "generator", "family", "score")}
+        if isinstance(lida, dict)
+        else None,
     )
-    out = [
-        make_item(
-            "c2pa",
-            claim,
-            field=f"{field} ({where})",
-            value=value or summary.get("claim_generator"),
-            name=name,
-            generator=hit["generator"] if hit else None,
-            family=hit["family"] if hit else None,
-            bound=bound,
-            validation_state=state,
-            failure_codes=summary.get("failure_codes", []),
-            manifest=label,
-            manifests=summary.get("manifests"),
-            signer=summary.get("signer"),
-            claim_generator=summary.get("claim_generator"),
-            digital_source_types=types,
-            ingredients=ings,
-            lida_attribution={k: lida.get(k) for k in ("version", "verdict", "generator", "family", "score")}
-            if isinstance(lida, dict)
-            else None,
-        )
-    ]
-    for ing in ings:
-        if ing["claim"] in AI_CLAIMS:
-            c = "composite-ai" if ing["relationship"] == "componentOf" else ing["claim"]
-            hit = named("c2pa", ing["agent"], field="", names=names) if ing["agent"] else None
-            out.append(
-                make_item(
-                    "c2pa",
-                    c,
-                    field=f"c2pa ingredient {ing['title']!r} c2pa.actions/digitalSourceType ({where})",
-                    value=ing["source_type"],
-                    name=ing["agent"],
-                    generator=hit["generator"] if hit else None,
-                    family=hit["family"] if hit else None,
-                    bound=bound and ing["validation_state"] == "Valid",
-                    validation_state=ing["validation_state"],
-                    failure_codes=ing["failure_codes"],
-                    manifest=ing["manifest"],
-                )
-            )
-    return out
+
+
+def _ingredient_item(ing: dict[str, Any], bound: bool, where: str, names) -> dict[str, Any]:
+    """The item for an ingredient whose actions declare an AI source type (``bound``: the active manifest's)."""
+    c = "composite-ai" if ing["relationship"] == "componentOf" else ing["claim"]
+    hit = named("c2pa", ing["agent"], field="", names=names) if ing["agent"] else None
+    return make_item(
+        "c2pa",
+        c,
+        field=f"c2pa ingredient {ing['title']!r} c2pa.actions/digitalSourceType ({where})",
+        value=ing["source_type"],
+        name=ing["agent"],
+        generator=hit["generator"] if hit else None,
+        family=hit["family"] if hit else None,
+        bound=bound and ing["validation_state"] == "Valid",
+        validation_state=ing["validation_state"],
+        failure_codes=ing["failure_codes"],
+        manifest=ing["manifest"],
+    )
 
 
 __all__ = ["read", "read_reader", "ingredients", "declared", "ASSERTION_LABEL"]

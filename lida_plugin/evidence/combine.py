@@ -62,42 +62,86 @@ def _declared_rank(i: dict[str, Any]) -> tuple:
     return (i.get("generator") is None, i.get("family") is None, i.get("name") is None)
 
 
+@dataclasses.dataclass
+class _Verdict:
+    """The record's verdict as the rule steps of :func:`combine` change it."""
+
+    verdict: str | None
+    generator: str | None
+    family: str | None
+    score: Any
+    decided_by: str | None
+    notes: list[str] = dataclasses.field(default_factory=list)
+    disagreement: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
 def combine(record: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
     """The fields of ``record`` that the evidence sets: verdict, generator, family, score, reason,
     ``evidence`` (the fingerprint's item first), ``disagreement`` and ``decided_by``."""
-    verdict, gen, fam = record.get("verdict"), record.get("generator"), record.get("family")
-    score, reason = record.get("score"), record.get("reason") or ""
-    fp = fingerprint_item(record)
-    evidence = [fp] + [dict(i) for i in items if i.get("source") != "fingerprint"]
-    decided = "fingerprint" if verdict in (AI, REAL) else None
-    notes: list[str] = []
-    disagreement: list[dict[str, Any]] = []
-
-    # 1. measured: a calibrated lossy detector answers when the fingerprint cannot
-    if verdict == INCONCLUSIVE:
-        lossy = [i for i in evidence if i["source"] == "lossy-detector" and i.get("measured") and i.get("calibrated")]
-        if lossy and lossy[0]["claim"] in ("ai-generated", "not-detected"):
-            li = lossy[0]
-            s, t = li.get("score"), li.get("threshold")
-            verdict = AI if li["claim"] == "ai-generated" else REAL
-            gen = fam = None
-            score = None if s is None else round(float(s) if verdict == AI else 1.0 - float(s), 6)
-            decided = "lossy-detector"
-            notes.append(
-                f"lossy detector: score {s} {'>=' if verdict == AI else '<'} its calibrated threshold {t}"
-                f"{'; generator not attributed (fingerprint unreliable)' if verdict == AI else ''}"
-            )
-    measured, measured_by = verdict, decided
-
+    verdict = record.get("verdict")
+    v = _Verdict(
+        verdict,
+        record.get("generator"),
+        record.get("family"),
+        record.get("score"),
+        "fingerprint" if verdict in (AI, REAL) else None,
+    )
+    evidence = [fingerprint_item(record)] + [dict(i) for i in items if i.get("source") != "fingerprint"]
+    if v.verdict == INCONCLUSIVE:
+        _step_measured(v, evidence)  # 1.
     declared = [i for i in evidence if not i.get("measured")]
     ai_decl = [i for i in declared if i["claim"] in AI_CLAIMS]
     capture = [i for i in declared if i["claim"] == "camera-capture"]
     bound_ai = [i for i in ai_decl if i.get("bound")]
+    v.disagreement += _step_disagreements(v.verdict, v.decided_by, ai_decl, capture)  # 5.
+    chosen = None
+    if bound_ai:
+        chosen = _step_bound_declaration(v, bound_ai)  # 2.
+    elif ai_decl:
+        chosen = _step_unbound_declaration(v, ai_decl)  # 3.
+    if chosen is not None and v.verdict == AI:
+        _name_generator(v, chosen)  # 2. and 3.: the declaration names the generator
+    # 4. and 6. need no step: nothing above turns ai-generated into real, or decides without evidence
+    reason = record.get("reason") or ""
+    if v.notes:
+        reason = "; ".join(v.notes) + (f"; fingerprint: {reason}" if reason else "")
+    return {
+        "verdict": v.verdict,
+        "generator": v.generator if v.verdict == AI else None,
+        "family": v.family if v.verdict == AI else None,
+        "score": v.score,
+        "reason": clip(reason, 2000),
+        "evidence": evidence,
+        "disagreement": v.disagreement,
+        "decided_by": v.decided_by,
+    }
 
-    # 5. disagreements between what the file declares and what was measured, and within the declarations
+
+def _step_measured(v: _Verdict, evidence: list[dict[str, Any]]) -> None:
+    """Rule 1: a calibrated lossy detector answers when the fingerprint cannot (``inconclusive``)."""
+    lossy = [i for i in evidence if i["source"] == "lossy-detector" and i.get("measured") and i.get("calibrated")]
+    if not lossy or lossy[0]["claim"] not in ("ai-generated", "not-detected"):
+        return
+    li = lossy[0]
+    s, t = li.get("score"), li.get("threshold")
+    v.verdict = AI if li["claim"] == "ai-generated" else REAL
+    v.generator = v.family = None
+    v.score = None if s is None else round(float(s) if v.verdict == AI else 1.0 - float(s), 6)
+    v.decided_by = "lossy-detector"
+    v.notes.append(
+        f"lossy detector: score {s} {'>=' if v.verdict == AI else '<'} its calibrated threshold {t}"
+        f"{'; generator not attributed (fingerprint unreliable)' if v.verdict == AI else ''}"
+    )
+
+
+def _step_disagreements(
+    measured: str | None, measured_by: str | None, ai_decl: list[dict[str, Any]], capture: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Rule 5: what the file declares against what was measured, and the declarations against each other."""
+    out = []
     if measured == REAL:
         for i in ai_decl:
-            disagreement.append(
+            out.append(
                 {
                     "between": [i["source"], measured_by],
                     "detail": f"{_what(i)} declares AI-generated content but the {measured_by} says real",
@@ -105,14 +149,14 @@ def combine(record: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, An
             )
     if measured == AI:
         for i in capture:
-            disagreement.append(
+            out.append(
                 {
                     "between": [i["source"], measured_by],
                     "detail": f"{_what(i)} declares a capture but the {measured_by} says ai-generated",
                 }
             )
     if ai_decl and capture:
-        disagreement.append(
+        out.append(
             {
                 "between": sorted({ai_decl[0]["source"], capture[0]["source"]}),
                 "detail": f"the declarations contradict each other: {_what(ai_decl[0])} vs {_what(capture[0])}",
@@ -120,59 +164,58 @@ def combine(record: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, An
         )
     fams = {i["family"] for i in ai_decl if i.get("family")}
     if len(fams) > 1:
-        disagreement.append(
+        out.append(
             {
                 "between": sorted({i["source"] for i in ai_decl if i.get("family")}),
                 "detail": f"the declarations name different families: {', '.join(sorted(fams))}",
             }
         )
+    return out
 
-    # 2. a bound AI declaration decides; 3. an unbound one raises or names
-    chosen = None
-    if bound_ai:
-        chosen = sorted(bound_ai, key=_declared_rank)[0]
-        if verdict != AI:
-            score = None
-        verdict, decided = AI, chosen["source"]
-        notes.insert(
-            0,
-            f"signed {chosen['source'].upper()} manifest ({chosen.get('validation_state') or 'valid'})"
-            f" declares {_what(chosen)}",
+
+def _step_bound_declaration(v: _Verdict, bound_ai: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rule 2: the most specific bound AI declaration decides ``ai-generated``; it is returned."""
+    chosen = sorted(bound_ai, key=_declared_rank)[0]
+    if v.verdict != AI:
+        v.score = None
+    v.verdict, v.decided_by = AI, chosen["source"]
+    v.notes.insert(
+        0,
+        f"signed {chosen['source'].upper()} manifest ({chosen.get('validation_state') or 'valid'})"
+        f" declares {_what(chosen)}",
+    )
+    return chosen
+
+
+def _step_unbound_declaration(v: _Verdict, ai_decl: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rule 3: the most specific unbound AI declaration raises ``real`` / ``inconclusive``; it is returned."""
+    chosen = sorted(ai_decl, key=_declared_rank)[0]
+    if v.verdict in (REAL, INCONCLUSIVE):
+        v.verdict, v.score, v.decided_by = AI, None, chosen["source"]
+        v.generator = v.family = None
+        v.notes.insert(0, f"declared by {_what(chosen)}: unsigned metadata, not verified")
+    return chosen
+
+
+def _name_generator(v: _Verdict, chosen: dict[str, Any]) -> None:
+    """Rules 2 and 3: the chosen declaration names a missing generator; a differing one is a disagreement
+    (rule 5), and replaces the fingerprint's match only when it is bound."""
+    c_gen, c_fam = chosen.get("generator"), chosen.get("family")
+    gen, fam = v.generator, v.family
+    if gen is None and (c_gen or c_fam):
+        v.generator, v.family = c_gen, c_fam or fam
+        if v.decided_by != chosen["source"]:
+            v.notes.append(f"generator named by {_what(chosen)}")
+    elif gen is not None and (c_gen or c_fam) and (c_fam or c_gen) != (fam or gen) and c_gen != gen:
+        v.disagreement.append(
+            {
+                "between": [chosen["source"], "fingerprint"],
+                "detail": f"{_what(chosen)} names {c_gen or c_fam} but the nearest registered"
+                f" generator is {gen} ({fam})",
+            }
         )
-    elif ai_decl:
-        chosen = sorted(ai_decl, key=_declared_rank)[0]
-        if verdict in (REAL, INCONCLUSIVE):
-            verdict, score, decided = AI, None, chosen["source"]
-            gen = fam = None
-            notes.insert(0, f"declared by {_what(chosen)}: unsigned metadata, not verified")
-    if chosen is not None and verdict == AI:
-        c_gen, c_fam = chosen.get("generator"), chosen.get("family")
-        if gen is None and (c_gen or c_fam):
-            gen, fam = c_gen, c_fam or fam
-            if decided != chosen["source"]:
-                notes.append(f"generator named by {_what(chosen)}")
-        elif gen is not None and (c_gen or c_fam) and (c_fam or c_gen) != (fam or gen) and c_gen != gen:
-            disagreement.append(
-                {
-                    "between": [chosen["source"], "fingerprint"],
-                    "detail": f"{_what(chosen)} names {c_gen or c_fam} but the nearest registered"
-                    f" generator is {gen} ({fam})",
-                }
-            )
-            if chosen.get("bound"):
-                gen, fam = c_gen, c_fam
-    if notes:
-        reason = "; ".join(notes) + (f"; fingerprint: {reason}" if reason else "")
-    return {
-        "verdict": verdict,
-        "generator": gen if verdict == AI else None,
-        "family": fam if verdict == AI else None,
-        "score": score,
-        "reason": clip(reason, 2000),
-        "evidence": evidence,
-        "disagreement": disagreement,
-        "decided_by": decided,
-    }
+        if chosen.get("bound"):
+            v.generator, v.family = c_gen, c_fam
 
 
 def apply_evidence(result, items: list[dict[str, Any]]):
