@@ -264,12 +264,24 @@ def init_keys(
     dest: str | os.PathLike[str], *, org: str = "LIDA development", days: int = 825, force: bool = False
 ) -> Path:
     """Create a development root CA and an ES256 end-entity signing certificate in ``dest``."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.hazmat.primitives import serialization
 
-    d = Path(dest).expanduser()
+    d = _keys_folder(Path(dest).expanduser(), force)
+    ca, ca_key, ee, ee_key = _development_chain(org, days)
+    pem = serialization.Encoding.PEM
+    pkcs8, nopw = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    _write_private(d / ROOT_CERT, ca.public_bytes(pem), 0o644)
+    _write_private(d / ROOT_KEY, ca_key.private_bytes(pem, pkcs8, nopw))
+    _write_private(d / CHAIN, ee.public_bytes(pem) + ca.public_bytes(pem), 0o644)
+    _write_private(d / KEY, ee_key.private_bytes(pem, pkcs8, nopw))
+    cfg = {"chain": CHAIN, "key": KEY, "alg": "es256", "tsa_url": None, "trust_anchor": ROOT_CERT}
+    _write_private(d / CONFIG_NAME, (json.dumps(cfg, indent=2) + "\n").encode(), 0o644)
+    return d
+
+
+def _keys_folder(d: Path, force: bool) -> Path:
+    """``d`` made ready for new keys: created private (0700, whatever the umask), earlier keys removed
+    with ``force``; refused when it holds keys (without ``force``) or others can write to it."""
     names = [ROOT_CERT, ROOT_KEY, CHAIN, KEY, CONFIG_NAME]
     existing = [n for n in names if (d / n).exists()]
     if existing and not force:
@@ -288,6 +300,16 @@ def init_keys(
             (d / n).unlink()
     except OSError as exc:
         raise KeysError(f"{d}: cannot create the keys folder: {exc.strerror or exc}") from None
+
+    return d
+
+
+def _development_chain(org: str, days: int):
+    """``(ca_cert, ca_key, signer_cert, signer_key)``: a P-256 root CA and an end-entity signing certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     now = dt.datetime.now(dt.timezone.utc)
 
@@ -332,15 +354,7 @@ def init_keys(
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    pem = serialization.Encoding.PEM
-    pkcs8, nopw = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    _write_private(d / ROOT_CERT, ca.public_bytes(pem), 0o644)
-    _write_private(d / ROOT_KEY, ca_key.private_bytes(pem, pkcs8, nopw))
-    _write_private(d / CHAIN, ee.public_bytes(pem) + ca.public_bytes(pem), 0o644)
-    _write_private(d / KEY, ee_key.private_bytes(pem, pkcs8, nopw))
-    cfg = {"chain": CHAIN, "key": KEY, "alg": "es256", "tsa_url": None, "trust_anchor": ROOT_CERT}
-    _write_private(d / CONFIG_NAME, (json.dumps(cfg, indent=2) + "\n").encode(), 0o644)
-    return d
+    return ca, ca_key, ee, ee_key
 
 
 UNTRUSTED_NOTE = (

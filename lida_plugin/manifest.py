@@ -360,7 +360,6 @@ class ManifestWriter:
     def _write(
         self, record: dict[str, Any], src: Path, mime: str, kind: str, prior: dict[str, Any], notes: list[str]
     ) -> dict[str, Any]:
-        import c2pa
 
         dest = self._destination(src, kind)
         self._claim(dest, src)
@@ -375,8 +374,6 @@ class ManifestWriter:
         manifest["assertions"] += self._plugin_assertions(src, record, manifest)
         self._sweep_once(dest.parent)
         tmp = temp_path(dest)  # .NAME.lida-tmp-<pid>-<hex>, locked while it exists: see tempfiles.py
-        parent_note = "asset without a manifest"
-        manifest_bytes = b""
         lock_fd = None
         try:
             try:
@@ -384,36 +381,7 @@ class ManifestWriter:
                 lock_fd = hold(tmp)
             except OSError as exc:
                 raise ManifestError(_os_reason(exc, dest.parent)) from None
-            guard = _Guarded(out)
-            try:
-                ingredient = {"title": src.name, "relationship": "parentOf", "label": "parent"}
-                corrupt = prior.get("status") == "corrupt" and prior.get("source") == "embedded"
-                if corrupt:  # c2pa cannot parse it: the parent is described, not read
-                    manifest["ingredients"] = [ingredient | {"format": mime}]
-                    parent_note = "asset whose prior manifest is corrupt (not carried into the signed output)"
-                    notes.append("the prior manifest could not be parsed; the signed output does not carry it")
-                with open(src, "rb") as s, c2pa.Builder(manifest, context=self.context) as builder:
-                    if not corrupt:
-                        builder.add_ingredient(ingredient, mime, s)
-                        s.seek(0)
-                        if prior.get("status") == "present" and prior.get("source") == "embedded":
-                            parent_note = "prior manifest kept as the parent ingredient"
-                    if kind == "sidecar":
-                        builder.set_no_embed()
-                        manifest_bytes = builder.sign(self.signer, mime, s, _Discard())
-                        guard.write(manifest_bytes)
-                    else:
-                        manifest_bytes = builder.sign(self.signer, mime, s, guard)
-                guard.flush()
-                os.fsync(out.fileno())
-            except c2pa.C2paError as exc:
-                if guard.error is not None:
-                    raise ManifestError(_os_reason(guard.error, dest)) from None
-                raise ManifestError(f"c2pa could not sign: {exc}") from None
-            except OSError as exc:
-                raise ManifestError(_os_reason(guard.error or exc, dest)) from None
-            finally:
-                out.close()
+            manifest_bytes, parent_note = self._sign(manifest, src, mime, kind, prior, notes, out, dest)
             try:
                 after = file_sha256(src)
             except OSError as exc:
@@ -421,17 +389,7 @@ class ManifestWriter:
             if after != before:
                 raise ManifestError("the file changed while it was being signed; nothing was written")
             check = self._check(tmp if kind == "embedded" else src, mime, manifest_bytes if kind == "sidecar" else None)
-            if check["validation_state"] not in ("Valid", "Trusted"):
-                extra = ""
-                if kind == "sidecar" and prior.get("status") in ("present", "corrupt") and prior.get("source"):
-                    extra = (
-                        " (c2pa cannot make a verifiable sidecar for an asset that already embeds a manifest:"
-                        " use --manifest embed, which keeps that manifest as the parent)"
-                    )
-                raise ManifestError(
-                    f"the written manifest does not verify ({check['validation_state']}:"
-                    f" {', '.join(check['failure_codes']) or 'no codes'}){extra}"
-                )
+            self._require_valid(check, kind, prior)
             backup = self._install(tmp, dest, src, kind)
         finally:
             if tmp.exists():
@@ -458,6 +416,61 @@ class ManifestWriter:
         if backup is not None:
             info["backup"] = str(backup)
         return info
+
+    def _sign(
+        self, manifest: dict, src: Path, mime: str, kind: str, prior: dict[str, Any], notes: list[str], out, dest: Path
+    ) -> tuple[bytes, str]:
+        """Sign ``manifest`` for ``src`` into the open temporary file ``out`` (the embedded copy, or the sidecar's
+        bytes), fsync'd; ``(manifest bytes, what the parent ingredient is)``. Closes ``out``."""
+        import c2pa
+
+        parent_note = "asset without a manifest"
+        manifest_bytes = b""
+        guard = _Guarded(out)
+        try:
+            ingredient = {"title": src.name, "relationship": "parentOf", "label": "parent"}
+            corrupt = prior.get("status") == "corrupt" and prior.get("source") == "embedded"
+            if corrupt:  # c2pa cannot parse it: the parent is described, not read
+                manifest["ingredients"] = [ingredient | {"format": mime}]
+                parent_note = "asset whose prior manifest is corrupt (not carried into the signed output)"
+                notes.append("the prior manifest could not be parsed; the signed output does not carry it")
+            with open(src, "rb") as s, c2pa.Builder(manifest, context=self.context) as builder:
+                if not corrupt:
+                    builder.add_ingredient(ingredient, mime, s)
+                    s.seek(0)
+                    if prior.get("status") == "present" and prior.get("source") == "embedded":
+                        parent_note = "prior manifest kept as the parent ingredient"
+                if kind == "sidecar":
+                    builder.set_no_embed()
+                    manifest_bytes = builder.sign(self.signer, mime, s, _Discard())
+                    guard.write(manifest_bytes)
+                else:
+                    manifest_bytes = builder.sign(self.signer, mime, s, guard)
+            guard.flush()
+            os.fsync(out.fileno())
+        except c2pa.C2paError as exc:
+            if guard.error is not None:
+                raise ManifestError(_os_reason(guard.error, dest)) from None
+            raise ManifestError(f"c2pa could not sign: {exc}") from None
+        except OSError as exc:
+            raise ManifestError(_os_reason(guard.error or exc, dest)) from None
+        finally:
+            out.close()
+        return manifest_bytes, parent_note
+
+    def _require_valid(self, check: dict[str, Any], kind: str, prior: dict[str, Any]) -> None:
+        """Raise :class:`ManifestError` unless the manifest just written reads back Valid or Trusted."""
+        if check["validation_state"] not in ("Valid", "Trusted"):
+            extra = ""
+            if kind == "sidecar" and prior.get("status") in ("present", "corrupt") and prior.get("source"):
+                extra = (
+                    " (c2pa cannot make a verifiable sidecar for an asset that already embeds a manifest:"
+                    " use --manifest embed, which keeps that manifest as the parent)"
+                )
+            raise ManifestError(
+                f"the written manifest does not verify ({check['validation_state']}:"
+                f" {', '.join(check['failure_codes']) or 'no codes'}){extra}"
+            )
 
     def _check(self, path: Path, mime: str, sidecar: bytes | None) -> dict[str, Any]:
         summary, _ = read_store(path, sidecar=sidecar, mime=mime, context=self.read_context)

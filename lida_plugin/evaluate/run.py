@@ -327,7 +327,6 @@ def robustness(entries: list[Entry], conds: list[Condition], cfg: EvalConfig, fa
     if any(c.name in (MAIN, RAW) for c in conds):
         conds = [c for c in conds if c.name in (MAIN, RAW)]
     subset = robust_subset(entries, cfg.split, cfg.robust_per_class)
-    in_subset = set(subset)
     paths = [entries[i].path for i in subset]
     out: dict = {"queries": len(subset), "per_class_cap": cfg.robust_per_class, "levels": {}}
     k = min(cfg.shots)
@@ -349,45 +348,61 @@ def robustness(entries: list[Entry], conds: list[Condition], cfg: EvalConfig, fa
         for c in conds:
             qemb = np.full_like(c.emb, np.nan)
             qemb[subset] = embs[c.name]
-            r1, auc_knn, conf_any, conf_wrong, forced_correct, gated_correct = [], [], [], [], [], []
-            for seed in range(cfg.seeds):
-                ep = make_episode(entries, k, seed, cfg.split)
-                ep.queries = [i for i in ep.queries if i in in_subset]
-                if not ep.queries:
-                    continue
-                rm = episode_scores(entries, c.emb, ep, fam, qemb=qemb)
-                r1.append(rm["rank1_class_avg"])
-                auc_knn.append(rm["knn_detection_auc"])
-                if c.info is not None:
-                    rel_q = rel_full[ep.queries]
-                    rs_q = [reasons_full[i] for i in ep.queries]
-                    gated = pipeline_outcomes(entries, c.emb, c.info, ep.gallery, ep.queries, fam, rel_q, rs_q, qemb)
-                    forced = pipeline_outcomes(entries, c.emb, c.info, ep.gallery, ep.queries, fam, rel_q, rs_q, qemb,
-                                               force=True)  # fmt: skip
-                    gen = [entries[i].kind == "generated" for i in ep.queries]
-                    # confident attributions (a generator named) that the gate let through
-                    named = [o in NAMED or (o == "correct" and g) for o, g in zip(gated, gen, strict=True)]
-                    conf_any.append(float(np.mean(named)))
-                    conf_wrong.append(float(np.mean([o in NAMED for o in gated])))
-                    forced_correct.append(float(np.mean([o == "correct" for o in forced])))
-                    gated_correct.append(float(np.mean([o == "correct" for o in gated])))
-            cres = {"rank1_class_avg": M.summarize(r1), "knn_detection_auc": M.summarize(auc_knn)}
-            if c.info is not None:
-                q = [i for i in subset if not np.isnan(qemb[i, 0])]
-                sc = ai_scores(qemb[q], c.info)[0]
-                y = np.asarray([entries[i].kind == "generated" for i in q])
-                cres["detection_auc"] = M.roc_auc(sc, y)
-                cres["detection_at_threshold"] = M.threshold_metrics(sc, y, c.info.detection_threshold)
-                cres["pipeline_correct_forced"] = M.summarize(forced_correct)
-                cres["pipeline_correct_gated"] = M.summarize(gated_correct)
-                cres["confident_attribution_rate"] = M.summarize(conf_any)
-                cres["confident_wrong_attribution_rate"] = M.summarize(conf_wrong)
-            level["conditions"][c.name] = cres
+            level["conditions"][c.name] = _robust_condition(entries, c, qemb, subset, rel_full, reasons_full, cfg, fam)
         level["seconds"] = round(time.perf_counter() - t0, 1)
         out["levels"][t] = level
         log.info("robustness %s done in %.1fs", t, level["seconds"])
     _gate_check(out, conds)
     return out
+
+
+def _robust_condition(
+    entries: list[Entry],
+    c: Condition,
+    qemb: np.ndarray,
+    subset: list[int],
+    rel_full: np.ndarray,
+    reasons_full: list[list[str]],
+    cfg: EvalConfig,
+    fam: dict[str, str],
+) -> dict:
+    """One condition under one transform: Rank-1 and kNN AUC over the seeds and, for a model, detection AUC and
+    the runtime's gated and forced outcomes (queries ``qemb`` re-encoded, galleries clean)."""
+    k, in_subset = min(cfg.shots), set(subset)
+    r1, auc_knn, conf_any, conf_wrong, forced_correct, gated_correct = [], [], [], [], [], []
+    for seed in range(cfg.seeds):
+        ep = make_episode(entries, k, seed, cfg.split)
+        ep.queries = [i for i in ep.queries if i in in_subset]
+        if not ep.queries:
+            continue
+        rm = episode_scores(entries, c.emb, ep, fam, qemb=qemb)
+        r1.append(rm["rank1_class_avg"])
+        auc_knn.append(rm["knn_detection_auc"])
+        if c.info is not None:
+            rel_q = rel_full[ep.queries]
+            rs_q = [reasons_full[i] for i in ep.queries]
+            gated = pipeline_outcomes(entries, c.emb, c.info, ep.gallery, ep.queries, fam, rel_q, rs_q, qemb)
+            forced = pipeline_outcomes(entries, c.emb, c.info, ep.gallery, ep.queries, fam, rel_q, rs_q, qemb,
+                                       force=True)  # fmt: skip
+            gen = [entries[i].kind == "generated" for i in ep.queries]
+            # confident attributions (a generator named) that the gate let through
+            named = [o in NAMED or (o == "correct" and g) for o, g in zip(gated, gen, strict=True)]
+            conf_any.append(float(np.mean(named)))
+            conf_wrong.append(float(np.mean([o in NAMED for o in gated])))
+            forced_correct.append(float(np.mean([o == "correct" for o in forced])))
+            gated_correct.append(float(np.mean([o == "correct" for o in gated])))
+    cres = {"rank1_class_avg": M.summarize(r1), "knn_detection_auc": M.summarize(auc_knn)}
+    if c.info is not None:
+        q = [i for i in subset if not np.isnan(qemb[i, 0])]
+        sc = ai_scores(qemb[q], c.info)[0]
+        y = np.asarray([entries[i].kind == "generated" for i in q])
+        cres["detection_auc"] = M.roc_auc(sc, y)
+        cres["detection_at_threshold"] = M.threshold_metrics(sc, y, c.info.detection_threshold)
+        cres["pipeline_correct_forced"] = M.summarize(forced_correct)
+        cres["pipeline_correct_gated"] = M.summarize(gated_correct)
+        cres["confident_attribution_rate"] = M.summarize(conf_any)
+        cres["confident_wrong_attribution_rate"] = M.summarize(conf_wrong)
+    return cres
 
 
 def _gate_check(out: dict, conds: list[Condition]) -> None:
@@ -425,11 +440,8 @@ def _gate_check(out: dict, conds: list[Condition]) -> None:
 
 
 # -- the whole run ---------------------------------------------------------------------------------
-def evaluate(cfg: EvalConfig, pm=None) -> dict:
-    """Run the evaluation ``cfg`` describes; ``pm``: the plugin manager whose training plugin runs ``--adapt``."""
-    t_start = time.perf_counter()
-    entries = load_corpus(cfg.data_root)
-    fam = families(entries)
+def _embedders(cfg: EvalConfig) -> tuple[dict[str, object], dict[str, str]]:
+    """The conditions that embed (the model, comparison models, the raw-fingerprint baseline) and their descriptions."""
     embedders: dict[str, object] = {}
     descriptions: dict[str, str] = {}
     if cfg.use_model:
@@ -443,6 +455,27 @@ def evaluate(cfg: EvalConfig, pm=None) -> dict:
         geo = (main.info.crop_size, main.info.crop_count, main.info.crop_align) if main else (64, 16, 8)
         embedders[RAW] = RawFingerprintEmbedder(*geo)
         descriptions[RAW] = "nearest neighbour on raw low-bit fingerprints (no encoder)"
+    return embedders, descriptions
+
+
+def _adapted(entries: list[Entry], cfg: EvalConfig, fam: dict[str, str], pm) -> dict:
+    """The ``--adapt`` condition, from the plugin that implements ``lida_eval_adapted_condition``."""
+    from .corpus import NO_TRAINER, ConditionUnavailable
+
+    t0 = time.perf_counter()
+    adapted = None if pm is None else pm.hook.lida_eval_adapted_condition(entries=entries, cfg=cfg, families=fam)
+    if adapted is None:
+        raise ConditionUnavailable(f"no plugin runs --adapt (lida_eval_adapted_condition): {NO_TRAINER}")
+    adapted["seconds"] = round(time.perf_counter() - t0, 1)
+    return adapted
+
+
+def evaluate(cfg: EvalConfig, pm=None) -> dict:
+    """Run the evaluation ``cfg`` describes; ``pm``: the plugin manager whose training plugin runs ``--adapt``."""
+    t_start = time.perf_counter()
+    entries = load_corpus(cfg.data_root)
+    fam = families(entries)
+    embedders, descriptions = _embedders(cfg)
     if not embedders and not cfg.adapt:
         raise ValueError("nothing to evaluate: no model, no baseline and no --adapt")
     t0 = time.perf_counter()
@@ -477,14 +510,7 @@ def evaluate(cfg: EvalConfig, pm=None) -> dict:
         result["conditions"][c.name] = evaluate_condition(entries, c, cfg, fam)
         result["conditions"][c.name]["seconds"] = round(time.perf_counter() - t0, 1)
     if cfg.adapt:
-        from .corpus import NO_TRAINER, ConditionUnavailable
-
-        t0 = time.perf_counter()
-        adapted = None if pm is None else pm.hook.lida_eval_adapted_condition(entries=entries, cfg=cfg, families=fam)
-        if adapted is None:
-            raise ConditionUnavailable(f"no plugin runs --adapt (lida_eval_adapted_condition): {NO_TRAINER}")
-        result["conditions"]["lida-adapted"] = adapted
-        result["conditions"]["lida-adapted"]["seconds"] = round(time.perf_counter() - t0, 1)
+        result["conditions"]["lida-adapted"] = _adapted(entries, cfg, fam, pm)
     if cfg.robustness:
         result["robustness"] = robustness(entries, conds, cfg, fam)
         from .lossy import lossy_detection  # the lossy-input detector per JPEG/resize band
