@@ -9,7 +9,10 @@ Prints a Markdown table: the median (and min/max) wall time of N fresh processes
 * ``python -c "import lida_plugin.cli"``: what importing the CLI costs (every subcommand's modules);
 * ``lida attribute x.png`` (as ``python -m lida_plugin.cli``): one asset end to end (the bundled model
   and default store unless ``--model``/``--store`` are given), what a host running one process per
-  asset pays.
+  asset pays;
+* ``lida serve``, per asset: the warm mode (one process, a path per stdin line, a JSON record per
+  stdout line), timed per request after the process is up: what the same host pays per asset if it
+  keeps one ``lida serve`` running.
 
 The three commands are interleaved run by run, so load on the machine affects them alike. The
 image is a lossless PNG with random low bits, made by the script.
@@ -34,6 +37,28 @@ def _timed(cmd: list[str], env: dict[str, str]) -> float:
     if r.returncode not in (0, 1):  # 1: the file was analysed but is an error record; still a full run
         raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.decode()[-2000:]}")
     return dt
+
+
+def _serve_times(img: Path, args: argparse.Namespace, env: dict[str, str]) -> list[float]:
+    """Per-request wall times of one ``lida serve`` process (the first request, which loads the model, not counted)."""
+    cmd = [sys.executable, "-m", "lida_plugin.cli", "serve"] + (["--model", args.model] if args.model else [])
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+                         text=True)  # fmt: skip
+    out = []
+    try:
+        for i in range(args.runs + 1):
+            t = time.perf_counter()
+            p.stdin.write(f"{img}\n")
+            p.stdin.flush()
+            if not p.stdout.readline():
+                raise SystemExit("lida serve ended early")
+            if i:
+                out.append(time.perf_counter() - t)
+        p.stdin.close()
+        p.wait(timeout=60)
+    finally:
+        p.kill()
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.runs):
             for k, cmd in rows.items():
                 times[k].append(_timed(cmd, env))
+        times["lida serve, per asset (warm)"] = _serve_times(img, args, env)
     base = statistics.median(times["python -c pass"])
     print(f"{args.runs} runs each, interleaved; {args.size}x{args.size} PNG; {args.threads} encoder thread(s)")
     print(f"python {sys.version.split()[0]} at {sys.executable}\n")

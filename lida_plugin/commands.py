@@ -98,6 +98,48 @@ def emit(record: dict, args: argparse.Namespace) -> None:
             print(f"{esc(record['path'])}\t{record['verdict']}\t{gen}\t{score}{near}{known}", flush=True)
 
 
+# -- serve -----------------------------------------------------------------------------------
+def serve_request(line: str) -> tuple[str | None, str | None]:
+    """``(path, error)`` of one ``lida serve`` input line: a path, or a JSON object with a string ``path``."""
+    line = line.rstrip("\r\n")
+    if not line.lstrip().startswith("{"):
+        return line, None
+    try:
+        req = json.loads(line)
+    except ValueError as exc:
+        return None, f"not a JSON object: {exc}"
+    if not isinstance(req, dict) or not isinstance(req.get("path"), str) or not req["path"]:
+        return None, 'a JSON request needs a non-empty string "path"'
+    return req["path"], None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """One warm process: read a request line, attribute, write the record line, flush, repeat until EOF."""
+    from .attribute import Attributor, error_result
+    from .manager import notify_asset_done, record_outputs
+    from .store import open_stack
+
+    encoder = open_encoder(args)
+    stack = open_stack(encoder, args.store, use_default=not args.no_default_store)
+    attributor = Attributor(encoder, stack, top_k=args.top_k, force=args.force)
+    try:
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            path, err = serve_request(line)
+            if err is None:
+                record = attributor.attribute_file(path).to_dict()
+            else:
+                record = error_result(line.strip()[:200], err, attributor.model_id, attributor.store_id).to_dict()
+            sys.stdout.write(json.dumps(record) + "\n")
+            sys.stdout.flush()
+            if path is not None:
+                notify_asset_done(args.pm, path=path, record=record, outputs=record_outputs(record))
+    finally:
+        stack.close()
+    return EXIT_OK
+
+
 # -- register / generators ---------------------------------------------------------------
 def cmd_register(args: argparse.Namespace) -> int:
     import sqlite3
@@ -203,7 +245,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 @hookimpl
 def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
-    for add in (_attribute_parser, _register_parsers, _store_parser, _doctor_parser):
+    for add in (_attribute_parser, _register_parsers, _store_parser, _serve_parser, _doctor_parser):
         add(subparsers)
 
 
@@ -284,6 +326,21 @@ def _store_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--kind", choices=("faiss-ivf-sq8", "usearch-hnsw-i8"), help="index kind (default: faiss-ivf-sq8)")
     s.add_argument("--rebuild", action="store_true", help="build it anew instead of updating it")
     p.set_defaults(func=cmd_store)
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="keep one process warm: a path per line on stdin, a JSON record per line on stdout",
+        description='Attribute one asset per input line (a path, or a JSON object with a "path"), answering each'
+        " with one JSON record line, flushed, before reading the next: a host that would otherwise start one"
+        " process per asset pays the start once. Ends at end of input (exit 0).",
+    )
+    p.add_argument("-k", "--top-k", type=int, default=5, help="registered generators to list per image (default 5)")
+    p.add_argument("--force", action="store_true", help="give a verdict even when the fingerprint is unreliable")
+    p.set_defaults(func=cmd_serve)
+    add_model_args(p)
+    add_store_args(p)
 
 
 def _doctor_parser(sub: argparse._SubParsersAction) -> None:

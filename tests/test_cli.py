@@ -124,3 +124,28 @@ def test_usage_errors_exit_2(argv):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
+
+
+def test_serve_answers_each_line_before_the_next_is_sent(isolated_env, images):
+    """The warm mode of issue 14: a host writes one path, reads its record, then writes the next; no read-ahead
+    may block on input that has not come yet. Bad requests are error records; the process stays up."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen(
+        [sys.executable, "-m", "lida_plugin.cli", "serve", "--no-default-store"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        answers = []
+        for req in (str(images["gen-a"][0]), json.dumps({"path": str(images["real"][0])}), "{oops", "/no/such.png"):
+            p.stdin.write(req + "\n")
+            p.stdin.flush()
+            answers.append(json.loads(p.stdout.readline()))  # blocks until this one request is answered
+        p.stdin.close()
+        assert p.wait(timeout=60) == 0
+    finally:
+        p.kill()
+    assert [a["status"] for a in answers] == ["ok", "ok", "error", "error"]
+    assert answers[1]["verdict"] == "real" and answers[0]["verdict"] == "ai-generated"
+    assert "JSON" in answers[2]["error"] and answers[3]["error"] == "no such file"
