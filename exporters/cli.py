@@ -1,4 +1,5 @@
-"""``lida-train`` (``python -m exporters``): pretrain | adapt | export | evaluate | zoo | lossy | reproduce | spam."""
+"""``lida-train`` (``python -m lida_exporters``): pretrain | adapt | export | evaluate | zoo | lossy | reproduce |
+spam."""
 
 from __future__ import annotations
 

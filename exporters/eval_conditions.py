@@ -1,11 +1,11 @@
 """``lida eval``'s conditions that train: few-shot adaptation on the gallery, and trained baselines.
 
-:mod:`exporters.eval_plugin` offers them to ``lida eval`` through lida's evaluation hooks, so the
+:mod:`lida_exporters.eval_plugin` offers them to ``lida eval`` through lida's evaluation hooks, so the
 runtime never imports the training side. torch is imported when a condition runs, and missing
 torch gives :class:`TrainExtraMissing` ("install the train extra").
 
 * :func:`adapted_condition` (``lida eval --adapt``): for every (k, seed) episode, stage-3
-  adaptation (``exporters.train.adapt``: center loss + real-prototype detection loss) starting
+  adaptation (``lida_exporters.train.adapt``: center loss + real-prototype detection loss) starting
   from the *pre-trained* checkpoint (``runs/default/pretrain.pt`` unless ``--adapt-init``),
   on that episode's gallery images only (generated gallery + real gallery), then retrieval on
   the episode's queries with the adapted encoder. Detection is scored by AUC of the adapted

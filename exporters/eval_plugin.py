@@ -1,7 +1,7 @@
 """The training package as a plugin of ``lida eval`` (entry point ``lida-train`` of the ``lida_plugin`` group).
 
 It implements ``lida_eval_train_baseline`` and ``lida_eval_adapted_condition`` with
-:mod:`exporters.eval_conditions`. Every ``lida`` start loads this module, so it imports nothing
+:mod:`lida_exporters.eval_conditions`. Every ``lida`` start loads this module, so it imports nothing
 heavy: the conditions (numpy, torch) are imported when one runs.
 """
 

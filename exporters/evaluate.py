@@ -1,7 +1,7 @@
 """``lida-train evaluate``: a quick retrieval check on the held-out half (the full harness is ``lida eval``).
 
 Protocol: gallery = ``k`` train-split images per generated class (the first ``k`` in the split's
-hash order, the same images :func:`exporters.train.registration_set` adapts on; further
+hash order, the same images :func:`lida_exporters.train.registration_set` adapts on; further
 ``draws`` pick other random train-split images); queries = every held-out image of those
 classes. Image embedding = L2-normalised mean of the serving crops. Scopes: ``named`` (the named
 generators) and ``ldm-sr`` (the 7 checkpoints), as :func:`lida_plugin.evaluate.metrics.scope_of`

@@ -1,13 +1,13 @@
 """Diagnostic probes behind the "what limits it" findings in ``docs/evaluation.md``.
 
-``python -m exporters.probes ceiling``
+``python -m lida_exporters.probes ceiling``
     How much generator information an encoder's embedding holds at all: with *every* train-split
     image labelled (far more than any k-shot gallery), (a) nearest class mean and (b) a
     supervised linear classifier (softmax regression) on the frozen embeddings, scored on the
     held-out split, class-averaged like ``lida eval``. If even (b) is far below a target, the
     target cannot be reached by registration or retrieval tricks on this encoder.
 
-``python -m exporters.probes resize-gate``
+``python -m lida_exporters.probes resize-gate``
     Can a cheap reliability gate tell a resized (resampled) image from an original? Two
     detectors are fitted on the train split (originals vs copies resized by a random factor in
     [0.4, 0.95] or [1.1, 2.0] with a random Pillow filter, saved as PNG): a logistic regression
@@ -17,7 +17,7 @@
     held-out copies resized as ``lida eval``'s sweep does (bicubic 0.5x, 0.75x) and cropped off
     the 8-px grid.
 
-``python -m exporters.probes whitening``
+``python -m lida_exporters.probes whitening``
     Does a fixed linear transform of the embedding (fitted on the train split, applied to
     gallery and queries before cosine retrieval) improve ``lida eval``'s Rank-1? Centring,
     PCA whitening (covariance of train embeddings, eigenvalues floored at ``eps`` x the largest)
@@ -260,7 +260,7 @@ def resize_gate(data: Path, model: str | None, threads: int, seed: int = 0) -> s
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m exporters.probes", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lida_exporters.probes", description=__doc__.split("\n\n")[0])
     p.add_argument("probe", choices=("ceiling", "resize-gate", "whitening"))
     p.add_argument("--data", default=str(DEFAULT_DATA), help="corpus root (default ../shared/data)")
     p.add_argument("--model", default=None, help="encoder ONNX (default: the bundled model)")

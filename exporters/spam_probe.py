@@ -1,7 +1,7 @@
 """Representation probe for the residual-statistics model: map variants, the detection column and a
 fusion with the shipped CNN, scored on ``lida eval``'s episodes (held-out split, 5 seeds).
 
-    python -m exporters.spam_probe [VARIANT ...]
+    python -m lida_exporters.spam_probe [VARIANT ...]
 
 Variants: ``cnn`` (the shipped encoder's crop embeddings, no map), ``pP_D_EPS`` (SPAM per crop,
 PCA ``P``, whitening ``EPS``, ``D`` leading axes, no detection column), ``colC`` (the default map

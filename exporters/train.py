@@ -7,7 +7,7 @@ head on the embedding (so the proxy shapes the very space retrieval uses). Proxy
 * ``real``: train-split real photos, label = source-image identity (every photo its own class;
   crops of one photo share that photo's sensor/processing noise, the only thing its low bits
   can tell apart);
-* ``zoo`` (default): train-split real photos pushed through the generator zoo (:mod:`exporters.zoo`),
+* ``zoo`` (default): train-split real photos pushed through the generator zoo (:mod:`lida_exporters.zoo`),
   label = pipeline, plus the untouched photos as one ``real`` class;
 * ``zoo+real``: zoo pipelines as classes plus the photos by identity;
 * ``none``: no pre-training (adaptation starts from random weights).

@@ -1,11 +1,11 @@
 """An example host: finds lida by its entry point, analyses a folder, forwards each result to a sink.
 
-    python -m hooks.example_host FOLDER [--sink records.jsonl] [--model encoder.onnx]
+    python -m lida_hooks.example_host FOLDER [--sink records.jsonl] [--model encoder.onnx]
 
 It is what a DAM or ingest system does, in 60 lines: build a pluggy ``PluginManager`` for the
 ``lida_plugin`` project, add lida's hook specs, load every installed plugin by entry point
 (lida itself is the ``lida`` entry point of the ``lida-plugin`` distribution), register its own
-plugins (here :mod:`hooks.example_sink`), then call ``lida_analyze_asset`` per file and
+plugins (here :mod:`lida_hooks.example_sink`), then call ``lida_analyze_asset`` per file and
 ``lida_asset_done`` with the result. Exit code: 0 when every file was analysed, 1 when some
 could not be (their records say why), 3 when lida is not installed or cannot start.
 """

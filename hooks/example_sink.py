@@ -4,7 +4,7 @@ Register it on a plugin manager (``pm.register(example_sink)``), or install it a
 an entry point in the ``lida_plugin`` group::
 
     [project.entry-points.lida_plugin]
-    example-sink = "hooks.example_sink"
+    example-sink = "lida_hooks.example_sink"
 
 The file is ``$LIDA_EXAMPLE_SINK`` (default ``lida-sink.jsonl`` in the working directory). It also
 adds an ``org.example.ingest`` assertion to every C2PA manifest lida writes.

@@ -5,7 +5,7 @@ encoder reads is not the generator's any more and attribution stays ``inconclusi
 (:mod:`lida_plugin.decode`). This module still gives a *detection* score for such files: SPAM
 residual statistics (:func:`lida_plugin.residual.spam_features`) through a standardiser and a
 logistic regression trained on JPEG/resized copies of both classes (``lida-train lossy``,
-:mod:`exporters.lossy`), with a threshold calibrated on held-out real photos.
+:mod:`lida_exporters.lossy`), with a threshold calibrated on held-out real photos.
 
 The fitted parameters live in ``lida_plugin/data/lossy-detector.json`` (schema
 ``schemas/lossy-detector.schema.json``), with the AUC measured per quality band on the held-out
@@ -16,7 +16,7 @@ generator family left out of training. ``calibrated`` is true only when both cle
 :func:`lossy_evidence` returns the record's evidence item (source ``lossy-detector``) for a
 decoded lossy input, or ``None`` where the detector does not apply. The degradations used to
 train and to evaluate it (:func:`degrade`, :data:`BANDS`) are defined here once, for
-``exporters.lossy`` and ``lida eval`` alike. Torch-free.
+``lida_exporters.lossy`` and ``lida eval`` alike. Torch-free.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The house drawn from the imports: no circle, no arrow back up, no long function without a reason.
 
-Layers, bottom to top: ``lida_plugin`` (the runtime: never imports ``exporters``, ``hooks`` or
-torch), then ``exporters`` (training) and ``hooks`` (host integrations), which may import the
-runtime. Every import counts, also one inside a function or under ``TYPE_CHECKING``.
+Layers, bottom to top: ``lida_plugin`` (the runtime: never imports the training package, the host
+examples or torch), then ``lida_exporters`` (training, folder ``exporters/``) and ``lida_hooks``
+(host integrations, folder ``hooks/``), which may import the runtime.
+Every import counts, also one inside a function or under ``TYPE_CHECKING``.
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("lida_plugin", "exporters", "hooks")
+#: installed package name -> folder (exporters/ and hooks/ are installed as lida_exporters and lida_hooks)
+PACKAGES = {"lida_plugin": "lida_plugin", "lida_exporters": "exporters", "lida_hooks": "hooks"}
 MAX_LINES = 60
 
 
 def _modules() -> dict[str, Path]:
     mods = {}
-    for pkg in PACKAGES:
-        for f in (REPO / pkg).rglob("*.py"):
-            name = ".".join(f.relative_to(REPO).with_suffix("").parts)
+    for pkg, folder in PACKAGES.items():
+        for f in (REPO / folder).rglob("*.py"):
+            name = ".".join((pkg, *f.relative_to(REPO / folder).with_suffix("").parts))
             mods[name.removesuffix(".__init__")] = f
     return mods
 
@@ -95,7 +97,7 @@ def test_runtime_imports_nothing_above_it():
         for m, ds in edges.items()
         if m.startswith("lida_plugin")
         for d in ds
-        if d.split(".")[0] in ("exporters", "hooks", "torch", "torchvision")
+        if d.split(".")[0] in ("lida_exporters", "lida_hooks", "exporters", "hooks", "torch", "torchvision")
     )
     assert up == []
 

@@ -82,7 +82,7 @@ def test_lida_eval_bad_root(tmp_path, capsys):
 
 
 def test_training_conditions_need_torch(monkeypatch):
-    from exporters import eval_conditions
+    from lida_exporters import eval_conditions
 
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(eval_conditions.TrainExtraMissing, match="install the train extra"):
@@ -99,21 +99,21 @@ def test_training_conditions_come_from_the_plugin_manager(eval_data, capsys, mon
 def test_runtime_never_imports_the_training_package():
     code = ("import sys, lida_plugin.cli, lida_plugin.evaluate.cli, lida_plugin.evaluate.run,"
             " lida_plugin.evaluate.report, lida_plugin.watch, lida_plugin.commands;"
-            " print(sorted(m for m in sys.modules if m.split('.')[0] == 'exporters'))")  # fmt: skip
+            " print(sorted(m for m in sys.modules if m.split('.')[0] in ('exporters', 'lida_exporters')))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_evaluation_does_not_import_torch():
     code = ("import sys, lida_plugin.cli, lida_plugin.evaluate.cli, lida_plugin.evaluate.run, "
-            "lida_plugin.evaluate.report, exporters.eval_conditions; print('torch' in sys.modules)")  # fmt: skip
+            "lida_plugin.evaluate.report, lida_exporters.eval_conditions; print('torch' in sys.modules)")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
 
 def test_adapt_condition_trains_on_the_gallery_only(eval_data, tiny_model, tmp_path):
     pytest.importorskip("torch")
-    from exporters.train import Recipe, pretrain
+    from lida_exporters.train import Recipe, pretrain
     from lida_plugin.evaluate.run import EvalConfig, evaluate
 
     r = Recipe(arch="lida-resnet-tiny", dim=16, crop=32, crop_count=4, pretrain="none")

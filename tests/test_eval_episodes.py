@@ -71,7 +71,7 @@ def test_k_must_be_positive():
 def test_corpus_split_is_the_training_split(tmp_path):
     from conftest import write_png
 
-    from exporters.data import load_folder
+    from lida_exporters.data import load_folder
 
     root = tmp_path / "data"
     for kind in ("gen-a", "gen-b"):

@@ -7,9 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from exporters import data as D  # noqa: E402
-from exporters import models as M  # noqa: E402
-from exporters import train as T  # noqa: E402
+from lida_exporters import data as D  # noqa: E402
+from lida_exporters import models as M  # noqa: E402
+from lida_exporters import train as T  # noqa: E402
 
 ARCHS = ["lida-resnet-small", "lida-resnet-tiny", "resnet50-lida", "resnet50-lida-nomaxpool"]
 
@@ -26,7 +26,7 @@ def test_registry_lists_builds_and_refuses_unknown_names():
 
 
 def test_cli_arch_choices_come_from_the_registry(capsys):
-    from exporters.cli import build_parser
+    from lida_exporters.cli import build_parser
 
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(["pretrain", "--arch", "nope"])

@@ -13,11 +13,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from exporters import data as D  # noqa: E402
-from exporters.export import PARITY_TOL, detection_threshold, export_checkpoint, open_set_threshold, parity  # noqa: E402
-from exporters.losses import CenterLoss, detection_loss, lida_loss  # noqa: E402
-from exporters.models import Fingerprint, build  # noqa: E402
-from exporters.train import Recipe, adapt, pretrain  # noqa: E402
+from lida_exporters import data as D  # noqa: E402
+from lida_exporters.export import PARITY_TOL, detection_threshold, export_checkpoint, open_set_threshold, parity  # noqa: E402
+from lida_exporters.losses import CenterLoss, detection_loss, lida_loss  # noqa: E402
+from lida_exporters.models import Fingerprint, build  # noqa: E402
+from lida_exporters.train import Recipe, adapt, pretrain  # noqa: E402
 from lida_plugin.contract import INPUT_NAME, OUTPUT_NAME, parse_metadata  # noqa: E402
 from lida_plugin.fingerprint import fingerprint  # noqa: E402
 
@@ -126,7 +126,7 @@ def test_tiny_end_to_end(tmp_path):
 def test_resized_input_recipe_exports_a_model_the_runtime_serves_identically(tmp_path):
     """The authors' configuration (whole image resized, one crop): training, export metadata and
     the runtime's crops agree, and the recipe field leaves older recipes' hashes alone."""
-    from exporters.eval_conditions import baseline_recipe, budget_steps
+    from lida_exporters.eval_conditions import baseline_recipe, budget_steps
     from lida_plugin.decode import decode_file
     from lida_plugin.encoder import Encoder
 
@@ -151,7 +151,7 @@ def test_resized_input_recipe_exports_a_model_the_runtime_serves_identically(tmp
     assert info.input_resize == 32
     enc = Encoder(out, device="cpu", threads=1)
     assert enc.info.input_resize == 32
-    from exporters.train import embed_images, load_encoder
+    from lida_exporters.train import embed_images, load_encoder
 
     model, _, _ = load_encoder(ck)
     paths = sorted((root / "generated" / "g2").glob("*.png"))  # 80x72: resized to 32x32, not cropped
@@ -162,7 +162,7 @@ def test_resized_input_recipe_exports_a_model_the_runtime_serves_identically(tmp
 
 def test_runtime_loads_export(tmp_path):
     enc_mod = pytest.importorskip("lida_plugin.encoder")
-    from exporters.export import export_untrained
+    from lida_exporters.export import export_untrained
 
     path = export_untrained(Recipe(dim=16, crop=32, crop_count=4), tmp_path / "u.onnx")
     if not hasattr(enc_mod, "Encoder"):
@@ -184,7 +184,7 @@ def test_empty_and_malformed_folder(tmp_path):
 
 
 def test_cli_help_and_bad_folder(tmp_path, capsys):
-    from exporters.cli import main
+    from lida_exporters.cli import main
 
     for cmd in ("pretrain", "adapt", "export", "reproduce", "evaluate"):
         with pytest.raises(SystemExit) as e:
@@ -196,7 +196,7 @@ def test_cli_help_and_bad_folder(tmp_path, capsys):
 
 @pytest.mark.parametrize("arch", ["lida-resnet-small", "resnet50-lida"])
 def test_parity_architectures(tmp_path, arch):
-    from exporters.export import export_onnx
+    from lida_exporters.export import export_onnx
 
     torch.manual_seed(0)
     m = build(arch, "scaled", 32).eval()
@@ -222,7 +222,7 @@ def test_split_and_parity_on_real_fingerprints(tmp_path):
     for n, v in splits[("real", "ffhq256")].items():
         assert face[D.split_key("real", "ffhq256", n)] == v
     # parity on real fingerprints
-    from exporters.export import export_onnx
+    from lida_exporters.export import export_onnx
 
     items = D.load_folder(root, split="heldout", kinds=("real",), labels={"curban100"})
     crops = np.concatenate([D.eval_crops(it.pixels, 64, 4) for it in items[:4]])

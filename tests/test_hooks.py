@@ -34,12 +34,12 @@ def builtin_closed():
 
 @pytest.fixture
 def sink_dist(tmp_path, monkeypatch):
-    """Install a third-party plugin distribution whose entry point is hooks.example_sink (metadata only)."""
+    """Install a third-party plugin distribution whose entry point is lida_hooks.example_sink (metadata only)."""
     site = tmp_path / "site"
     info = site / "lida_example_sink-1.0.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lida-example-sink\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[lida_plugin]\nexample-sink = hooks.example_sink\n")
+    (info / "entry_points.txt").write_text("[lida_plugin]\nexample-sink = lida_hooks.example_sink\n")
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.syspath_prepend(str(REPO))
     sink = tmp_path / "sink.jsonl"
@@ -178,7 +178,7 @@ def test_example_host_runs(tmp_path, isolated_env, images):
     folder = images["gen-a"][0].parent
     sink = tmp_path / "records.jsonl"
     env = dict(os.environ, LIDA_THREADS="1", PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "hooks.example_host", str(folder), "--sink", str(sink), "--no-default-store"]
+    cmd = [sys.executable, "-m", "lida_hooks.example_host", str(folder), "--sink", str(sink), "--no-default-store"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "lida" in proc.stderr.splitlines()[0]

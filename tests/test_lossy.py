@@ -231,7 +231,7 @@ def tiny_corpus(tmp_path):
 
 def test_training_degradations_are_seeded():
     pytest.importorskip("torch")
-    from exporters.lossy import LossyRecipe, training_degradation
+    from lida_exporters.lossy import LossyRecipe, training_degradation
 
     r = LossyRecipe(seed=3)
     a = [training_degradation(r, "real/x.png", c) for c in range(50)]
@@ -243,7 +243,7 @@ def test_training_degradations_are_seeded():
 
 def test_train_write_load_and_eval_on_a_tiny_corpus(tiny_corpus, tmp_path):
     pytest.importorskip("torch")
-    from exporters.lossy import LossyRecipe, load_images, train, write_detector
+    from lida_exporters.lossy import LossyRecipe, load_images, train, write_detector
     from lida_plugin.evaluate.corpus import load_corpus
     from lida_plugin.evaluate.lossy import lossy_detection, markdown
 

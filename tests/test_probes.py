@@ -1,4 +1,4 @@
-"""The diagnostic probes (``python -m exporters.probes``) on a tiny synthetic corpus."""
+"""The diagnostic probes (``python -m lida_exporters.probes``) on a tiny synthetic corpus."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from conftest import write_png
 
 pytest.importorskip("torch")
-from exporters import probes  # noqa: E402
+from lida_exporters import probes  # noqa: E402
 
 
 @pytest.fixture

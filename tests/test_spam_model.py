@@ -12,7 +12,7 @@ from lida_plugin.detect import ai_scores, calibrate_threshold, detect
 from lida_plugin.residual import spam_dim
 
 pytest.importorskip("onnxruntime")
-sm = pytest.importorskip("exporters.spam_model")
+sm = pytest.importorskip("lida_exporters.spam_model")
 
 R = sm.SpamRecipe(crop=32, crop_count=4, pca_dim=24, dim=8)
 
