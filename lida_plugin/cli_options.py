@@ -31,18 +31,24 @@ class UsageError(LidaError):
     """A combination of options that cannot work; the command line turns it into exit status 2."""
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(
+    p: argparse.ArgumentParser,
+    *,
+    device_help: str = "execution provider (default: $LIDA_DEVICE, else auto = CUDA when available, else CPU)",
+    device_default: str = "auto",
+    threads_help: str = "CPU threads for the encoder (default: $LIDA_THREADS, else all cores)",
+    threads_default: int | None = None,
+):
+    """``--model``, ``--device``, ``--threads``, ``--batch-size`` (a command with other defaults, such as
+    ``lida batch``'s one thread per worker, passes them); returns the argument group."""
     g = p.add_argument_group("model")
     g.add_argument("--model", help="encoder ONNX file (default: $LIDA_MODEL, else the bundled model)")
-    g.add_argument(
-        "--device",
-        default=os.environ.get("LIDA_DEVICE", "auto"),
-        choices=["auto", "cpu", "cuda", "tensorrt"],
-        help="execution provider (default: $LIDA_DEVICE, else auto = CUDA when available, else CPU)",
-    )
-    g.add_argument("--threads", type=int, default=int(os.environ.get("LIDA_THREADS", "0")) or None,
-                   help="CPU threads for the encoder (default: $LIDA_THREADS, else all cores)")  # fmt: skip
+    g.add_argument("--device", default=os.environ.get("LIDA_DEVICE", device_default),
+                   choices=["auto", "cpu", "cuda", "tensorrt"], help=device_help)  # fmt: skip
+    env_threads = int(os.environ.get("LIDA_THREADS", "0")) or None
+    g.add_argument("--threads", type=int, default=threads_default or env_threads, help=threads_help)
     g.add_argument("--batch-size", type=int, default=64, help="crops per encoder call (default 64)")
+    return g
 
 
 def add_store_args(p: argparse.ArgumentParser) -> None:

@@ -174,3 +174,16 @@ def shared_data() -> Path:
             pytest.fail(f"LIDA_REQUIRE_SHARED=1 but {data} is missing")
         pytest.skip(f"{data} not present")
     return data
+
+
+@pytest.fixture
+def attributor(isolated_env, tiny_model):
+    """An :class:`~lida_plugin.attribute.Attributor`: the tiny encoder, an empty user store, no default store."""
+    from lida_plugin.attribute import Attributor
+    from lida_plugin.encoder import Encoder
+    from lida_plugin.store import open_stack
+
+    enc = Encoder(tiny_model, device="cpu", threads=1)
+    stack = open_stack(enc, None, use_default=False)
+    yield Attributor(enc, stack)
+    stack.close()

@@ -238,18 +238,6 @@ def test_read_bytes_refuses_a_fifo_directly(tmp_path):
 
 
 # -- 3. a writer that closes and reopens the file between chunks ---------------------------------
-@pytest.fixture
-def attributor(isolated_env, tiny_model):
-    from lida_plugin.attribute import Attributor
-    from lida_plugin.encoder import Encoder
-    from lida_plugin.store import open_stack
-
-    enc = Encoder(tiny_model, device="cpu", threads=1)
-    stack = open_stack(enc, None, use_default=False)
-    yield Attributor(enc, stack)
-    stack.close()
-
-
 def _png(kind: str, seed: int, size: int = 128) -> bytes:
     from io import BytesIO
 

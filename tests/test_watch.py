@@ -47,18 +47,6 @@ def wait_for(cond, timeout: float = 30.0, step: float = 0.05) -> bool:
     return cond()
 
 
-@pytest.fixture
-def attributor(isolated_env, tiny_model):
-    from lida_plugin.attribute import Attributor
-    from lida_plugin.encoder import Encoder
-    from lida_plugin.store import open_stack
-
-    enc = Encoder(tiny_model, device="cpu", threads=1)
-    stack = open_stack(enc, None, use_default=False)
-    yield Attributor(enc, stack)
-    stack.close()
-
-
 class Recorder:
     """A host plugin that records every ``lida_asset_done`` call."""
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from typing import Any
 
 from .. import hookimpl
-from ..cli_options import UsageError, add_signing_args, add_store_args
+from ..cli_options import UsageError, add_model_args, add_signing_args, add_store_args
 
 log = logging.getLogger("lida.batch")
 
@@ -53,17 +52,14 @@ def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
     p.add_argument("--chunk-size", type=int, default=16, help="assets per work unit handed to a worker (default 16)")
     p.add_argument("-k", "--top-k", type=int, default=5, help="registered generators to list per image (default 5)")
     p.add_argument("--force", action="store_true", help="give a verdict even when the fingerprint is unreliable")
-    g = p.add_argument_group("model")
-    g.add_argument("--model", help="encoder ONNX file (default: $LIDA_MODEL, else the bundled model)")
-    g.add_argument(
-        "--device",
-        default=os.environ.get("LIDA_DEVICE", "cpu"),
-        choices=["auto", "cpu", "cuda", "tensorrt"],
-        help="execution provider per worker (default: $LIDA_DEVICE, else cpu; ray: cuda/auto puts the encoder"
-        " actors on GPUs)",
+    add_model_args(
+        p,
+        device_default="cpu",
+        device_help="execution provider per worker (default: $LIDA_DEVICE, else cpu; ray: cuda/auto puts the"
+        " encoder actors on GPUs)",
+        threads_default=1,
+        threads_help="ONNX Runtime threads per worker (default 1)",
     )
-    g.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per worker (default 1)")
-    g.add_argument("--batch-size", type=int, default=64, help="crops per encoder call (default 64)")
     add_store_args(p)
     g = p.add_argument_group("provenance (C2PA)")
     g.add_argument(
