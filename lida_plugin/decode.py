@@ -158,7 +158,7 @@ def decode_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
                 frames = getattr(im, "n_frames", 1)
             except Exception as exc:
                 raise InputError(name, f"malformed image structure: {type(exc).__name__}: {exc}") from None
-            if frames > 1:
+            if frames > 1 and im.format != "MPO":
                 raise InputError(name, f"animated image ({frames} frames): only still images are analysed")
             try:
                 reasons, notes, quality = _codec_reliability(im, fmt, data)
@@ -173,6 +173,8 @@ def decode_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
                 raise InputError(name, f"corrupt image data: {type(exc).__name__}: {exc}") from None
     reasons += mode_reasons
     notes += mode_notes
+    if frames > 1:  # only MPO gets here: a camera JPEG with preview images appended (CIPA DC-007)
+        notes.append(f"MPO: the primary image is analysed, its {frames - 1} preview image(s) are not")
     return Decoded(
         path=name,
         pixels=pixels,
