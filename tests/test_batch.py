@@ -235,8 +235,9 @@ def test_batch_calls_asset_done_after_commit_and_writes_sidecars(isolated_env, t
     assert rec["manifest"]["status"] == "ok"
 
 
-def test_batch_kill_a_worker_in_the_job_then_exactly_one_row_per_asset(isolated_env, tmp_path):
-    """SIGKILL a worker process of a running ``lida batch`` (from a lida_asset_done hook, after the first part)."""
+def run_killing_one(tmp_path: Path, find_pids, *args: str):
+    """``lida batch`` over 80 images whose first ``lida_asset_done`` SIGKILLs the first process ``find_pids()``
+    names (a worker or an actor); ``(images, dest, exit status, killed pids)``."""
     from lida_plugin import hookimpl
     from lida_plugin.manager import new_plugin_manager
 
@@ -247,16 +248,21 @@ def test_batch_kill_a_worker_in_the_job_then_exactly_one_row_per_asset(isolated_
         @hookimpl
         def lida_asset_done(self, path, record, outputs):
             if not killed:
-                pids = spawn_children()
-                assert pids, "no worker processes found"
+                pids = find_pids()
+                assert pids, "no worker process found"
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])
 
     pm = new_plugin_manager()
     pm.register(Killer())
     dest = tmp_path / "out"
-    rc = main(["batch", str(tmp_path / "src"), "--out", str(dest), "--workers", "2", "--part-size", "5",
-               "--chunk-size", "4"], pm=pm)  # fmt: skip
+    rc = main(["batch", str(tmp_path / "src"), "--out", str(dest), "--chunk-size", "4", *args], pm=pm)
+    return imgs, dest, rc, killed
+
+
+def test_batch_kill_a_worker_in_the_job_then_exactly_one_row_per_asset(isolated_env, tmp_path):
+    """SIGKILL a worker process of a running ``lida batch`` (from a lida_asset_done hook, after the first part)."""
+    imgs, dest, rc, killed = run_killing_one(tmp_path, spawn_children, "--workers", "2", "--part-size", "5")
     assert rc == 0 and killed
     counts = rows_by_path(dest)
     assert counts == Counter(str(p) for p in imgs)

@@ -6,7 +6,6 @@ Needs the ``ray`` extra (``pip install ".[ray]"``); skipped cleanly without it.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ pytest.importorskip("pyarrow")
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
-from test_batch import make_images, rows_by_path  # noqa: E402
+from test_batch import make_images, rows_by_path, run_killing_one  # noqa: E402
 
 from lida_plugin.batch.sink import read_results  # noqa: E402
 from lida_plugin.cli import main  # noqa: E402
@@ -51,26 +50,9 @@ def actor_pids(stage: str) -> list[int]:
 
 
 def test_ray_engine_survives_a_killed_encoder_actor(isolated_env, tmp_path, local_ray):
-    from lida_plugin import hookimpl
-    from lida_plugin.manager import new_plugin_manager
-
-    imgs = make_images(tmp_path / "src", 80)
-    killed = []
-
-    class Killer:
-        @hookimpl
-        def lida_asset_done(self, path, record, outputs):
-            if not killed:
-                pids = actor_pids("EncodeStage")
-                assert pids, "no encoder actor process found"
-                os.kill(pids[0], signal.SIGKILL)
-                killed.append(pids[0])
-
-    pm = new_plugin_manager()
-    pm.register(Killer())
-    dest = tmp_path / "out"
-    rc = main(["batch", str(tmp_path / "src"), "--out", str(dest), "--engine", "ray", "--part-size", "8",
-               "--chunk-size", "4"], pm=pm)  # fmt: skip
+    imgs, dest, rc, killed = run_killing_one(
+        tmp_path, lambda: actor_pids("EncodeStage"), "--engine", "ray", "--part-size", "8"
+    )
     assert rc == 0 and killed
     assert rows_by_path(dest) == Counter(str(p) for p in imgs)
     assert set(read_results(dest).column("status").to_pylist()) == {"ok"}
