@@ -154,19 +154,27 @@ def test_gate_check_flags_collapsed_levels_let_through():
 def test_targets_need_five_seeds_and_an_rgb_baseline():
     from lida_plugin.evaluate.run import targets
 
-    def cond(r1_1, r1_10=None):
-        ret = {"1": {"summary": {"rank1_class_avg": {"mean": r1_1}}}}
-        if r1_10 is not None:
-            ret["10"] = {"summary": {"rank1_class_avg": {"mean": r1_10}}}
+    def cond(r1_1, named_1, r1_5=None):
+        ret = {"1": {"summary": {"rank1_class_avg": {"mean": r1_1}, "rank1_by_scope": {"named": {"mean": named_1}}},
+                     "open_set_logo": {"class_avg": {"unknown": 0.8}}}}  # fmt: skip
+        if r1_5 is not None:
+            ret["5"] = {"summary": {"rank1_class_avg": {"mean": r1_5}}}
         return {"retrieval": ret}
 
-    lida = {**cond(0.75, 0.85), "detection": {"auc": 0.99}}
-    res = {"meta": {"shots": [1, 10], "seeds": 5}, "conditions": {"lida": lida, "rgb-baseline": cond(0.3)}}
-    t = {x["target"]: x["met"] for x in targets(res)}
-    assert t["lida: 1-shot Rank-1 >= 70%"] is True
-    assert t["lida: 1-shot Rank-1 >= 2x rgb-baseline"] is True
-    assert t["lida: 10-shot Rank-1 >= 90%"] is False
-    assert t["lida: detection AUC >= 0.98"] is True
+    det = {"auc": 0.99, "cross_calibrated": {"fpr": 0.06, "tpr": 0.95}}
+    lida = {**cond(0.65, 0.70, 0.74), "detection": det}
+    res = {"meta": {"shots": [1, 5], "seeds": 5}, "conditions": {"lida": lida, "rgb-baseline": cond(0.3, 0.3)}}
+    t = {x["target"].removeprefix("lida: "): x["met"] for x in targets(res)}
+    assert t["1-shot Rank-1 >= 60%, all classes"] is True
+    assert t["1-shot Rank-1 >= 75%, named generators"] is False
+    assert t["5-shot Rank-1 >= 75%, all classes"] is False
+    assert t["1-shot Rank-1 on named generators >= 2x the RGB baseline"] is True  # 0.70 >= 2 x 0.30
+    assert t["detection AUC >= 0.98"] is True and t["cross-calibrated TPR >= 90% at that FPR"] is True
+    assert t["cross-calibrated FPR <= 5% on real photos"] is False  # 6% is over the bound
+    assert t["open set: a left-out generator is `unknown` (1-shot) >= 70%"] is True
     res["meta"]["seeds"] = 3
-    t = {x["target"]: x["met"] for x in targets(res)}
-    assert t["lida: 1-shot Rank-1 >= 70%"] is None
+    t = {x["target"].removeprefix("lida: "): x["met"] for x in targets(res)}
+    assert t["1-shot Rank-1 >= 60%, all classes"] is None and t["detection AUC >= 0.98"] is True
+    del res["conditions"]["rgb-baseline"]
+    t = {x["target"].removeprefix("lida: "): x for x in targets(res)}
+    assert t["1-shot Rank-1 on named generators >= 2x the RGB baseline"]["met"] is None

@@ -295,6 +295,7 @@ def _recall(searcher, x, q, k=10):
 
 
 def test_index_recall_on_clustered_embeddings():
+    pytest.importorskip("faiss")  # the index extra
     x, _, q = store_scale.synth(20_000, seed=1)
     ids = np.arange(1, len(x) + 1, dtype=np.int64)
     index = ann.build(ann.DEFAULT_KIND, x, ids)
@@ -304,6 +305,7 @@ def test_index_recall_on_clustered_embeddings():
 
 
 def test_index_follows_register_remove_and_reembed(tmp_path):
+    pytest.importorskip("faiss")  # the index extra
     x, lab, q = store_scale.synth(6000, seed=2, gens=200)
     path = tmp_path / "s.sqlite"
     store_scale.build_store(path, x[:5000], lab[:5000])
