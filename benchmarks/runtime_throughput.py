@@ -4,6 +4,11 @@
 Prints a Markdown table. Every row runs in its own fresh subprocess so its peak RSS is its own.
 
     python benchmarks/runtime_throughput.py [--model M] [--images 32] [--threads 2]
+    python benchmarks/runtime_throughput.py --compare-model OLD.onnx --compare-store OLD.sqlite
+
+With ``--compare-model`` a second encoder is measured in the same run, each of its rows right
+after the same row of the first model (so load on a shared machine hits both alike), and the
+ratios of its images/s to the first model's are printed.
 
 Rows (512×512 PNGs made by the script, lossless, with random low bits):
 
@@ -162,7 +167,7 @@ def child(kind: str, args: argparse.Namespace) -> dict:
         crops = sum(len(c) for c in crop_sets)
         return {"images_per_s": len(paths) / dt, "crops_per_s": crops / dt, "crops_per_image": crops / len(paths)}
     if kind.startswith("e2e"):
-        stack = open_stack(enc, None)
+        stack = open_stack(enc, args.store)
         att = Attributor(enc, stack, images_per_batch=1 if kind == "e2e-b1" else 8)
         list(att.attribute_paths(paths[:2]))
         t = time.perf_counter()
@@ -173,10 +178,12 @@ def child(kind: str, args: argparse.Namespace) -> dict:
     raise ValueError(kind)
 
 
-def measure(kind: str, args: argparse.Namespace) -> dict:
+def measure(kind: str, args: argparse.Namespace, model: str | None = None, store: str | None = None) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, "--folder", args.folder, "--threads", str(args.threads)]
-    if args.model:
-        cmd += ["--model", args.model]
+    if model:
+        cmd += ["--model", model]
+    if store:
+        cmd += ["--store", store]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
@@ -187,6 +194,14 @@ def measure(kind: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", help="encoder (default: the bundled model)")
+    ap.add_argument("--store", help="store of the end-to-end rows (default: the user store over the bundled one)")
+    ap.add_argument("--compare-model", metavar="PATH", help="a second encoder, measured in the same run")
+    ap.add_argument(
+        "--compare-store",
+        metavar="PATH",
+        help="the store the second encoder's end-to-end rows retrieve over (the bundled store only serves the bundled "
+        "model; without this a different model retrieves over the user store alone)",
+    )
     ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--folder", help=argparse.SUPPRESS)
@@ -200,39 +215,68 @@ def main() -> None:
         return
     from lida_plugin.encoder import Encoder
 
+    for flag, path in (("--model", args.model), ("--store", args.store), ("--compare-model", args.compare_model),
+                       ("--compare-store", args.compare_store)):  # fmt: skip
+        if path and not Path(path).is_file():
+            ap.error(f"{flag} {path}: no such file")
     enc = Encoder(args.model, device="cpu", threads=args.threads)
+    other = Encoder(args.compare_model, device="cpu", threads=args.threads) if args.compare_model else None
+    model_rows = ("fingerprint", "encoder-b1", "encoder-batched", "e2e-b1", "e2e-batched")
+    rows: dict[str, dict] = {}
+    cmp_rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         args.folder = tmp
         make_images(Path(tmp), args.images)
-        rows = {
-            k: measure(k, args)
-            for k in ("matmul", "fingerprint", "encoder-b1", "encoder-batched", "e2e-b1", "e2e-batched", "authors")
-        }
-    flops_img = conv_flops(enc.path, enc.info.crop_size) * rows["encoder-batched"]["crops_per_image"]
-    authors_flops = conv_flops(authors_model(args.threads), 256)
+        rows["matmul"] = measure("matmul", args)
+        for k in model_rows:
+            rows[k] = measure(k, args, args.model, args.store)
+            if other is not None:
+                cmp_rows[k] = measure(k, args, args.compare_model, args.compare_store)
+        rows["authors"] = measure("authors", args)
     peak = rows["matmul"]["gflops"]
-    achieved = flops_img * rows["encoder-batched"]["images_per_s"] / 1e9
-    print(f"model {enc.model_id} ({enc.info.architecture}, {enc.info.crop_count}×{enc.info.crop_size}² crops); "
-          f"{args.images} PNGs 512×512; {args.threads} threads; {os.cpu_count()} cores\n")  # fmt: skip
-    print("| row | images/s | peak RSS MB | notes |")
-    print("|---|---:|---:|---|")
-    for k in ("fingerprint", "encoder-b1", "encoder-batched", "e2e-b1", "e2e-batched", "authors"):
-        r = rows[k]
-        note = ""
-        if k == "encoder-batched":
-            pct = 100 * achieved / peak
-            note = f"{flops_img / 1e9:.2f} GFLOP/image, {achieved:.1f} GFLOP/s = {pct:.0f}% of matmul peak"
-        if k == "authors":
-            note = f"{authors_flops / 1e9:.2f} GFLOP/image"
-        print(f"| {k} | {r['images_per_s']:.2f} | {r['max_rss_mb']:.0f} | {note} |")
+    authors_flops = conv_flops(authors_model(args.threads), 256)
+    print(f"{args.images} PNGs 512×512; {args.threads} threads; {os.cpu_count()} cores\n")
+    achieved = print_table(enc, rows, peak, args)
+    print(f"| authors | {rows['authors']['images_per_s']:.2f} | {rows['authors']['max_rss_mb']:.0f} | "
+          f"{authors_flops / 1e9:.2f} GFLOP/image |")  # fmt: skip
     print(f"| matmul peak | {peak:.1f} GFLOP/s | {rows['matmul']['max_rss_mb']:.0f} | numpy float32 2048² GEMM |")
     ratio = rows["e2e-batched"]["images_per_s"] / rows["authors"]["images_per_s"]
     print(f"\nend-to-end speed-up over the authors' configuration (batched vs batched): {ratio:.1f}× (target ≥ 5×)")
-    print(f"encoder efficiency: {100 * achieved / peak:.0f}% of the measured matmul peak (target ≥ 70%)")
+    if achieved:
+        print(f"encoder efficiency: {100 * achieved / peak:.0f}% of the measured matmul peak (target ≥ 70%)")
+    out = {"model": enc.model_id, "rows": rows, "speedup": ratio, "encoder_gflops": achieved, "peak_gflops": peak}
+    if other is not None:
+        print()
+        print_table(other, cmp_rows, peak, args)
+        ratios = {k: rows[k]["images_per_s"] / cmp_rows[k]["images_per_s"] for k in model_rows}
+        print(f"\n{enc.model_id} images/s ÷ {other.model_id} images/s, same run:")
+        print("| row | ratio |\n|---|---:|")
+        for k, v in ratios.items():
+            print(f"| {k} | {v:.2f} |")
+        out["compare"] = {"model": other.model_id, "rows": cmp_rows, "ratio_images_per_s": ratios}
     if args.json:
-        Path(args.json).write_text(
-            json.dumps({"rows": rows, "speedup": ratio, "encoder_gflops": achieved, "peak_gflops": peak}, indent=2)
-        )
+        Path(args.json).write_text(json.dumps(out, indent=2))
+
+
+def print_table(enc, rows: dict, peak: float, args: argparse.Namespace) -> float:
+    """Print one model's rows; returns its encoder's achieved GFLOP/s (batched)."""
+    flops_img = conv_flops(enc.path, enc.info.crop_size) * rows["encoder-batched"]["crops_per_image"]
+    achieved = flops_img * rows["encoder-batched"]["images_per_s"] / 1e9
+    print(f"model {enc.model_id} ({enc.info.architecture}, {enc.info.crop_count}×{enc.info.crop_size}² crops)\n")
+    print("| row | images/s | peak RSS MB | notes |")
+    print("|---|---:|---:|---|")
+    for k in ("fingerprint", "encoder-b1", "encoder-batched", "e2e-b1", "e2e-batched"):
+        r = rows[k]
+        note = ""
+        if k == "encoder-batched" and flops_img:
+            pct = 100 * achieved / peak
+            note = f"{flops_img / 1e9:.2f} GFLOP/image, {achieved:.1f} GFLOP/s = {pct:.0f}% of matmul peak"
+        elif k == "encoder-batched":
+            note = "no FLOP count (the counter sees only Conv/Gemm/MatMul with inferred shapes)"
+        if k.startswith("e2e"):
+            note = f"{r['exemplars']} exemplars in the store"
+        print(f"| {k} | {r['images_per_s']:.2f} | {r['max_rss_mb']:.0f} | {note} |")
+    return achieved
 
 
 if __name__ == "__main__":
