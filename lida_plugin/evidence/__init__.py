@@ -79,18 +79,20 @@ def read_evidence(path: str | os.PathLike[str], decoded=None, *, data: bytes | N
 
     ``decoded`` (a :class:`lida_plugin.decode.Decoded`) is the analysis of the same file: when the bytes on
     disk no longer hash to it, nothing is read (the metadata would describe other pixels). ``data``: the
-    bytes when the caller has them. Never raises for a bad file (an unreadable one gives ``[]``).
+    bytes the caller decoded, when it has them (not hashed again). Never raises for a bad file (an
+    unreadable one gives ``[]``).
     """
     p = Path(path)
+    read_here = data is None
     try:
-        if data is None:
+        if read_here:
             if p.stat().st_size > MAX_FILE_BYTES:
                 return []
             data = p.read_bytes()
     except OSError as exc:
         log.debug("%s: metadata not read: %s", p, exc)
         return []
-    if decoded is not None and getattr(decoded, "sha256", None):
+    if read_here and decoded is not None and getattr(decoded, "sha256", None):  # still what was decoded?
         import hashlib
 
         if hashlib.sha256(data).hexdigest() != decoded.sha256:
