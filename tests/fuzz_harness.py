@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SHARED = Path(os.environ.get("LIDA_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-TARGETS = ("decode", "c2pa", "sidecar")
+TARGETS = ("decode", "evidence", "c2pa", "sidecar")
 #: Address-space limit of a worker: far above what a legitimate small input needs.
 MEMORY_LIMIT = 3 << 30
 #: Seconds one input may take (a loaded 2-core machine; a normal call takes milliseconds).
@@ -207,6 +207,12 @@ class _Worker:
                 return f"error: {type(exc).__name__}"
             assert d.pixels.ndim == 3 and d.pixels.shape[2] == 3 and d.pixels.dtype.name == "uint8"
             return "record"
+        if target == "evidence":  # the declared-provenance readers (C2PA, XMP, EXIF, PNG text, JPEG COM)
+            from lida_plugin.evidence import read_evidence_bytes
+
+            items = read_evidence_bytes(data)  # never raises for hostile bytes
+            assert isinstance(items, list) and all(isinstance(i, dict) and i.get("source") for i in items), items
+            return f"record: {len(items)} item(s)"
         if target == "c2pa":
             from lida_plugin.provenance import read_store
             from lida_plugin.verify import verify

@@ -35,6 +35,7 @@ def seeds(tmp_path_factory) -> dict[str, dict[str, bytes]]:
     embedded, sidecars = signed_seeds(tmp_path_factory.mktemp("fuzz-keys"), gen)
     return {
         "decode": gen | real,
+        "evidence": gen | real | embedded,
         "c2pa": embedded
         | {k: v for k, v in real.items() if "c2pa-public-testfiles" in k}
         | {"gen.png": gen["gen.png"]},
@@ -60,7 +61,7 @@ def test_seeds_themselves_parse(sandbox, seeds):
         assert sandbox.call("sidecar", data, asset).detail == "record: present", name
 
 
-@pytest.mark.parametrize("target", ["decode", "c2pa", "sidecar"])
+@pytest.mark.parametrize("target", ["decode", "evidence", "c2pa", "sidecar"])
 def test_fuzz_parser(sandbox, seeds, target):
     names = sorted(seeds[target])
 
