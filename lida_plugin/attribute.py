@@ -165,7 +165,7 @@ class Attributor:
 
     def prepare(self, source: str | os.PathLike[str], data: bytes | None = None) -> Prepared | Result:
         """Per-file work, safe to run in parallel threads: read (unless ``data`` is given), hash,
-        decode, cut the crops. Never raises for a bad file: returns an error :class:`Result` naming
+        decode, cut the crops, read what the file declares and score a lossy input. Never raises for a bad file: returns an error :class:`Result` naming
         the file and the reason instead. ``data`` lets a caller that already holds the bytes (the
         watcher, which checks them against the file's stat) skip a second read."""
         path = os.fspath(source)
@@ -183,12 +183,16 @@ class Attributor:
             return error_result(
                 path, f"unexpected decoding failure: {type(exc).__name__}: {exc}", self.model_id, self.store_id
             )
-        # Keep the shape (width/height) but not the pixels: the crops are all the later stages need,
-        # and a batch of prepared files waiting for the encoder must not hold whole images.
         evidence = read_evidence(path, decoded, data=data)  # what the file declares (C2PA, XMP, EXIF, text)
-        lossy = lossy_evidence(decoded, self.lossy_detector)  # lossy inputs only: a measured score on the pixels
+        try:  # lossy inputs only: a measured score on the pixels, its own piece of evidence
+            lossy = lossy_evidence(decoded, self.lossy_detector)
+        except Exception:  # a bug there must not cost the file its record: the item is left out
+            log.warning("lossy detector failed on %s", path, exc_info=True)
+            lossy = None
         if lossy is not None:
             evidence.append(lossy)
+        # Keep the shape (width/height) but not the pixels: the crops are all the later stages need,
+        # and a batch of prepared files waiting for the encoder must not hold whole images.
         decoded.pixels = np.broadcast_to(np.zeros((), np.uint8), decoded.pixels.shape)
         return Prepared(decoded, crops, evidence)
 
