@@ -165,9 +165,10 @@ class Attributor:
 
     def prepare(self, source: str | os.PathLike[str], data: bytes | None = None) -> Prepared | Result:
         """Per-file work, safe to run in parallel threads: read (unless ``data`` is given), hash,
-        decode, cut the crops, read what the file declares and score a lossy input. Never raises for a bad file: returns an error :class:`Result` naming
-        the file and the reason instead. ``data`` lets a caller that already holds the bytes (the
-        watcher, which checks them against the file's stat) skip a second read."""
+        decode, cut the crops, read what the file declares and score a lossy input. Never raises for
+        a bad file: returns an error :class:`Result` naming the file and the reason instead. ``data``
+        lets a caller that already holds the bytes (the watcher, which checks them against the
+        file's stat) skip a second read."""
         path = os.fspath(source)
         try:
             if data is None:
