@@ -27,11 +27,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import InputError, LidaError
+from ..files import is_image_name
 
 log = logging.getLogger(__name__)
 
-#: Suffixes a folder walk keeps (the same set as ``lida attribute --recursive``).
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".avif", ".heic", ".heif", ".jxl"}
 LIST_SUFFIXES = {".txt", ".lst", ".csv", ".parquet"}
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 _GLOB_CHARS = set("*?[")
@@ -47,7 +46,7 @@ def is_uri(path: str) -> bool:
 
 def _is_image(name: str) -> bool:
     base = name.rsplit("/", 1)[-1]
-    return not base.startswith(".") and os.path.splitext(base)[1].lower() in IMAGE_SUFFIXES
+    return not base.startswith(".") and is_image_name(base)  # the suffixes of lida attribute --recursive
 
 
 def _visible(rel: str) -> bool:

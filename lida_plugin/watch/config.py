@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cli_options import MANIFEST_MODES
-from ..files import IMAGE_SUFFIXES
+from ..files import is_image_name
 
 TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".swp", ".lock", ".filepart")
 WRITE_GROUP = 64  # assets completed per journal transaction at most
@@ -17,7 +17,7 @@ def is_candidate(name: str) -> bool:
     """Whether a file name is one the watcher analyses (not hidden, not temporary, an image suffix)."""
     if name.startswith((".", "~")) or name.lower().endswith(TEMP_SUFFIXES):
         return False
-    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+    return is_image_name(name)
 
 
 @dataclass
