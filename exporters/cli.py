@@ -272,8 +272,9 @@ def cmd_spam(args) -> int:
     from .spam_model import SpamRecipe, fit_and_export
 
     t0 = time.perf_counter()
-    r = SpamRecipe(T=args.T, crop_count=args.crop_count, pca_dim=args.pca_dim, eps=args.eps, dim=args.dim,
-                   head_l2=args.head_l2, fpr=args.fpr, det_column=args.det_column)  # fmt: skip
+    r = SpamRecipe(T=args.T, colour=not args.no_colour, crop_count=args.crop_count, pca_dim=args.pca_dim,
+                   eps=args.eps, dim=args.dim, head_l2=args.head_l2, fpr=args.fpr,
+                   fpr_confidence=args.fpr_confidence, det_column=args.det_column)  # fmt: skip
     try:
         entries = load_corpus(args.data)
     except CorpusError as exc:
@@ -372,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store-include-ldm", action="store_true", help="also register the 7 ldm-sr research checkpoints")
     p.add_argument("--skip-store", action="store_true", help="do not rebuild the default store")
     p.add_argument("--T", type=int, default=3, help="SPAM truncation threshold (default: %(default)s)")
+    p.add_argument("--no-colour", action="store_true",
+                   help="SPAM of R, G, B only (the default adds the R - G and B - G channels)")  # fmt: skip
     p.add_argument("--crop-count", type=int, default=16, help="crops per image (default: %(default)s)")
     p.add_argument("--pca-dim", type=int, default=256, help="PCA dimensions before whitening (default: %(default)s)")
     p.add_argument("--eps", type=float, default=0.01, help="whitening eigenvalue floor (default: %(default)s)")
@@ -380,10 +383,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--det-column",
         type=float,
-        default=0.5,
+        default=0.2,
         help="weight of the detection column appended to the map, 0 = none (default: %(default)s)",
     )
     p.add_argument("--fpr", type=float, default=0.05, help="false-positive rate on held-out reals (default: 0.05)")
+    p.add_argument(
+        "--fpr-confidence",
+        type=float,
+        default=0.9,
+        help="the stated FPR holds with this confidence (0: the point estimate; default: %(default)s)",
+    )
     p.add_argument("--model-id")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_spam)

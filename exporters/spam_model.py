@@ -41,11 +41,12 @@ import numpy as np
 from lida_plugin.contract import INPUT_NAME, OUTPUT_NAME, ModelInfo, parse_metadata
 from lida_plugin.detect import ai_scores, calibrate_threshold
 from lida_plugin.fingerprint import extract_crops
-from lida_plugin.residual import DIAGONAL, STRAIGHT, spam_dim, spam_features
+from lida_plugin.residual import DIAGONAL, STRAIGHT, colour_spam_features, spam_dim, spam_features
 
 from .export import open_set_threshold
 
-ARCH = "spam-t3-wcw"
+LEGACY = {"colour": False, "fpr_confidence": 0.0}  # recipe fields the first model did not have, at its values
+ARCH = "spam-wcw"  # + "-t<T>", "-colour" (see fit_and_export)
 PARITY_TOL = 1e-4
 
 
@@ -54,6 +55,7 @@ class SpamRecipe:
     """Everything that decides the model (recorded in ``lida.training``)."""
 
     T: int = 3
+    colour: bool = True  # SPAM of R - G and B - G too (lida_plugin.residual.colour_spam_features)
     crop: int = 64
     crop_count: int = 16
     align: int = 8
@@ -62,14 +64,16 @@ class SpamRecipe:
     dim: int = 128
     head_l2: float = 1e-2
     fpr: float = 0.05
-    det_column: float = 0.5  # weight of the detection column appended to the map (0: none)
+    fpr_confidence: float = 0.9  # the stated FPR holds with this confidence (calibrate_threshold)
+    det_column: float = 0.2  # weight of the detection column appended to the map (0: none)
     det_l2: float = 1e-3
 
 
 # -- features ------------------------------------------------------------------------------------
-def crop_features(crops: np.ndarray, T: int = 3) -> np.ndarray:
-    """SPAM of each crop ``uint8 [K, 3, S, S]`` -> ``float32 [K, 6(2T+1)^3]`` (numpy reference)."""
-    return np.stack([spam_features(np.ascontiguousarray(c.transpose(1, 2, 0)), T) for c in crops])
+def crop_features(crops: np.ndarray, T: int = 3, colour: bool = False) -> np.ndarray:
+    """SPAM of each crop ``uint8 [K, 3, S, S]`` -> ``float32 [K, spam_dim(T, colour)]`` (numpy reference)."""
+    f = colour_spam_features if colour else spam_features
+    return np.stack([f(np.ascontiguousarray(c.transpose(1, 2, 0)), T) for c in crops])
 
 
 def image_crops(pixels: np.ndarray, r: SpamRecipe) -> np.ndarray:
@@ -83,12 +87,15 @@ def _eig_desc(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.maximum(w[order], 0.0), v[:, order]
 
 
-def fit_map(x: np.ndarray, labels: Sequence[str], r: SpamRecipe) -> tuple[np.ndarray, np.ndarray]:
-    """``(mean [F], proj [F, D])`` so that an embedding is ``normalize((x - mean) @ proj)``."""
+def fit_map(
+    x: np.ndarray, labels: Sequence[str], r: SpamRecipe, standardize: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean [F], proj [F, D])`` so that an embedding is ``normalize((x - mean) @ proj)``; without
+    ``standardize`` the columns are used at the scale they come in (the feature probe weights blocks)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(labels)
     mu = x.mean(0)
-    sd = x.std(0)
+    sd = x.std(0) if standardize else np.ones(x.shape[1])
     sd = np.where(sd > 1e-8, sd, 1.0)  # constant features (never-seen triplets) pass as zeros
     z = (x - mu) / sd
     _, v = _eig_desc(np.cov(z.T))
@@ -183,18 +190,28 @@ def build_graph(mean: np.ndarray, proj: np.ndarray, r: SpamRecipe, metadata: dic
         return out
 
     x = node("Cast", [INPUT_NAME], "x_i32", to=TensorProto.INT32)
+    nc = 5 if r.colour else 3
+    if r.colour:  # channels R, G, B, R - G, B - G (lida_plugin.residual.colour_channels)
+        const("axis_c", np.array([1], np.int64))
+        for nm, (c0, c1) in (("ch_r", (0, 1)), ("ch_g", (1, 2)), ("ch_b", (2, 3))):
+            const(nm + "_st", np.array([c0], np.int64))
+            const(nm + "_en", np.array([c1], np.int64))
+            node("Slice", [x, nm + "_st", nm + "_en", "axis_c"], nm)
+        rg = node("Sub", ["ch_r", "ch_g"], "ch_rg")
+        bg = node("Sub", ["ch_b", "ch_g"], "ch_bg")
+        x = node("Concat", [x, rg, bg], "x_colour", axis=1)
     const("axes_hw", np.array([2, 3], np.int64))
     const("lo", np.array(-r.T, np.int32))
     const("hi", np.array(r.T, np.int32))
     const("tT", np.array(r.T, np.int32))
     const("n7", np.array(n7, np.int32))
-    const("chan_off", (np.arange(3, dtype=np.int32) * blk).reshape(1, 3, 1, 1))
+    const("chan_off", (np.arange(nc, dtype=np.int32) * blk).reshape(1, nc, 1, 1))
     const("flat_shape", np.array([0, -1], np.int64))
-    const("blk_shape", np.array([0, 3, n7 * n7, n7], np.int64))
+    const("blk_shape", np.array([0, nc, n7 * n7, n7], np.int64))
     const("axis3", np.array([3], np.int64))
     const("one_f", np.array(1.0, np.float32))
     node("Shape", [INPUT_NAME], "n_only", start=0, end=1)
-    const("hist_cols", np.array([3 * blk], np.int64))
+    const("hist_cols", np.array([nc * blk], np.int64))
     node("Concat", ["n_only", "hist_cols"], "hist_shape", axis=0)
     node("ConstantOfShape", ["hist_shape"], "hist_zero", value=helper.make_tensor("z", TensorProto.FLOAT, [1], [0.0]))
 
@@ -234,10 +251,10 @@ def build_graph(mean: np.ndarray, proj: np.ndarray, r: SpamRecipe, metadata: dic
         tot = node("Sum", mats, f"{bname}_sum")
         const(f"{bname}_quarter", np.array(0.25, np.float32))
         mean4 = node("Mul", [tot, f"{bname}_quarter"], f"{bname}_mean")
-        const(f"{bname}_shape", np.array([0, 3, 1, blk], np.int64))
+        const(f"{bname}_shape", np.array([0, nc, 1, blk], np.int64))
         blocks.append(node("Reshape", [mean4, f"{bname}_shape"], f"{bname}_blk"))
-    feat = node("Concat", blocks, "spam_blocks", axis=2)  # [N, 3, 2, 343]: channel, then straight/diagonal
-    const("feat_shape", np.array([0, spam_dim(r.T)], np.int64))
+    feat = node("Concat", blocks, "spam_blocks", axis=2)  # [N, C, 2, 343]: channel, then straight/diagonal
+    const("feat_shape", np.array([0, spam_dim(r.T, r.colour)], np.int64))
     feat = node("Reshape", [feat, "feat_shape"], "spam")
     const("map_mean", np.asarray(mean, np.float32))
     const("map_proj", np.asarray(proj, np.float32))
@@ -265,7 +282,7 @@ def spam_graph_features(r: SpamRecipe):
     """An ORT session computing only the SPAM features (identity map), for the parity test."""
     import onnxruntime as ort
 
-    f = spam_dim(r.T)
+    f = spam_dim(r.T, r.colour)
     m = build_graph(np.zeros(f, np.float32), np.eye(f, dtype=np.float32), r)
     # drop the L2 step: expose the pre-normalisation features as an extra output
     from onnx import TensorProto, helper
@@ -303,16 +320,15 @@ def corpus_features(entries, r: SpamRecipe, cache: Path | None = None, progress:
     from tqdm import tqdm
 
     files = [(e.relpath, e.path.stat().st_size) for e in entries]
-    key = hashlib.sha256(json.dumps([r.T, r.crop, r.crop_count, r.align, files]).encode()).hexdigest()
+    geometry = [r.T, r.crop, r.crop_count, r.align] + (["colour"] if r.colour else [])
+    key = hashlib.sha256(json.dumps([*geometry, files]).encode()).hexdigest()
     f = cache / f"spam-{key[:16]}.npz" if cache is not None else None
     if f is not None and f.is_file():
         z = np.load(f)
         return z["crops"], z["feats"], z["counts"].tolist()
     crops, counts = corpus_crops(entries, r, progress)
-    feats = np.concatenate(
-        [crop_features(crops[i : i + 256], r.T) for i in tqdm(range(0, len(crops), 256), desc="spam", unit="x256",
-                                                              disable=not progress, mininterval=2.0)]
-    )  # fmt: skip
+    steps = tqdm(range(0, len(crops), 256), desc="spam", unit="x256", disable=not progress, mininterval=2.0)
+    feats = np.concatenate([crop_features(crops[i : i + 256], r.T, r.colour) for i in steps])
     if f is not None:
         f.parent.mkdir(parents=True, exist_ok=True)
         np.savez(f, crops=crops, feats=feats, counts=np.asarray(counts))
@@ -349,21 +365,25 @@ def fit_and_export(
     real_tr = train & ~gen
     proto = emb[real_tr].mean(0)
     proto = proto / np.linalg.norm(proto)
-    rh = hashlib.sha256(
-        json.dumps([asdict(r), sorted(it.relpath for it in items if it.split == "train")]).encode()
-    ).hexdigest()
-    mid = model_id or f"lida-spam-t{r.T}-wcw{proj.shape[1]}-{rh[:10]}"
+    # fields added after the first model are left out at their old values, so --no-colour --fpr-confidence 0
+    # --det-column 0.5 gives the first model's id again
+    recipe = {k: v for k, v in asdict(r).items() if LEGACY.get(k, object()) != v}
+    rh = hashlib.sha256(json.dumps([recipe, sorted(it.relpath for it in items if it.split == "train")]).encode())
+    rh = rh.hexdigest()
+    mid = model_id or f"lida-spam{'c' if r.colour else ''}-t{r.T}-wcw{proj.shape[1]}-{rh[:10]}"
+    colour = "-colour" if r.colour else ""
     base = dict(
-        model_id=mid, architecture=ARCH, fingerprint_mode="rgb", crop_size=r.crop, crop_count=r.crop_count,
-        crop_align=r.align, min_image_size=r.crop, normalization={"features": f"SPAM T={r.T}", "map": "fitted"},
+        model_id=mid, architecture=f"spam-t{r.T}{colour}-wcw", fingerprint_mode="rgb", crop_size=r.crop,
+        crop_count=r.crop_count, crop_align=r.align, min_image_size=r.crop,
+        normalization={"features": f"SPAM T={r.T}" + (" R,G,B,R-G,B-G" if r.colour else ""), "map": "fitted"},
         embedding_dim=proj.shape[1], real_prototype=tuple(float(v) for v in proto), detection_temperature=0.1,
-        detection_fpr=r.fpr, recipe_hash=rh, input_bits=8, detection_head=head,
+        detection_fpr=r.fpr, recipe_hash=rh, input_bits=8, detection_head=head, detection_confidence=r.fpr_confidence,
     )  # fmt: skip
     probe = ModelInfo(detection_threshold=0.5, open_set_threshold=0.5, **base)
     real_ho = ~train & ~gen
     if not real_ho.any():
         raise ValueError("calibration needs held-out real images")
-    det_t = calibrate_threshold(ai_scores(emb[real_ho], probe)[0], r.fpr)
+    det_t = calibrate_threshold(ai_scores(emb[real_ho], probe)[0], r.fpr, r.fpr_confidence)
     open_labels = [i for i, it in enumerate(items) if train[i] and gen[i] and not it.label.startswith("ldm-sr")]
     open_t, open_stats = open_set_threshold(emb[open_labels], [items[i].label for i in open_labels])
     sc_tr = ai_scores(emb[train], probe)[0]
@@ -371,13 +391,19 @@ def fit_and_export(
 
     training = {
         "recipe": asdict(r),
-        "features": "SPAM (lida_plugin.residual.spam_features) per crop of the serving grid",
+        "features": (
+            "SPAM of R, G, B, R-G, B-G (lida_plugin.residual.colour_spam_features)"
+            if r.colour
+            else "SPAM (lida_plugin.residual.spam_features)"
+        )
+        + " per crop of the serving grid",
         "map": f"z-score, PCA {r.pca_dim}, within-class whitening eps {r.eps}, {r.dim} leading axes"
         f" + a detection column (weight {r.det_column}); train split",
         "map_classes": sorted(set(crop_labels)),
         "detection_head": f"logistic regression on the image embedding, L2 {r.head_l2}, train split,"
         f" train AUC {roc_auc(sc_tr, gen[train]):.4f}",
-        "detection_calibration": f"{int(real_ho.sum())} held-out real images, fpr {r.fpr}",
+        "detection_calibration": f"{int(real_ho.sum())} held-out real images, fpr {r.fpr}"
+        + (f" at confidence {r.fpr_confidence} (Clopper-Pearson upper bound)" if r.fpr_confidence else ""),
         "open_set": {**open_stats, "classes": sorted({items[i].label for i in open_labels})},
         "split": "sha256 rank per class, first ceil(n/2) train (exporters/data.py)",
         "fit_seconds": round(time.perf_counter() - t0, 1),
@@ -396,7 +422,7 @@ def fit_and_export(
     ho = [i for i in range(len(items)) if not train[i]][:: max(1, int((~train).sum()) // 24)]
     crops = np.concatenate([all_crops[bounds[i] : bounds[i + 1]] for i in ho])
     got = sess.run([OUTPUT_NAME], {INPUT_NAME: crops})[0]
-    ref = apply_map(crop_features(crops, r.T), mean, proj)
+    ref = apply_map(crop_features(crops, r.T, r.colour), mean, proj)
     diff = float(np.abs(got - ref).max())
     if diff > PARITY_TOL:
         raise RuntimeError(f"parity check failed: ONNX vs numpy max abs diff {diff:.2e} > {PARITY_TOL}")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lida_plugin.residual import spam_dim, spam_features, transition
+from lida_plugin.residual import colour_spam_features, spam_dim, spam_features, transition
 
 T = 3
 N = 2 * T + 1
@@ -71,3 +71,23 @@ def test_fast_path_equals_the_eight_direction_definition(shape):
         ref = np.concatenate([np.mean([transition(img[:, :, ch], dy, dx) for dy, dx in dirs], axis=0)
                               for ch in range(3) for dirs in (STRAIGHT, DIAGONAL)]).astype(np.float32)  # fmt: skip
         assert np.array_equal(spam_features(img), ref)
+
+
+def test_colour_differences_by_hand():
+    # R = G + 2 everywhere, B = G except one column that is G + 9: R - G is flat, B - G a spike
+    rng = np.random.default_rng(5)
+    g = rng.integers(50, 200, (6, 7)).astype(np.uint8)
+    b = g.copy()
+    b[:, 3] += 9
+    img = np.stack([g + 2, g, b], axis=-1)
+    f = colour_spam_features(img)
+    assert f.shape == (3430,) == (spam_dim(colour=True),) and f.dtype == np.float32
+    assert np.array_equal(f[:2058], spam_features(img))
+    rg, bg = f[2058:2744], f[2744:]
+    assert rg[idx(0, 0, 0)] == 1.0 and rg[N**3 + idx(0, 0, 0)] == 1.0  # flat R - G
+    # B - G along a row: 0 0 0 9 0 0 0 -> D(p) = I(p) - I(p+1) = 0 0 -9 9 0 0, clipped to +-3
+    m = transition(np.array([[0, 0, 0, 9, 0, 0, 0]], np.int16), 0, 1)
+    assert m[idx(0, -3, 3)] == 1.0 and m[idx(-3, 3, 0)] == 1.0
+    assert bg[idx(0, -3, 3)] > 0 and bg[idx(-3, 3, 0)] > 0  # the spike, seen along the rows
+    with pytest.raises(ValueError, match="uint8"):
+        colour_spam_features(img.astype(np.int16))

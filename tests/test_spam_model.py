@@ -14,7 +14,7 @@ from lida_plugin.residual import spam_dim
 pytest.importorskip("onnxruntime")
 sm = pytest.importorskip("lida_exporters.spam_model")
 
-R = sm.SpamRecipe(crop=32, crop_count=4, pca_dim=24, dim=8)
+R = sm.SpamRecipe(crop=32, crop_count=4, pca_dim=24, dim=8, colour=False)
 
 
 def _crops(n: int, seed: int = 0) -> np.ndarray:
@@ -27,12 +27,19 @@ def _crops(n: int, seed: int = 0) -> np.ndarray:
     return c
 
 
-def test_graph_features_match_numpy_reference():
+@pytest.mark.parametrize("colour", [False, True], ids=["rgb", "rgb+colour-differences"])
+def test_graph_features_match_numpy_reference(colour):
+    r = sm.SpamRecipe(crop=32, crop_count=4, pca_dim=24, dim=8, colour=colour)
     crops = _crops(6)
-    sess = sm.spam_graph_features(R)
+    crops[3, 0] = 255  # saturated red next to dark green/blue: colour differences far beyond T
+    crops[3, 1:] = np.random.default_rng(9).integers(0, 4, (2, r.crop, r.crop), dtype=np.uint8)
+    sess = sm.spam_graph_features(r)
     got = sess.run(["spam"], {"crops": crops})[0]
-    ref = sm.crop_features(crops, R.T)
-    assert got.shape == (6, spam_dim()) and np.abs(got - ref).max() < 1e-6
+    ref = sm.crop_features(crops, r.T, colour)
+    assert got.shape == (6, spam_dim(r.T, colour)) and np.abs(got - ref).max() < 1e-6
+    if colour:  # the RGB part is the plain SPAM, the rest the R-G and B-G channels
+        assert np.array_equal(ref[:, : spam_dim(r.T)], sm.crop_features(crops, r.T))
+        assert np.abs(ref[:, spam_dim(r.T) :]).sum() > 0
 
 
 def test_fitted_map_and_exported_graph_agree():
@@ -93,6 +100,11 @@ def test_contract_version_two_round_trip_and_refusals():
         parse_metadata({**meta, "lida.input_bits": "5"})
     with pytest.raises(ContractError, match="reads 'vX'|this runtime reads"):
         parse_metadata({**meta, "lida.contract_version": "3"})
+    assert "lida.detection_fpr_confidence" not in meta and back.detection_confidence == 0.0
+    conf = tiny_info(detection_head=head, input_bits=8, detection_confidence=0.9).to_metadata()
+    assert parse_metadata(conf).detection_confidence == 0.9
+    with pytest.raises(ContractError, match="detection_fpr_confidence"):
+        parse_metadata({**conf, "lida.detection_fpr_confidence": "1.5"})
 
 
 class _Enc:
