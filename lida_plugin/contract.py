@@ -72,6 +72,7 @@ K_TRAINING = "lida.training"
 K_RESIZE = "lida.input_resize"
 K_BITS = "lida.input_bits"
 K_DET_HEAD = "lida.detection_head"
+K_DET_CONF = "lida.detection_fpr_confidence"
 
 #: ``lida.input_bits``: how many low bit planes of each sample the graph reads. ``3``: only
 #: ``x & 7`` (every low-bit fingerprint model; a store's low-bit crops can be re-embedded);
@@ -98,7 +99,7 @@ REQUIRED_KEYS = (
     K_DET_FPR,
     K_OPEN_T,
 )
-OPTIONAL_KEYS = (K_RECIPE, K_TRAINING, K_RESIZE, K_BITS, K_DET_HEAD)
+OPTIONAL_KEYS = (K_RECIPE, K_TRAINING, K_RESIZE, K_BITS, K_DET_HEAD, K_DET_CONF)
 
 
 class ContractError(ValueError):
@@ -128,6 +129,9 @@ class ModelInfo:
     input_resize: int = 0  # 0: native grid (the default); R: resize the image to R x R first
     input_bits: int = 0  # 3: the graph reads only x & 7; 8: the full value; 0: from the mode (rgb 8, else 3)
     detection_head: dict[str, Any] = field(default_factory=dict)  # {} : the prototype score
+    # 0: the threshold is the point estimate of the FPR quantile; c > 0: the stated FPR holds with
+    # confidence c (lida_plugin.detect.calibrate_threshold)
+    detection_confidence: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.input_bits:
@@ -167,6 +171,8 @@ class ModelInfo:
             meta[K_BITS] = str(self.input_bits)
         if self.detection_head:
             meta[K_DET_HEAD] = json.dumps(self.detection_head, sort_keys=True)
+        if self.detection_confidence:
+            meta[K_DET_CONF] = repr(float(self.detection_confidence))
         return meta
 
     def as_dict(self) -> dict[str, Any]:
@@ -229,6 +235,7 @@ def _info_from_metadata(meta: Mapping[str, str]) -> ModelInfo:
         input_resize=int(meta.get(K_RESIZE) or 0),
         input_bits=int(meta.get(K_BITS) or 0),
         detection_head=json.loads(meta[K_DET_HEAD]) if meta.get(K_DET_HEAD) else {},
+        detection_confidence=float(meta.get(K_DET_CONF) or 0.0),
     )
 
 
@@ -249,6 +256,8 @@ def _info_problems(info: ModelInfo) -> list[str]:
         problems.append("detection temperature must be > 0")
     if not 0.0 <= info.detection_threshold <= 1.0:
         problems.append("detection threshold must be an ai_score in [0, 1]")
+    if not 0.0 <= info.detection_confidence < 1.0:
+        problems.append("detection_fpr_confidence must be in [0, 1)")
     if not -1.0 <= info.open_set_threshold <= 1.0:
         problems.append("open-set threshold must be a cosine similarity in [-1, 1]")
     if info.input_bits not in INPUT_BITS:

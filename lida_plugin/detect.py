@@ -42,14 +42,52 @@ def detect(embeddings: np.ndarray, info: ModelInfo) -> list[Detection]:
     return [Detection(float(a), info.detection_threshold, float(s)) for a, s in zip(scores, sims, strict=True)]
 
 
-def calibrate_threshold(real_scores: np.ndarray, fpr: float) -> float:
-    """The detection threshold for a target false-positive rate: the smallest listed ``ai_score``
-    ``t`` with at most ``fpr`` of ``real_scores >= t`` (the exporter's calibration rule, also used
-    by ``lida eval`` to cross-calibrate on held-out real photos)."""
+def fpr_upper_bound(k: int, n: int, confidence: float) -> float:
+    """One-sided Clopper-Pearson upper bound on a rate seen ``k`` times in ``n`` draws: the ``u``
+    with ``P(Binomial(n, u) <= k) = 1 - confidence`` (bisection; exact to 1e-9)."""
+    if k >= n:
+        return 1.0
+
+    def cdf(u: float) -> float:
+        if u <= 0.0:
+            return 1.0
+        if u >= 1.0:
+            return 0.0
+        lu, l1u = math.log(u), math.log1p(-u)
+        return sum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lu + (n - i) * l1u)
+                   for i in range(k + 1))  # fmt: skip
+
+    lo, hi = 0.0, 1.0
+    while hi - lo > 1e-9:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if cdf(mid) > 1.0 - confidence else (lo, mid)
+    return hi
+
+
+def calibrate_threshold(real_scores: np.ndarray, fpr: float, confidence: float = 0.0) -> float:
+    """The detection threshold for a target false-positive rate (the exporter's calibration rule, also
+    used by ``lida eval`` to cross-calibrate on held-out real photos).
+
+    ``confidence = 0``: the smallest listed ``ai_score`` ``t`` with at most ``fpr`` of
+    ``real_scores >= t`` (the point estimate: on new real photos the rate exceeds ``fpr`` about half
+    the time). ``confidence = c > 0``: the smallest listed ``t`` whose count ``k`` of real scores
+    ``>= t`` keeps the one-sided ``c`` upper bound on the rate (:func:`fpr_upper_bound`) at or below
+    ``fpr``, so the stated rate holds with confidence ``c``; when even ``k = 0`` cannot (too few
+    photos: fewer than ``log(1 - c) / log(1 - fpr)``), the threshold lies just above every real score.
+    """
     s = np.sort(np.asarray(real_scores, dtype=np.float64))
     n = len(s)
     if n == 0:
         raise ValueError("calibration needs at least one real score")
+    if confidence:
+        if not 0.0 < confidence < 1.0:
+            raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        allowed = 0  # the most real scores that may reach the threshold
+        while allowed + 1 < n and fpr_upper_bound(allowed + 1, n, confidence) <= fpr:
+            allowed += 1
+        if fpr_upper_bound(0, n, confidence) > fpr:
+            allowed = 0
+        fpr = (allowed + 0.5) / n  # at most `allowed` scores at or above, without float trouble at the quantile
     k = min(n - 1, math.ceil((1.0 - fpr) * n))
     t = float(s[k])
     # ties: move up until the rate holds

@@ -109,6 +109,31 @@ def test_cross_calibrated_detection_is_hand_computable():
         calibrate_threshold(np.array([]), 0.05)
 
 
+def test_confident_calibration_by_hand():
+    from lida_plugin.detect import calibrate_threshold, fpr_upper_bound
+
+    # k = 0 has a closed form: 1 - (1 - c)^(1/n)
+    assert fpr_upper_bound(0, 60, 0.9) == pytest.approx(1 - 0.1 ** (1 / 60), abs=1e-8)
+    # k = 1 of n = 10 at c = 0.5: P(X <= 1) = (1-u)^10 + 10 u (1-u)^9 = 0.5 at u ~ 0.16226
+    assert fpr_upper_bound(1, 10, 0.5) == pytest.approx(0.16226, abs=1e-4)
+    assert fpr_upper_bound(3, 3, 0.9) == 1.0
+    real = np.arange(120) / 120
+    # n = 120, fpr 5%, c = 0.9: bounds 1.9% (k=0), 3.2% (1), 4.4% (2), 5.5% (3) -> two may reach it
+    assert fpr_upper_bound(2, 120, 0.9) <= 0.05 < fpr_upper_bound(3, 120, 0.9)
+    t = calibrate_threshold(real, 0.05, 0.9)
+    assert t == pytest.approx(118 / 120) and (real >= t).sum() == 2
+    assert (real >= calibrate_threshold(real, 0.05)).sum() == 6  # the point estimate lets 5% through
+    # n = 60: only k = 0 keeps the bound (3.8%) under 5%: just above every real score
+    t60 = calibrate_threshold(real[:60], 0.05, 0.9)
+    assert t60 > real[59] and t60 == pytest.approx(real[59])
+    with pytest.raises(ValueError, match="confidence"):
+        calibrate_threshold(real, 0.05, 1.5)
+    # lida eval cross-calibrates with the model's rule
+    scores = np.concatenate([real, np.ones(5)])
+    y = np.r_[np.zeros(120, bool), np.ones(5, bool)]
+    assert M.cross_calibrated(scores, y, 0.05, 0.9)["fpr"] < M.cross_calibrated(scores, y, 0.05)["fpr"]
+
+
 def test_confusion_and_family():
     cm = M.confusion_matrix(["a", "a", "b"], ["a", "b", "b"], ["a", "b"])
     assert cm.tolist() == [[1, 1], [0, 1]]

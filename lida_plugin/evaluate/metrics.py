@@ -176,10 +176,11 @@ def summarize(values: Sequence[float]) -> dict:
     }
 
 
-def cross_calibrated(scores: np.ndarray, is_generated: np.ndarray, fpr: float) -> dict:
+def cross_calibrated(scores: np.ndarray, is_generated: np.ndarray, fpr: float, confidence: float = 0.0) -> dict:
     """Detection at a threshold calibrated on *other* real images: the real scores are split into
     two folds (alternating, in the given order); each fold's threshold is calibrated on the other
-    fold at ``fpr`` (:func:`lida_plugin.detect.calibrate_threshold`, the exporter's rule) and applied
+    fold at ``fpr`` (:func:`lida_plugin.detect.calibrate_threshold`, the exporter's rule, with the model's
+    ``confidence``) and applied
     to that fold's real images and to every generated image. Returns the pooled false-positive
     rate over both folds, the mean true-positive rate and the two thresholds: an independent
     estimate of what the model's stated FPR gives on unseen real photos."""
@@ -193,7 +194,7 @@ def cross_calibrated(scores: np.ndarray, is_generated: np.ndarray, fpr: float) -
         return {"fpr": float("nan"), "tpr": float("nan"), "thresholds": [], "n_real": int(len(real))}
     false_pos, tprs, ts = 0, [], []
     for i, fold in enumerate(folds):
-        t = calibrate_threshold(folds[1 - i], fpr)
+        t = calibrate_threshold(folds[1 - i], fpr, confidence)
         ts.append(t)
         false_pos += int((fold >= t).sum())
         tprs.append(float((scores[y] >= t).mean()))

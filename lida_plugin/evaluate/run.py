@@ -305,7 +305,7 @@ def prototype_detection(entries: list[Entry], emb: np.ndarray, info: ModelInfo, 
     return {
         "auc": M.roc_auc(scores, y),
         "at_threshold": M.threshold_metrics(scores, y, info.detection_threshold),
-        "cross_calibrated": M.cross_calibrated(scores, y, info.detection_fpr),
+        "cross_calibrated": M.cross_calibrated(scores, y, info.detection_fpr, info.detection_confidence),
         "called_generated_by_source": per_source,
         "n": len(q),
     }
