@@ -1,0 +1,210 @@
+"""Feature probe: per-crop residual features and their fusions, each through the same whitening map,
+scored on ``lida eval``'s episodes (held-out split, 5 seeds) and on a leave-family-out protocol.
+
+    python -m lida_exporters.feature_probe spam spamc spam+spamc spam+spamc+phase spam+spamc:384
+
+A variant is ``+``-joined feature names (each z-scored on the train crops and scaled to unit total
+variance, times an optional ``*W``), then ``:PCA[:EPS]`` for the map (default 256, 0.01); no
+detection column. Features, per 64x64 crop of the serving grid (cached in ``runs/cache``):
+
+* ``spam``: SPAM of R, G, B (:func:`lida_plugin.residual.spam_features`, 2,058);
+* ``spamc``: SPAM of R-G and B-G (the colour part of :func:`lida_plugin.residual.colour_spam_features`, 1,372);
+* ``srm``: 4th-order co-occurrences of the 2nd-order residual (q 2, T 2), rows and columns (1,250);
+* ``spec``: log power spectrum of the 4-neighbour Laplacian residual, channel mean (64x33);
+* ``phase``: Laplacian residual energy and mean per position modulo 8 (the VAE's upsampling grid; 384);
+* ``xc``: joint histogram of the R, G, B first differences at one pixel, clipped to +-3 (686).
+
+Columns: class-averaged Rank-1 at 1/5/10 shots (all classes, named generators), the held-out AUC of
+a logistic head on the image embeddings, and **leave-family-out** 1-shot Rank-1: generator
+families split into 5 folds; each fold's generators are evaluated (gallery: them + real) with the
+map fitted on all train crops ("in-corpus map") or on the train crops *without* that fold's
+families ("held-out map"); the second is a proxy for generators nobody tuned on.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lida_plugin.evaluate import metrics as M
+from lida_plugin.evaluate.corpus import families, load_corpus
+from lida_plugin.evaluate.episodes import make_episode
+from lida_plugin.evaluate.metrics import scope_average
+from lida_plugin.evaluate.run import episode_scores
+from lida_plugin.residual import _spam_blocks
+
+from .spam_model import SpamRecipe, apply_map, corpus_features, fit_head, fit_map, image_embeddings
+from .train import DEFAULT_DATA
+
+CACHE = Path("runs/cache")
+S = 64
+
+
+def hp(x):  # 4-neighbour Laplacian residual, wrap-around, float32 [K,3,S,S]
+    x = x.astype(np.float32)
+    return 4 * x - np.roll(x, 1, 2) - np.roll(x, -1, 2) - np.roll(x, 1, 3) - np.roll(x, -1, 3)
+
+
+def f_spec(crops):
+    out = []
+    for i in range(0, len(crops), 512):
+        r = hp(crops[i : i + 512])
+        p = (np.abs(np.fft.rfft2(r)) ** 2).mean(1)  # [k,S,S/2+1]
+        lp = np.log(p + 1e-2)
+        lp -= lp.mean((1, 2), keepdims=True)
+        out.append(lp.reshape(len(lp), -1))
+    return np.concatenate(out).astype(np.float32)
+
+
+def f_phase(crops, m=8):
+    out = []
+    for i in range(0, len(crops), 512):
+        r = hp(crops[i : i + 512])
+        k, c, s, _ = r.shape
+        g = r.reshape(k, c, s // m, m, s // m, m)
+        e = (g**2).mean((2, 4))
+        e = np.log((e + 1e-2) / (e.mean((2, 3), keepdims=True) + 1e-2))
+        sg = g.mean((2, 4)) / np.sqrt((g**2).mean((2, 3, 4, 5)) + 1e-2)[:, :, None, None]
+        out.append(np.concatenate([e.reshape(k, -1), sg.reshape(k, -1)], 1))
+    return np.concatenate(out).astype(np.float32)
+
+
+def f_srm(crops, q=2, T=2):
+    n = 2 * T + 1
+    out = []
+    for i in range(0, len(crops), 256):
+        x = crops[i : i + 256].astype(np.int32)
+        k = len(x)
+        feats = []
+        for ax in (3, 2):
+            if ax == 3:
+                r = x[:, :, :, :-2] - 2 * x[:, :, :, 1:-1] + x[:, :, :, 2:]
+            else:
+                r = x[:, :, :-2, :] - 2 * x[:, :, 1:-1, :] + x[:, :, 2:, :]
+            d = np.clip(np.round(r / q), -T, T).astype(np.int64) + T
+            if ax == 3:
+                a, b, c, e = d[..., :-3], d[..., 1:-2], d[..., 2:-1], d[..., 3:]
+            else:
+                a, b, c, e = d[:, :, :-3], d[:, :, 1:-2], d[:, :, 2:-1], d[:, :, 3:]
+            code = ((a * n + b) * n + c) * n + e + (np.arange(k)[:, None, None, None] * n**4)
+            h = np.bincount(code.ravel(), minlength=k * n**4).reshape(k, n**4).astype(np.float32)
+            feats.append(h / h.sum(1, keepdims=True))
+        out.append(np.concatenate(feats, 1))
+    return np.concatenate(out)
+
+
+def f_spamc(crops, T=3):
+    out = []
+    for c in crops:
+        x = c.astype(np.int16)
+        d = np.stack([x[0] - x[1], x[2] - x[1]])
+        out.append(_spam_blocks(d, T).reshape(-1))
+    return np.asarray(out, np.float32)
+
+
+def f_xc(crops, T=3):
+    n = 2 * T + 1
+    out = []
+    for i in range(0, len(crops), 256):
+        x = crops[i : i + 256].astype(np.int16)
+        k = len(x)
+        blocks = []
+        for dirs in (((0, 1), (1, 0)), ((1, 1), (1, -1))):
+            h = np.zeros((k, n**3), np.float64)
+            for dy, dx in dirs:
+                if dx >= 0:
+                    d = x[:, :, : S - dy, : S - dx] - x[:, :, dy:, dx:]
+                else:
+                    d = x[:, :, : S - dy, 1:] - x[:, :, dy:, :-1]
+                d = np.clip(d, -T, T) + T
+                for sgn in (1, -1):
+                    dd = d if sgn == 1 else 2 * T - d
+                    code = (
+                        (dd[:, 0].astype(np.int64) * n + dd[:, 1]) * n + dd[:, 2] + np.arange(k)[:, None, None] * n**3
+                    )
+                    h += np.bincount(code.ravel(), minlength=k * n**3).reshape(k, n**3)
+            blocks.append(h / h.sum(1, keepdims=True))
+        out.append(np.concatenate(blocks, 1))
+    return np.concatenate(out).astype(np.float32)
+
+
+FEATS = {"xc": f_xc, "spec": f_spec, "phase": f_phase, "srm": f_srm, "spamc": f_spamc}
+
+
+def feature(name, crops, spam):
+    if name == "spam":
+        return spam
+    f = CACHE / f"probe-{name}.npy"
+    if not f.is_file():
+        t = time.time()
+        np.save(f, FEATS[name](crops))
+        print(f"# {name}: {time.time() - t:.0f} s", flush=True)
+    return np.load(f)
+
+
+def variant_features(v: str, crops: np.ndarray, spam: np.ndarray, ct: np.ndarray) -> tuple[np.ndarray, SpamRecipe]:
+    """The crop features of a variant string (module doc) and the map recipe it asks for."""
+    name, *opt = v.split(":")
+    r = SpamRecipe(pca_dim=int(opt[0]) if opt else 256, eps=float(opt[1]) if len(opt) > 1 else 0.01)
+    xs = []
+    for part in name.split("+"):
+        p, _, w = part.partition("*")
+        f = feature(p, crops, spam)
+        mu, sd = f[ct].mean(0), f[ct].std(0)
+        sd = np.where(sd > 1e-8, sd, 1.0)
+        xs.append(float(w or 1.0) * (f - mu) / sd / np.sqrt(f.shape[1]))
+    return np.hstack(xs).astype(np.float32), r
+
+
+def leave_family_out(ents, fam, x, labels, owner, ct, counts, r, emb, refit: bool) -> float:
+    """Mean 1-shot Rank-1 (%) of the generators of 5 family folds, each against a gallery of its own
+    generators + real; with ``refit`` the map is fitted without the fold's families."""
+    famlist = sorted({e.family for e in ents if e.kind == "generated"})
+    acc = []
+    for fold in [famlist[i::5] for i in range(5)]:
+        keep = np.array([e.kind == "real" or e.family in fold for e in ents])
+        if refit:
+            fit = ct & ~np.array([ents[i].kind == "generated" and ents[i].family in fold for i in owner])
+            m2, p2 = fit_map(x[fit], labels[fit], r, standardize=False)
+            emb = image_embeddings(apply_map(x, m2, p2), counts)
+        sub = [e for e, kk in zip(ents, keep, strict=True) if kk]
+        for s in range(5):
+            pc = episode_scores(sub, emb[keep], make_episode(sub, 1, s), fam)["per_class"]
+            acc.extend(vv["rank1"] for c, vv in pc.items() if c != "real")
+    return 100 * float(np.mean(acc))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ents = load_corpus(DEFAULT_DATA)
+    fam = families(ents)
+    crops, spam, counts = corpus_features(ents, SpamRecipe(colour=False), CACHE, progress=False)
+    owner = np.repeat(np.arange(len(ents)), counts)
+    train = np.array([e.split == "train" for e in ents])
+    gen = np.array([e.kind == "generated" for e in ents])
+    ct = train[owner]
+    labels = np.array(["real" if ents[i].kind == "real" else ents[i].label for i in owner])
+    print("| variant | Rank-1 1/5/10 all | named | AUC | LFO 1-shot (in-corpus map) | LFO 1-shot (held-out map) |")
+    print("|---|---|---|---|---|---|", flush=True)
+    for v in argv:
+        x, r = variant_features(v, crops, spam, ct)
+        mean, proj = fit_map(x[ct], labels[ct], r, standardize=False)
+        emb = image_embeddings(apply_map(x, mean, proj), counts)
+        r1 = {}
+        for k in (1, 5, 10):
+            rs = [episode_scores(ents, emb, make_episode(ents, k, s), fam) for s in range(5)]
+            r1[k] = (np.mean([e["rank1_class_avg"] for e in rs]),
+                     np.mean([scope_average(e["per_class"], "named") for e in rs]))  # fmt: skip
+        h = fit_head(emb[train], gen[train], 1e-2)
+        auc = M.roc_auc(emb[~train] @ np.asarray(h["w"]) + h["b"], gen[~train])
+        lfo = [leave_family_out(ents, fam, x, labels, owner, ct, counts, r, emb, refit) for refit in (False, True)]
+        cells = [" / ".join(f"{100 * r1[k][j]:.1f}" for k in r1) for j in (0, 1)]
+        print(f"| {v} | {cells[0]} | {cells[1]} | {auc:.4f} | {lfo[0]:.1f} | {lfo[1]:.1f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
