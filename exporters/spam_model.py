@@ -225,10 +225,21 @@ def build_graph(mean: np.ndarray, proj: np.ndarray, r: SpamRecipe, metadata: dic
         const(nm + "_en", np.array([y1, x1], np.int64))
         return node("Slice", [x, nm + "_st", nm + "_en", "axes_hw"], nm)
 
+    # The reverse of a direction reads the same 4-pixel windows backwards: N_-s[a, b, c] = N_s[-c, -b, -a]
+    # (joint counts, as in lida_plugin.residual._spam_blocks), so only s is histogrammed and -s is a Gather.
+    rev = np.arange(blk).reshape(n7, n7, n7)[::-1, ::-1, ::-1].transpose(2, 1, 0).reshape(-1)
+    const("rev_perm", rev.astype(np.int64))
+    const("cnt3_shape", np.array([0, nc, blk], np.int64))
+
+    def normalised(cnt4: str, tag: str) -> str:
+        den = node("ReduceSum", [cnt4, "axis3"], f"{tag}_den", keepdims=1)
+        den = node("Max", [den, "one_f"], f"{tag}_den1")  # 0 counts / 1 = 0 where nothing was seen
+        return node("Div", [cnt4, den], f"{tag}_m")
+
     blocks = []
     for bname, dirs in (("st", STRAIGHT), ("dg", DIAGONAL)):
         mats = []
-        for dy, dx in dirs:
+        for (dy, dx), back in zip(dirs[0::2], dirs[1::2], strict=True):  # (s, -s) pairs
             tag = f"{bname}_{dy}_{dx}".replace("-", "m")
             i = [sl(dy, dx, k) for k in range(4)]
             dd = []
@@ -244,10 +255,11 @@ def build_graph(mean: np.ndarray, proj: np.ndarray, r: SpamRecipe, metadata: dic
             ones = node("ConstantOfShape", [node("Shape", [idx], f"{tag}_shape")], f"{tag}_ones",
                         value=helper.make_tensor("o", TensorProto.FLOAT, [1], [1.0]))  # fmt: skip
             cnt = node("ScatterElements", ["hist_zero", idx, ones], f"{tag}_cnt", axis=1, reduction="add")
-            cnt = node("Reshape", [cnt, "blk_shape"], f"{tag}_cnt4")
-            den = node("ReduceSum", [cnt, "axis3"], f"{tag}_den", keepdims=1)
-            den = node("Max", [den, "one_f"], f"{tag}_den1")  # 0 counts / 1 = 0 where nothing was seen
-            mats.append(node("Div", [cnt, den], f"{tag}_m"))
+            mats.append(normalised(node("Reshape", [cnt, "blk_shape"], f"{tag}_cnt4"), tag))
+            btag = f"{bname}_{back[0]}_{back[1]}".replace("-", "m")
+            cnt3 = node("Reshape", [cnt, "cnt3_shape"], f"{tag}_cnt3")
+            bcnt = node("Gather", [cnt3, "rev_perm"], f"{btag}_cnt3", axis=2)
+            mats.append(normalised(node("Reshape", [bcnt, "blk_shape"], f"{btag}_cnt4"), btag))
         tot = node("Sum", mats, f"{bname}_sum")
         const(f"{bname}_quarter", np.array(0.25, np.float32))
         mean4 = node("Mul", [tot, f"{bname}_quarter"], f"{bname}_mean")

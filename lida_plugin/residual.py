@@ -103,6 +103,18 @@ def _spam_blocks(channels: np.ndarray, T: int) -> np.ndarray:
     return out / 4.0
 
 
+def _checked(rgb: np.ndarray, T: int, name: str) -> np.ndarray:
+    """``rgb`` as ``[3, H, W]`` ``uint8``, or ``ValueError`` naming ``name`` and what is wrong."""
+    px = np.asarray(rgb)
+    if px.ndim != 3 or px.shape[2] < 3:
+        raise ValueError(f"{name} needs an H x W x 3 image, got shape {px.shape}")
+    if px.dtype != np.uint8:
+        raise ValueError(f"{name} needs uint8 pixels, got {px.dtype}")
+    if T < 1:
+        raise ValueError("T must be >= 1")
+    return px[:, :, :3].transpose(2, 0, 1)
+
+
 def spam_features(rgb: np.ndarray, T: int = 3) -> np.ndarray:
     """SPAM features of an ``H×W×3`` ``uint8`` image: ``float32 [6 (2T+1)^3]`` (2,058 for ``T = 3``).
 
@@ -110,14 +122,7 @@ def spam_features(rgb: np.ndarray, T: int = 3) -> np.ndarray:
     docstring for the exact definition; the result equals averaging :func:`transition` over the
     directions of :data:`STRAIGHT` and :data:`DIAGONAL`).
     """
-    px = np.asarray(rgb)
-    if px.ndim != 3 or px.shape[2] < 3:
-        raise ValueError(f"spam_features needs an H x W x 3 image, got shape {px.shape}")
-    if px.dtype != np.uint8:
-        raise ValueError(f"spam_features needs uint8 pixels, got {px.dtype}")
-    if T < 1:
-        raise ValueError("T must be >= 1")
-    return _spam_blocks(px[:, :, :3].transpose(2, 0, 1), T).reshape(-1).astype(np.float32)
+    return _spam_blocks(_checked(rgb, T, "spam_features"), T).reshape(-1).astype(np.float32)
 
 
 def colour_channels(chw: np.ndarray) -> np.ndarray:
@@ -131,11 +136,5 @@ def colour_spam_features(rgb: np.ndarray, T: int = 3) -> np.ndarray:
     """SPAM of the channels R, G, B, R - G, B - G of an ``H×W×3`` ``uint8`` image:
     ``float32 [10 (2T+1)^3]`` (3,430 for ``T = 3``); the first ``6 (2T+1)^3`` equal
     :func:`spam_features`."""
-    px = np.asarray(rgb)
-    if px.ndim != 3 or px.shape[2] < 3:
-        raise ValueError(f"colour_spam_features needs an H x W x 3 image, got shape {px.shape}")
-    if px.dtype != np.uint8:
-        raise ValueError(f"colour_spam_features needs uint8 pixels, got {px.dtype}")
-    if T < 1:
-        raise ValueError("T must be >= 1")
-    return _spam_blocks(colour_channels(px[:, :, :3].transpose(2, 0, 1)), T).reshape(-1).astype(np.float32)
+    chw = _checked(rgb, T, "colour_spam_features")
+    return _spam_blocks(colour_channels(chw), T).reshape(-1).astype(np.float32)
