@@ -274,7 +274,8 @@ def cmd_spam(args) -> int:
     t0 = time.perf_counter()
     r = SpamRecipe(T=args.T, colour=not args.no_colour, crop_count=args.crop_count, pca_dim=args.pca_dim,
                    eps=args.eps, dim=args.dim, head_l2=args.head_l2, fpr=args.fpr,
-                   fpr_confidence=args.fpr_confidence, det_column=args.det_column)  # fmt: skip
+                   fpr_confidence=args.fpr_confidence, open_unknown_accept=args.open_unknown_accept,
+                   det_column=args.det_column)  # fmt: skip
     try:
         entries = load_corpus(args.data)
     except CorpusError as exc:
@@ -392,6 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.9,
         help="the stated FPR holds with this confidence (0: the point estimate; default: %(default)s)",
+    )
+    p.add_argument(
+        "--open-unknown-accept",
+        type=float,
+        default=0.05,
+        help="open-set threshold: name an unregistered generator at most this often, at --fpr-confidence"
+        " (0: best balanced accuracy; default: %(default)s)",
     )
     p.add_argument("--model-id")
     p.add_argument("--no-progress", action="store_true")

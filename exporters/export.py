@@ -68,8 +68,14 @@ def parity(model: torch.nn.Module, onnx_path: str | Path, crops: np.ndarray) -> 
     return float(np.abs(ref - got).max())
 
 
-def open_set_threshold(emb: np.ndarray, labels: list[str]) -> tuple[float, dict]:
-    """Leave-one-out threshold on cosine similarity (see the module docstring)."""
+def open_set_threshold(
+    emb: np.ndarray, labels: list[str], max_unknown_accept: float = 0.0, confidence: float = 0.0
+) -> tuple[float, dict]:
+    """Leave-one-out threshold on cosine similarity (see the module docstring). With
+    ``max_unknown_accept`` the rule is not the best balanced accuracy but a stated rate: the leave-one-out
+    best matches of *other* generators are calibrated like real photos for detection
+    (:func:`lida_plugin.detect.calibrate_threshold` with ``confidence``), so an unregistered
+    generator gets a confident name at most that often."""
     y = np.asarray(labels)
     sim = emb @ emb.T
     np.fill_diagonal(sim, -np.inf)
@@ -83,12 +89,18 @@ def open_set_threshold(emb: np.ndarray, labels: list[str]) -> tuple[float, dict]
     known, unknown = np.asarray(known), np.asarray(unknown)
     if not len(known) or not len(unknown):  # no class with two images, or one class: nothing to calibrate on
         return -1.0, {"balanced_accuracy": None, "known_accept": None, "unknown_reject": None, "uncalibrated": True}
-    cands = np.unique(np.concatenate([known, unknown]))
-    best_t, best = 0.0, -1.0
-    for t in cands:
-        bacc = 0.5 * ((known >= t).mean() + (unknown < t).mean())
-        if bacc > best:
-            best, best_t = bacc, float(t)
+    if max_unknown_accept:
+        from lida_plugin.detect import calibrate_threshold
+
+        best_t = calibrate_threshold(unknown, max_unknown_accept, confidence)
+        best = 0.5 * ((known >= best_t).mean() + (unknown < best_t).mean())
+    else:
+        cands = np.unique(np.concatenate([known, unknown]))
+        best_t, best = 0.0, -1.0
+        for t in cands:
+            bacc = 0.5 * ((known >= t).mean() + (unknown < t).mean())
+            if bacc > best:
+                best, best_t = bacc, float(t)
     stats = {
         "balanced_accuracy": round(float(best), 4),
         "known_accept": round(float((known >= best_t).mean()), 4),

@@ -45,7 +45,11 @@ from lida_plugin.residual import DIAGONAL, STRAIGHT, colour_spam_features, spam_
 
 from .export import open_set_threshold
 
-LEGACY = {"colour": False, "fpr_confidence": 0.0}  # recipe fields the first model did not have, at its values
+LEGACY = {
+    "colour": False,
+    "fpr_confidence": 0.0,
+    "open_unknown_accept": 0.0,
+}  # recipe fields the first model did not have, at its values
 ARCH = "spam-wcw"  # + "-t<T>", "-colour" (see fit_and_export)
 PARITY_TOL = 1e-4
 
@@ -65,6 +69,9 @@ class SpamRecipe:
     head_l2: float = 1e-2
     fpr: float = 0.05
     fpr_confidence: float = 0.9  # the stated FPR holds with this confidence (calibrate_threshold)
+    # open-set threshold: an unregistered generator named at most this often (leave-one-out on the train
+    # split, at fpr_confidence); 0: the threshold of best balanced accuracy (the first model's rule)
+    open_unknown_accept: float = 0.05
     det_column: float = 0.2  # weight of the detection column appended to the map (0: none)
     det_l2: float = 1e-3
 
@@ -397,7 +404,9 @@ def fit_and_export(
         raise ValueError("calibration needs held-out real images")
     det_t = calibrate_threshold(ai_scores(emb[real_ho], probe)[0], r.fpr, r.fpr_confidence)
     open_labels = [i for i, it in enumerate(items) if train[i] and gen[i] and not it.label.startswith("ldm-sr")]
-    open_t, open_stats = open_set_threshold(emb[open_labels], [items[i].label for i in open_labels])
+    open_t, open_stats = open_set_threshold(
+        emb[open_labels], [items[i].label for i in open_labels], r.open_unknown_accept, r.fpr_confidence
+    )
     sc_tr = ai_scores(emb[train], probe)[0]
     from lida_plugin.evaluate.metrics import roc_auc
 
