@@ -15,7 +15,8 @@ after it: on a shared machine, compare rows only when the load was low.
 
 The stage costs are measured in this process with one thread: per image, read + decode + crop
 (:meth:`Attributor.prepare`) and embed + detect + retrieve (:meth:`Attributor.finish`, batches
-of 16). Their sum is the cost of one worker on one core; the larger is the bound.
+of 16 images, the encoder called with a ``lida batch`` worker's batch size). Their sum is the cost
+of one worker on one core; the larger is the bound.
 """
 
 from __future__ import annotations
@@ -71,9 +72,10 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, str]:
 def stage_costs(files: list[Path], model: str | None, k: int = 200) -> dict[str, float]:
     """ms per image for prepare (read+decode+crops) and finish (embed+detect+retrieve), one thread."""
     sys.path.insert(0, str(REPO))
+    from lida_plugin.batch.command import WORKER_BATCH
     from lida_plugin.batch.worker import JobConfig, build_attributor
 
-    att = build_attributor(JobConfig(model=model, threads=1))
+    att = build_attributor(JobConfig(model=model, threads=1, batch_size=WORKER_BATCH))  # as a lida batch worker
     sample = [str(f) for f in files[:k]]
     att.finish([att.prepare(p) for p in sample[:16]])  # warm-up
     t = time.perf_counter()
