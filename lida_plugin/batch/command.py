@@ -21,8 +21,9 @@ from ..cli_options import UsageError, add_model_args, add_signing_args, add_stor
 log = logging.getLogger("lida.batch")
 
 #: Crops per encoder call in a worker. One ORT thread runs small calls faster per crop (their
-#: activations stay in the core's cache): measured 1.4-1.6 ms/crop at 8-16 against 1.75-1.95 at 64.
-WORKER_BATCH = 16
+#: activations stay in the core's cache): bundled model, 512 real crops, median of 5 passes: 1.29 ms/crop
+#: at 8, 1.44 at 16, 1.70 at 64 (docs/scale.md).
+WORKER_BATCH = 8
 
 
 @hookimpl
