@@ -9,11 +9,14 @@ listing, worker/Ray start-up and the Parquet writes included), with the same mod
 encoder unless ``--model``), the bundled default store, and the files warm in the page cache
 (a warm-up pass reads them first). ``lida attribute`` runs with its defaults (ORT on all cores,
 2 decode threads); ``lida batch`` with its defaults (one worker / actor pair per core, 1 ORT
-thread each).
+thread each). Each row also gives the CPU time the command used (user + system, its workers
+included; Ray's daemons only as far as they are reaped) and the 1-minute load average before and
+after it: on a shared machine, compare rows only when the load was low.
 
 The stage costs are measured in this process with one thread: per image, read + decode + crop
 (:meth:`Attributor.prepare`) and embed + detect + retrieve (:meth:`Attributor.finish`, batches
-of 16). Their sum is the cost of one worker on one core; the larger is the bound.
+of 16 images, the encoder called with a ``lida batch`` worker's batch size). Their sum is the cost
+of one worker on one core; the larger is the bound.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -53,18 +57,25 @@ def make_corpus(dest: Path, n: int, synthetic: bool) -> str:
     return f"{n} synthetic 512x512 PNGs (random pixels)"
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, str]:
+    """``(wall s, CPU s, exit code, stderr tail)``. CPU: user + system time of the command and the
+    processes it waited for (its workers; Ray's processes only as far as they are reaped)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     p = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    return time.perf_counter() - t, p.returncode, p.stderr[-2000:]
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, p.returncode, p.stderr[-2000:]
 
 
 def stage_costs(files: list[Path], model: str | None, k: int = 200) -> dict[str, float]:
     """ms per image for prepare (read+decode+crops) and finish (embed+detect+retrieve), one thread."""
     sys.path.insert(0, str(REPO))
+    from lida_plugin.batch.command import WORKER_BATCH
     from lida_plugin.batch.worker import JobConfig, build_attributor
 
-    att = build_attributor(JobConfig(model=model, threads=1))
+    att = build_attributor(JobConfig(model=model, threads=1, batch_size=WORKER_BATCH))  # as a lida batch worker
     sample = [str(f) for f in files[:k]]
     att.finish([att.prepare(p) for p in sample[:16]])  # warm-up
     t = time.perf_counter()
@@ -112,25 +123,32 @@ def main() -> int:
         }
         rows = {}
         for name in args.engines:
-            secs, rc, err = timed(cmds[name], env)
+            load = os.getloadavg()[0]
+            secs, cpu, rc, err = timed(cmds[name], env)
             if rc not in (0, 1):
                 print(f"{name}: exit {rc}\n{err}", file=sys.stderr)
                 return 1
-            rows[name] = {"seconds": round(secs, 2), "images_per_s": round(args.n / secs, 1), "exit": rc}
+            rows[name] = {"seconds": round(secs, 2), "images_per_s": round(args.n / secs, 1), "exit": rc,
+                          "cpu_s": round(cpu, 1), "cpu_pct": round(100 * cpu / secs), "load_before": load,
+                          "load_after": os.getloadavg()[0]}  # fmt: skip
         costs = stage_costs(files, args.model)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"# {corpus}; {cores} cores; {' '.join(sys.argv[1:]) or '(defaults)'}")
-    print("| command | seconds | images/s | vs lida attribute |")
-    print("|---|---:|---:|---:|")
+    print(
+        "| command | seconds | images/s | vs lida attribute | CPU s | CPU % of wall | CPU ms/img"
+        " | load avg before/after |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     base = rows.get("attribute", {}).get("images_per_s")
     label = {"attribute": "lida attribute (1 process)", "local": "lida batch (local engine)",
              "ray": "lida batch --engine ray (local Ray)"}  # fmt: skip
     for name, r in rows.items():
         rel = f"{r['images_per_s'] / base:.2f}x" if base else "-"
-        print(f"| {label[name]} | {r['seconds']} | {r['images_per_s']} | {rel} |")
+        print(f"| {label[name]} | {r['seconds']} | {r['images_per_s']} | {rel} | {r['cpu_s']} | {r['cpu_pct']} |"
+              f" {1000 * r['cpu_s'] / args.n:.1f} | {r['load_before']:.2f} / {r['load_after']:.2f} |")  # fmt: skip
     if "ray" in rows and "local" in rows:
         print(f"\nray / local: {rows['ray']['images_per_s'] / rows['local']['images_per_s']:.2f}")
     per_img = costs["prepare_ms"] + costs["finish_ms"]

@@ -10,15 +10,21 @@ For each size the store is written through :class:`~lida_plugin.store.ExemplarSt
 default ``keep=none``), its faiss index persisted with ``update_index``; a copy gets a usearch
 index. Each row is then measured in its own subprocess (so the peak RSS is that row's own):
 
-* **open s**: ``ExemplarStore(path).exemplars()`` + ``Retriever(...)`` (warm page cache: the file
-  was just written), i.e. what ``lida attribute`` does before its first image.
+* **cold open s** / **open s**: ``StoreStack([ExemplarStore(path)])`` (exemplars, index, content keys)
+  + ``Retriever(...)``, i.e. what ``lida attribute`` does before its first image with this store:
+  first after ``posix_fadvise(DONTNEED)`` on the store and its vector cache (a cold-ish page cache;
+  no effect when ``--work`` is on tmpfs), then again (warm). ``faiss`` opens through the vector cache
+  (``<store>.lida-vectors``, written by ``update_index``); ``faiss-nocache`` opens the same store
+  ignoring it (the blocks and the index read from SQLite).
 * **top-10 ms**: one query's ten nearest exemplars (exact re-ranking included), mean of 100.
 * **rank ms**: one query's ``Retriever.rank(top_k=5)`` (the generator ranking attribution uses).
 * **recall@10**: overlap of the top-10 exemplars with the exact top-10.
 
 Bytes per exemplar: the old schema (the bundled default store, real crops), and schema 2 with
-``keep=none`` (the synthetic store, index included). With ``--images DIR`` also ``keep=lowbits``
-and ``keep=raw`` registered from real PNGs through the bundled encoder.
+``keep=none`` (the synthetic store, index and vector cache included). ``--reuse`` keeps each size's
+stores in ``--work`` and reuses them on the next run (the write column is then the first run's).
+With ``--images DIR`` also ``keep=lowbits`` and ``keep=raw`` registered from real PNGs through the
+bundled encoder.
 """
 
 from __future__ import annotations
@@ -96,20 +102,49 @@ def build_store(path: Path, x: np.ndarray, lab: np.ndarray) -> None:
         s.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
+def drop_from_page_cache(path: str) -> None:
+    """Ask the kernel to drop the store's (and its vector cache's) pages: a cold-ish open. No effect on
+    tmpfs (``/dev/shm``), where the files are memory."""
+    for p in (path, path + "-wal", path + ".lida-vectors"):
+        try:
+            fd = os.open(p, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def open_store(path: str, use_cache: bool):
+    """What ``lida attribute`` does before its first image: the store stack (exemplars, index, content
+    keys) and the retriever."""
+    from lida_plugin import vectorcache
+    from lida_plugin.retrieve import Retriever
+    from lida_plugin.store import ExemplarStore, StoreStack
+
+    if not use_cache:
+        vectorcache.load = lambda *a, **k: None
+    stack = StoreStack([ExemplarStore(path, readonly=True)], FakeEncoder)
+    return stack, Retriever(stack.exemplars)
+
+
 def measure(path: str, backend: str, work: str) -> dict:
     """One row, in its own process."""
-    from lida_plugin.retrieve import Retriever
-    from lida_plugin.store import ExemplarStore
-
     q = np.load(Path(work) / "queries.npy")
     gt = np.load(Path(work) / "gt.npy")
+    drop_from_page_cache(path)
     t = time.perf_counter()
-    with ExemplarStore(path, readonly=True) as s:
-        ex = s.exemplars(index=backend != "numpy")
-    retr = Retriever(ex)
+    stack, retr = open_store(path, use_cache=not backend.endswith("nocache"))
+    cold_s = time.perf_counter() - t
+    stack.close()
+    del stack, retr
+    t = time.perf_counter()
+    stack, retr = open_store(path, use_cache=not backend.endswith("nocache"))
     open_s = time.perf_counter() - t
+    ex = stack.exemplars
     if backend != "numpy":
-        assert ex.segments and ex.segments[0].ann.kind.startswith(backend), (backend, ex.segments)
+        assert ex.segments and ex.segments[0].ann.kind.startswith(backend.split("-")[0]), (backend, ex.segments)
     got, dt = [], []
     for qi in q:
         t = time.perf_counter()
@@ -123,6 +158,7 @@ def measure(path: str, backend: str, work: str) -> dict:
         rank.append(time.perf_counter() - t)
     recall = float(np.mean([len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(got, gt, strict=True)]))
     return {
+        "cold_open_s": cold_s,
         "open_s": open_s,
         "top10_ms": 1000 * float(np.mean(dt)),
         "rank_ms": 1000 * float(np.mean(rank)),
@@ -162,7 +198,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", type=float, default=[1e4, 1e5, 1e6])
     ap.add_argument("--work", default="/tmp/store-scale")
-    ap.add_argument("--backends", nargs="+", default=["numpy", "faiss", "usearch"])
+    ap.add_argument(
+        "--backends",
+        nargs="+",
+        default=["numpy", "faiss", "usearch"],
+        help="numpy, faiss, usearch; faiss-nocache: the faiss store opened without its vector cache",
+    )
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep each size's stores in --work and reuse them on the next run (skips the write)",
+    )
     ap.add_argument("--images", type=Path, help="real PNGs for the keep=lowbits/raw sizes (e.g. ../shared/data)")
     ap.add_argument("--measure", nargs=3, metavar=("STORE", "BACKEND", "WORK"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -184,47 +230,58 @@ def main() -> int:
     for size in args.sizes:
         n = int(size)
         work = root / f"n{n}"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir()
-        t = time.perf_counter()
-        x, lab, q = synth(n)
         path = work / "store.sqlite"
-        build_store(path, x, lab)
-        write_s = time.perf_counter() - t
-        gt = np.stack([np.argsort(-(x @ qi), kind="stable")[:10] for qi in q])
-        np.save(work / "queries.npy", q)
-        np.save(work / "gt.npy", gt)
+        built = work / "built.json"
+        if args.reuse and built.exists():  # the same synthetic store, written by an earlier run
+            write_s = json.loads(built.read_text())["write_s"]
+            print(f"n={n}: reusing {path} (written in {write_s:.1f} s)", flush=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
+            t = time.perf_counter()
+            x, lab, q = synth(n)
+            build_store(path, x, lab)
+            write_s = time.perf_counter() - t
+            gt = np.stack([np.argsort(-(x @ qi), kind="stable")[:10] for qi in q])
+            np.save(work / "queries.npy", q)
+            np.save(work / "gt.npy", gt)
+            del x
+            built.write_text(json.dumps({"n": n, "write_s": write_s}))
         bpe = path.stat().st_size / n
-        del x
         builds = {}
         for backend in args.backends:
-            if backend == "numpy":
+            if backend == "numpy" or backend.endswith("nocache"):
                 continue
             kind = {"faiss": "faiss-ivf-sq8", "usearch": "usearch-hnsw-i8"}[backend]
             bpath = work / f"store-{backend}.sqlite"
-            shutil.copy(path, bpath)
+            if not (args.reuse and bpath.exists()):
+                shutil.copy(path, bpath)
             t = time.perf_counter()
             with ExemplarStore(bpath) as s:
                 s.update_index(kind, min_rows=0)
                 s.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            builds[backend] = (time.perf_counter() - t, bpath.stat().st_size / n)
+            cache = bpath.with_name(bpath.name + ".lida-vectors")  # the vector cache counts: it is on disk too
+            size = bpath.stat().st_size + (cache.stat().st_size if cache.exists() else 0)
+            builds[backend] = (time.perf_counter() - t, size / n)
             print(f"n={n}: {backend} index built in {builds[backend][0]:.1f} s", flush=True)
         for backend in args.backends:
-            spath = path if backend == "numpy" else work / f"store-{backend}.sqlite"
+            spath = path if backend == "numpy" else work / f"store-{backend.split('-')[0]}.sqlite"
             cmd = [sys.executable, __file__, "--measure", str(spath), backend, str(work)]
             res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-            build_s, b = builds.get(backend, (0.0, bpe))
+            build_s, b = builds.get(backend.split("-")[0], (0.0, bpe))
             rows.append((n, backend, b, write_s, build_s, res))
             print(f"n={n} {backend}: {res}", flush=True)
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.reuse:
+            shutil.rmtree(work, ignore_errors=True)
     print()
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
     print(f"threads: OMP_NUM_THREADS={threads}; old schema {old_bpe:,.0f} B/exemplar")
-    print("| exemplars | search | bytes/exemplar (keep=none) | write s | index build s | open s | top-10 ms "
-          "| rank ms | recall@10 | peak RSS MB |")  # fmt: skip
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| exemplars | search | bytes/exemplar (keep=none) | write s | index build s | cold open s | open s "
+          "| top-10 ms | rank ms | recall@10 | peak RSS MB |")  # fmt: skip
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n, backend, b, write_s, build_s, r in rows:
-        print(f"| {n:,} | {backend} | {b:,.0f} | {write_s:.1f} | {build_s:.1f} | {r['open_s']:.3f} | "
+        print(f"| {n:,} | {backend} | {b:,.0f} | {write_s:.1f} | {build_s:.1f} | {r['cold_open_s']:.3f} | "
+              f"{r['open_s']:.3f} | "
               f"{r['top10_ms']:.2f} | {r['rank_ms']:.2f} | {r['recall']:.3f} | {r['rss_mb']:.0f} |")  # fmt: skip
     return 0
 

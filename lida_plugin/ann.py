@@ -96,11 +96,23 @@ class FaissIVF:
         return faiss.serialize_index(self.index).tobytes() + int(self.nprobe).to_bytes(4, "little")
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> FaissIVF:
+    def from_bytes(cls, data) -> FaissIVF:
+        """From :meth:`to_bytes`' output, ``bytes`` or any buffer (e.g. a memory-mapped vector cache). Read
+        through a callback reader: ``deserialize_index`` would first copy the whole buffer (measured 0.31 s
+        against 0.04 s for a 140 MB index, docs/scale.md)."""
         import faiss
 
-        body, nprobe = data[:-4], int.from_bytes(data[-4:], "little")
-        return cls(faiss.deserialize_index(np.frombuffer(body, np.uint8)), nprobe)
+        view = memoryview(data).cast("B")
+        body, nprobe = view[:-4], int.from_bytes(view[-4:], "little")
+        pos = 0
+
+        def read(n: int) -> bytes:
+            nonlocal pos
+            chunk = body[pos : pos + n].tobytes()
+            pos += len(chunk)
+            return chunk
+
+        return cls(faiss.read_index(faiss.PyCallbackIOReader(read)), nprobe)
 
 
 class USearchHNSW:

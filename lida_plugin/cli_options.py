@@ -38,6 +38,8 @@ def add_model_args(
     device_default: str = "auto",
     threads_help: str = "CPU threads for the encoder (default: $LIDA_THREADS, else all cores)",
     threads_default: int | None = None,
+    batch_size_default: int | None = 64,
+    batch_size_help: str = "crops per encoder call (default 64)",
 ):
     """``--model``, ``--device``, ``--threads``, ``--batch-size`` (a command with other defaults, such as
     ``lida batch``'s one thread per worker, passes them); returns the argument group."""
@@ -47,7 +49,7 @@ def add_model_args(
                    choices=["auto", "cpu", "cuda", "tensorrt"], help=device_help)  # fmt: skip
     env_threads = int(os.environ.get("LIDA_THREADS", "0")) or None
     g.add_argument("--threads", type=int, default=threads_default or env_threads, help=threads_help)
-    g.add_argument("--batch-size", type=int, default=64, help="crops per encoder call (default 64)")
+    g.add_argument("--batch-size", type=int, default=batch_size_default, help=batch_size_help)
     return g
 
 

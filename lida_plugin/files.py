@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 #: File suffixes treated as images when a folder is walked or watched (lower case).
@@ -46,3 +48,21 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def atomic_write_parts(path: str | os.PathLike[str], parts: Iterable) -> None:
+    """:func:`atomic_write` for data given as buffers written one after another (large files that
+    should not be joined in memory first). The temporary name is unique across processes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as f:
+            for part in parts:
+                f.write(part)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -21,6 +21,12 @@ One file per store (schema version 2; see docs/scale.md). Tables:
   raw 8-bit crops, horizontally delta-coded and zlib-compressed, lossless; any model, ~100 KB).
 * ``ann``: the approximate index of a large store (:mod:`lida_plugin.ann`), in chunks.
 
+``meta`` also holds ``blocks_token``, replaced by every write to the embedding blocks: with the
+store id, ``vectors_epoch`` and the block counts it stamps the vector cache
+(``<store>.lida-vectors``, :mod:`lida_plugin.vectorcache`), a memory-mapped copy of the blocks and
+the index that :meth:`ExemplarStore.update_index` writes and opening uses when it matches the store
+(docs/scale.md).
+
 Writes are transactions; the file is in WAL mode so readers never block a writer. A store
 made by another model is refused with a message naming ``lida store reembed``.
 
@@ -46,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import vectorcache
 from .decode import Decoded
 from .errors import StoreError
 from .fingerprint import lowbits
@@ -476,6 +483,7 @@ class ExemplarStore:
     # -- embedding blocks ---------------------------------------------------------------------
     def _write_blocks(self, rows: list[tuple[int, int, str, bytes]], start_block: int) -> None:
         """Write ``(id, gid, source, embedding bytes)`` rows (ascending ids) as blocks from ``start_block``."""
+        self._blocks_changed()
         for b, i in enumerate(range(0, len(rows), BLOCK_ROWS)):
             part = rows[i : i + BLOCK_ROWS]
             self.conn.execute(
@@ -489,6 +497,29 @@ class ExemplarStore:
                     b"".join(r[3] for r in part),
                 ),
             )
+
+    def _blocks_changed(self) -> None:
+        """Inside a write transaction that changes the embedding blocks: a new ``blocks_token``, so any
+        vector cache written before (:mod:`lida_plugin.vectorcache`) no longer matches the store."""
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('blocks_token', ?)", (uuid.uuid4().hex,))
+
+    def vector_stamp(self) -> dict:
+        """What identifies the current embedding blocks (for the vector cache): the store id, the
+        vectors' epoch and model, ``blocks_token`` and the blocks' count, rows and last block number.
+        Read it in the same transaction as the data it stamps."""
+        keys = ("store_id", "vectors_epoch", "blocks_token", "model_id", "embedding_dim")
+        meta = dict(self.conn.execute(f"SELECT key, value FROM meta WHERE key IN ({', '.join('?' * len(keys))})", keys))
+        blocks, rows, last = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(n), 0), COALESCE(MAX(block), -1) FROM embedding_blocks"
+        ).fetchone()
+        return {k: meta.get(k) for k in keys} | {"blocks": blocks, "rows": rows, "last_block": last}
+
+    def _ann_stamp(self) -> dict | None:
+        """The persisted index's stamp as the store has it now (None: no usable index)."""
+        meta = dict(self.conn.execute("SELECT key, value FROM meta WHERE key LIKE 'ann_%' OR key='vectors_epoch'"))
+        if not meta.get("ann_kind") or meta.get("ann_epoch") != meta.get("vectors_epoch"):
+            return None
+        return {k: meta.get(k) for k in ("ann_kind", "ann_epoch", "ann_rows", "ann_updated", "ann_token")}
 
     def _block_rows(self, block: tuple) -> list[tuple[int, int, str, bytes]]:
         n, ids, gids, sources, data = block
@@ -636,6 +667,7 @@ class ExemplarStore:
             if not (g == gid).any():
                 continue
             keep = [r for r in self._block_rows((n, ids, gids, sources, data)) if r[1] != gid]
+            self._blocks_changed()
             self.conn.execute("DELETE FROM embedding_blocks WHERE block=?", (block,))
             if keep:
                 self._write_blocks(keep, block)
@@ -871,6 +903,7 @@ class ExemplarStore:
             if self.meta.get("ann_kind"):
                 with self.conn:
                     self._new_epoch_index_only()
+                vectorcache.remove(self.vector_cache_path)
                 return "dropped (store below the exact-search threshold)"
             return "none (store below the exact-search threshold)"
         if not ann.available(kind):
@@ -879,11 +912,13 @@ class ExemplarStore:
             return msg
         made = self._index_for(ex, kind, epoch, rebuild)
         if made is None:
-            return f"up to date ({kind}, {len(ex)} exemplars)"
+            return f"up to date ({kind}, {len(ex)} exemplars); {self.write_vector_cache()}"
         index, covered, trained, what = made
+        del ex
         if not self._save_index(index.to_bytes(), covered, kind, epoch, trained):
             return "skipped (the store was re-embedded meanwhile)"
-        return f"{what} ({len(covered)} exemplars indexed)"
+        del index
+        return f"{what} ({len(covered)} exemplars indexed); {self.write_vector_cache()}"
 
     def _index_for(self, ex: Exemplars, kind: str, epoch: str | None, rebuild: bool):
         """``(index, covered ids, trained rows, what was done)`` for ``ex``: the persisted index with the
@@ -924,7 +959,7 @@ class ExemplarStore:
                  for j, o in enumerate(range(0, max(1, len(blob)), ANN_CHUNK))],
             )  # fmt: skip
             stamp = {"ann_kind": kind, "ann_epoch": epoch, "ann_trained_rows": str(trained),
-                     "ann_rows": str(len(covered)), "ann_updated": _now()}  # fmt: skip
+                     "ann_rows": str(len(covered)), "ann_updated": _now(), "ann_token": uuid.uuid4().hex}  # fmt: skip
             self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", stamp.items())
             self.meta.update(stamp)
         return True
@@ -987,6 +1022,42 @@ class ExemplarStore:
                 self.conn.execute("ROLLBACK")
 
     def _exemplars(self, index: bool, own: bool) -> Exemplars:
+        stamp = self.vector_stamp()
+        cached = self._load_cache(stamp)
+        if cached is not None:
+            a = cached.arrays
+            emb, ids, gids, names = a["embeddings"], a["ids"], a["gids"], a["sources"].tobytes()
+        else:
+            emb, ids, gids, names = self._block_arrays()
+        n = len(ids)
+        gens = self.conn.execute("SELECT gid, name, family FROM generators WHERE gid IS NOT NULL").fetchall()
+        ann_now = self._ann_stamp() if cached is not None and index else None
+        if own:
+            self.conn.execute("COMMIT")
+        self._cached_keys = (stamp, cached.arrays["keys"]) if cached is not None and "keys" in cached.arrays else None
+        top = max((g[0] for g in gens), default=-1) + 1
+        gname: list[str] = [""] * top
+        gfam: list[str | None] = [None] * top
+        for gid, name, fam in gens:
+            gname[gid], gfam[gid] = name, fam
+        ex = Exemplars(
+            emb,
+            CodedColumn(gids, gname),
+            CodedColumn(gids, gfam),
+            NulStrings(names),
+            CodedColumn(np.zeros(n, np.int8), [self.store_id]),
+            ids,
+        )
+        if index and n:
+            searcher = self._cached_index(cached, ann_now, ex) if ann_now is not None else None
+            if searcher is None:
+                searcher = self.load_index(ex)
+            if searcher is not None:
+                ex = dataclasses.replace(ex, segments=(Segment(0, n, searcher),))
+        return ex
+
+    def _block_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, bytes]:
+        """``(embeddings, ids, generator ids, NUL-joined sources)`` of every block, read from SQLite."""
         dim = int(self.meta.get("embedding_dim", 0))
         (n,) = self.conn.execute("SELECT COALESCE(SUM(n), 0) FROM embedding_blocks").fetchone()
         emb = np.empty((n, dim), np.float32)
@@ -1002,30 +1073,94 @@ class ExemplarStore:
             gids[o : o + k] = np.frombuffer(g, np.int32)
             names.append(s)
             o += k
-        gens = self.conn.execute("SELECT gid, name, family FROM generators WHERE gid IS NOT NULL").fetchall()
-        if own:
-            self.conn.execute("COMMIT")
-        top = max((g[0] for g in gens), default=-1) + 1
-        gname: list[str] = [""] * top
-        gfam: list[str | None] = [None] * top
-        for gid, name, fam in gens:
-            gname[gid], gfam[gid] = name, fam
-        ex = Exemplars(
-            emb,
-            CodedColumn(gids, gname),
-            CodedColumn(gids, gfam),
-            NulStrings(b"".join(names)),
-            CodedColumn(np.zeros(n, np.int8), [self.store_id]),
-            ids,
-        )
-        if index and n:
-            searcher = self.load_index(ex)
-            if searcher is not None:
-                ex = dataclasses.replace(ex, segments=(Segment(0, n, searcher),))
-        return ex
+        return emb, ids, gids, b"".join(names)
+
+    # -- the vector cache (lida_plugin.vectorcache) ------------------------------------------
+    @property
+    def vector_cache_path(self) -> Path:
+        return vectorcache.sidecar_path(self.path)
+
+    def _load_cache(self, stamp: dict) -> vectorcache.Cached | None:
+        """The vector cache beside the store if it matches ``stamp`` (read in this transaction) and
+        agrees with the store's first and last blocks; else None (logged: the blocks are read)."""
+        path = self.vector_cache_path
+        if not stamp["rows"] or not stamp.get("blocks_token") or not path.exists():
+            return None
+        cached = vectorcache.load(path, stamp)
+        if cached is None:
+            return None
+        problem = self._cache_disagrees(cached, stamp)
+        if problem:
+            log.warning("%s does not agree with its store (%s); reading the store instead", path, problem)
+            return None
+        return cached
+
+    def _cache_disagrees(self, cached: vectorcache.Cached, stamp: dict) -> str | None:
+        """Why the cache's arrays do not fit the store, or None: shapes, and the first and last
+        blocks' ids and embeddings compared byte for byte with SQLite's."""
+        a, n, dim = cached.arrays, stamp["rows"], int(stamp.get("embedding_dim") or 0)
+        need = {"embeddings": (n, dim), "ids": (n,), "gids": (n,)}
+        if any(k not in a or a[k].shape != shape for k, shape in need.items()) or "sources" not in a:
+            return "array shapes"
+        if int(np.count_nonzero(a["sources"] == 0)) != n or ("keys" in a and a["keys"].shape != (n,)):
+            return "sources or keys"
+        for which, order in (("first", "ASC"), ("last", "DESC")):
+            k, ids, data = self.conn.execute(
+                f"SELECT n, ids, data FROM embedding_blocks ORDER BY block {order} LIMIT 1"
+            ).fetchone()
+            part = slice(0, k) if which == "first" else slice(n - k, n)
+            if a["ids"][part].tobytes() != ids or a["embeddings"][part].tobytes() != data:
+                return f"{which} block"
+        return None
+
+    def _cached_index(self, cached: vectorcache.Cached, ann_now: dict, ex: Exemplars):
+        """The approximate index from the cache, if the cache holds the store's current one."""
+        from . import ann
+
+        if cached.ann != ann_now or "index" not in cached.arrays or not ann.available(ann_now["ann_kind"]):
+            return None
+        try:
+            index = ann.from_bytes(ann_now["ann_kind"], cached.arrays["index"])
+        except Exception as exc:  # a cache that passed its checks but does not load: read the store's copy
+            log.warning("%s: its index does not load (%s); reading the store's", self.vector_cache_path, exc)
+            return None
+        return ann.AnnSearcher(index, ex.embeddings, ex.ids, cached.arrays["ann_ids"])
+
+    def write_vector_cache(self) -> str:
+        """Write the vector cache beside the store (or leave it, if it is up to date); returns what was done.
+        Called by :meth:`update_index`; a failure to write is logged, never raised."""
+        path = self.vector_cache_path
+        with self.conn:  # stores written before blocks had a token get one
+            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('blocks_token', ?)", (uuid.uuid4().hex,))
+        self.conn.execute("BEGIN")  # one read transaction: the arrays and their stamps agree
+        try:
+            stamp, ann_now = self.vector_stamp(), self._ann_stamp()
+            cached = vectorcache.load(path, stamp) if path.exists() else None
+            if cached is not None and cached.ann == ann_now and not self._cache_disagrees(cached, stamp):
+                return "vector cache up to date"
+            del cached
+            emb, ids, gids, names = self._block_arrays()
+            arrays = {"embeddings": emb, "ids": ids, "gids": gids, "sources": np.frombuffer(names, np.uint8)}
+            rows = self.conn.execute("SELECT id, sha256 FROM exemplars ORDER BY id").fetchall()
+            if len(rows) == len(ids) and all(r[0] == i for r, i in zip(rows, ids.tolist(), strict=True)):
+                arrays["keys"] = np.fromiter((int(r[1][:16], 16) for r in rows), np.uint64, len(rows))
+            if ann_now is not None:
+                arrays["index"] = np.frombuffer(self._ann_bytes("index") or b"", np.uint8)
+                arrays["ann_ids"] = np.frombuffer(self._ann_bytes("ids") or b"", np.int64)
+        finally:
+            self.conn.execute("ROLLBACK")
+        try:
+            size = vectorcache.write(path, stamp, arrays, ann_now)
+        except OSError as exc:
+            log.warning("vector cache %s not written (%s); the store is read from SQLite", path, exc)
+            return f"vector cache not written: {exc}"
+        return f"vector cache written ({size / 2**20:.0f} MiB)"
 
     def content_keys(self) -> np.ndarray:
         """The first 64 bits of every exemplar's SHA-256 as ``uint64``, in :meth:`exemplars` order (by id)."""
+        cached = getattr(self, "_cached_keys", None)
+        if cached is not None and not self.legacy and cached[0] == self.vector_stamp():
+            return np.asarray(cached[1])
         rows = self.conn.execute("SELECT sha256 FROM exemplars ORDER BY id").fetchall()
         return np.fromiter((int(r[0][:16], 16) for r in rows), dtype=np.uint64, count=len(rows))
 
@@ -1042,6 +1177,7 @@ class ExemplarStore:
             "kept_crops": self.kept_crops_summary(),
             "index": {k[4:]: v for k, v in self.meta.items() if k.startswith("ann_")} or None,
             "bytes": self.path.stat().st_size if self.path.exists() else 0,
+            "vector_cache": str(self.vector_cache_path) if self.vector_cache_path.exists() else None,
             "meta": dict(self.meta),
         }
 
