@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -39,15 +38,9 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` so that a reader (or a crash) sees the old file or the new one, never half:
-    a hidden temporary file beside it, fsync'd, then renamed over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{threading.get_ident()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    a hidden temporary file beside it (named by process and a random part, so two threads or two
+    processes writing the same path never share it), fsync'd, then renamed over it."""
+    atomic_write_parts(path, [data])
 
 
 def atomic_write_parts(path: str | os.PathLike[str], parts: Iterable) -> None:

@@ -329,3 +329,29 @@ def test_verify_text_and_watch_log_escape_control_characters(tmp_path, env):
     )
     assert p.stdout.count("\n") == 1 and "v\\nevent=asset" in p.stdout, p.stdout
     assert "\n" not in _fmt("a\nevent=forged") and "\n" not in _fmt("x\ny")
+
+
+def _write_many(path: str, tag: str) -> None:
+    from lida_plugin.files import atomic_write
+
+    for i in range(300):
+        atomic_write(path, (tag * 4096 + str(i)).encode())
+
+
+def test_two_forked_processes_atomic_writing_one_path_never_tear_or_fail(tmp_path):
+    """Temporary names were per thread id only, and a forked process's thread keeps its parent's id
+    (lida batch's local workers are forked): two writers shared one temporary file, interleaved their
+    bytes in it, and the second rename failed with FileNotFoundError."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    dest = tmp_path / "report.json"
+    procs = [ctx.Process(target=_write_many, args=(str(dest), tag)) for tag in "ab"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    body = dest.read_text()
+    assert body[:4096] in ("a" * 4096, "b" * 4096) and body[4096:] == "299"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["report.json"]  # no temp left behind
