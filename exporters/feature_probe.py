@@ -74,58 +74,61 @@ def f_phase(crops, m=8):
     return np.concatenate(out).astype(np.float32)
 
 
+def _chunked(fn):
+    """Apply a feature function to 256 crops at a time (bounded memory) and stack the rows."""
+
+    def run(crops, *args):
+        return np.concatenate([fn(crops[i : i + 256], *args) for i in range(0, len(crops), 256)])
+
+    return run
+
+
+@_chunked
 def f_srm(crops, q=2, T=2):
     n = 2 * T + 1
-    out = []
-    for i in range(0, len(crops), 256):
-        x = crops[i : i + 256].astype(np.int32)
-        k = len(x)
-        feats = []
-        for ax in (3, 2):
-            if ax == 3:
-                r = x[:, :, :, :-2] - 2 * x[:, :, :, 1:-1] + x[:, :, :, 2:]
-            else:
-                r = x[:, :, :-2, :] - 2 * x[:, :, 1:-1, :] + x[:, :, 2:, :]
-            d = np.clip(np.round(r / q), -T, T).astype(np.int64) + T
-            if ax == 3:
-                a, b, c, e = d[..., :-3], d[..., 1:-2], d[..., 2:-1], d[..., 3:]
-            else:
-                a, b, c, e = d[:, :, :-3], d[:, :, 1:-2], d[:, :, 2:-1], d[:, :, 3:]
-            code = ((a * n + b) * n + c) * n + e + (np.arange(k)[:, None, None, None] * n**4)
-            h = np.bincount(code.ravel(), minlength=k * n**4).reshape(k, n**4).astype(np.float32)
-            feats.append(h / h.sum(1, keepdims=True))
-        out.append(np.concatenate(feats, 1))
-    return np.concatenate(out)
+    x = crops.astype(np.int32)
+    k = len(x)
+    feats = []
+    for ax in (3, 2):
+        if ax == 3:
+            r = x[:, :, :, :-2] - 2 * x[:, :, :, 1:-1] + x[:, :, :, 2:]
+        else:
+            r = x[:, :, :-2, :] - 2 * x[:, :, 1:-1, :] + x[:, :, 2:, :]
+        d = np.clip(np.round(r / q), -T, T).astype(np.int64) + T
+        if ax == 3:
+            a, b, c, e = d[..., :-3], d[..., 1:-2], d[..., 2:-1], d[..., 3:]
+        else:
+            a, b, c, e = d[:, :, :-3], d[:, :, 1:-2], d[:, :, 2:-1], d[:, :, 3:]
+        code = ((a * n + b) * n + c) * n + e + (np.arange(k)[:, None, None, None] * n**4)
+        h = np.bincount(code.ravel(), minlength=k * n**4).reshape(k, n**4).astype(np.float32)
+        feats.append(h / h.sum(1, keepdims=True))
+    return np.concatenate(feats, 1)
 
 
 def f_spamc(crops, T=3):
     return np.asarray([_spam_blocks(colour_channels(c)[3:], T).reshape(-1) for c in crops], np.float32)
 
 
+@_chunked
 def f_xc(crops, T=3):
     n = 2 * T + 1
-    out = []
-    for i in range(0, len(crops), 256):
-        x = crops[i : i + 256].astype(np.int16)
-        k = len(x)
-        blocks = []
-        for dirs in (((0, 1), (1, 0)), ((1, 1), (1, -1))):
-            h = np.zeros((k, n**3), np.float64)
-            for dy, dx in dirs:
-                if dx >= 0:
-                    d = x[:, :, : S - dy, : S - dx] - x[:, :, dy:, dx:]
-                else:
-                    d = x[:, :, : S - dy, 1:] - x[:, :, dy:, :-1]
-                d = np.clip(d, -T, T) + T
-                for sgn in (1, -1):
-                    dd = d if sgn == 1 else 2 * T - d
-                    code = (
-                        (dd[:, 0].astype(np.int64) * n + dd[:, 1]) * n + dd[:, 2] + np.arange(k)[:, None, None] * n**3
-                    )
-                    h += np.bincount(code.ravel(), minlength=k * n**3).reshape(k, n**3)
-            blocks.append(h / h.sum(1, keepdims=True))
-        out.append(np.concatenate(blocks, 1))
-    return np.concatenate(out).astype(np.float32)
+    x = crops.astype(np.int16)
+    k = len(x)
+    blocks = []
+    for dirs in (((0, 1), (1, 0)), ((1, 1), (1, -1))):
+        h = np.zeros((k, n**3), np.float64)
+        for dy, dx in dirs:
+            d = (
+                x[:, :, : S - dy, : S - dx] - x[:, :, dy:, dx:]
+                if dx >= 0
+                else x[:, :, : S - dy, 1:] - x[:, :, dy:, :-1]
+            )
+            d = np.clip(d, -T, T) + T
+            for dd in (d, 2 * T - d):  # the direction and its reverse
+                code = (dd[:, 0].astype(np.int64) * n + dd[:, 1]) * n + dd[:, 2] + np.arange(k)[:, None, None] * n**3
+                h += np.bincount(code.ravel(), minlength=k * n**3).reshape(k, n**3)
+        blocks.append(h / h.sum(1, keepdims=True))
+    return np.concatenate(blocks, 1).astype(np.float32)
 
 
 FEATS = {"xc": f_xc, "spec": f_spec, "phase": f_phase, "srm": f_srm, "spamc": f_spamc}
