@@ -340,8 +340,9 @@ def _write_many(path: str, tag: str) -> None:
 
 def test_two_forked_processes_atomic_writing_one_path_never_tear_or_fail(tmp_path):
     """Temporary names were per thread id only, and a forked process's thread keeps its parent's id
-    (lida batch's local workers are forked): two writers shared one temporary file, interleaved their
-    bytes in it, and the second rename failed with FileNotFoundError."""
+    (fork is multiprocessing's default start method on Linux; a host that forks its ingest workers
+    and calls the watcher's or the hooks' writers hits it): two writers shared one temporary file,
+    interleaved their bytes in it, and the second rename failed with FileNotFoundError."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("fork")
