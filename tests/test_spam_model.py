@@ -138,3 +138,23 @@ def test_store_refuses_lowbit_crops_for_an_eight_bit_model(tmp_path):
         with ExemplarStore(tmp_path / "t.sqlite", create=True) as dst, pytest.raises(StoreError, match="raw crops"):
             dst.import_from(st, full)
     assert not list(tmp_path.glob("s.sqlite.bak-*"))  # refused before any backup was written
+
+
+def test_open_set_threshold_as_a_stated_rate():
+    from lida_exporters.export import open_set_threshold
+    from lida_plugin.detect import fpr_upper_bound
+
+    ang = np.radians([0, 10, 40, 45, 90, 100])  # three classes of two, on the unit circle
+    emb = np.stack([np.cos(ang), np.sin(ang)], 1)
+    labels = ["a", "a", "b", "b", "c", "c"]
+    # leave-one-out best match of another class: 40, 30, 30, 35, 45, 55 degrees away
+    unknown = np.cos(np.radians([40, 30, 30, 35, 45, 55]))
+    t, stats = open_set_threshold(emb, labels, max_unknown_accept=0.05, confidence=0.9)
+    # six negatives cannot bound a 5% rate at 90% even with none accepted: just above the best of them
+    assert t == pytest.approx(unknown.max()) and stats["unknown_reject"] == 1.0 and stats["known_accept"] == 1.0
+    # 70% at confidence 0.5: bounds for k = 3, 4 of 6 are 0.58 and 0.74, so 3 may reach it
+    assert fpr_upper_bound(3, 6, 0.5) <= 0.7 < fpr_upper_bound(4, 6, 0.5)
+    t2, s2 = open_set_threshold(emb, labels, max_unknown_accept=0.7, confidence=0.5)
+    assert t2 == pytest.approx(np.cos(np.radians(35))) and s2["unknown_reject"] == 0.5
+    t0, s0 = open_set_threshold(emb, labels)  # the balanced-accuracy rule, unchanged
+    assert s0["balanced_accuracy"] == 1.0 and s0["unknown_reject"] == 1.0
