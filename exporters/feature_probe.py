@@ -9,6 +9,7 @@ detection column. Features, per 64x64 crop of the serving grid (cached in ``runs
 
 * ``spam``: SPAM of R, G, B (:func:`lida_plugin.residual.spam_features`, 2,058);
 * ``spamc``: SPAM of R-G and B-G (the colour part of :func:`lida_plugin.residual.colour_spam_features`, 1,372);
+  ``spamc4`` the same with T = 4 (2,916); ``spamrb``: SPAM of R-B (686);
 * ``srm``: 4th-order co-occurrences of the 2nd-order residual (q 2, T 2), rows and columns (1,250);
 * ``spec``: log power spectrum of the 4-neighbour Laplacian residual, channel mean (64x33);
 * ``phase``: Laplacian residual energy and mean per position modulo 8 (the VAE's upsampling grid; 384);
@@ -109,6 +110,14 @@ def f_spamc(crops, T=3):
     return np.asarray([_spam_blocks(colour_channels(c)[3:], T).reshape(-1) for c in crops], np.float32)
 
 
+def f_spamc4(crops):
+    return f_spamc(crops, 4)
+
+
+def f_spamrb(crops, T=3):
+    return np.asarray([_spam_blocks(c[0:1].astype(np.int16) - c[2:3], T).reshape(-1) for c in crops], np.float32)
+
+
 @_chunked
 def f_xc(crops, T=3):
     n = 2 * T + 1
@@ -131,7 +140,15 @@ def f_xc(crops, T=3):
     return np.concatenate(blocks, 1).astype(np.float32)
 
 
-FEATS = {"xc": f_xc, "spec": f_spec, "phase": f_phase, "srm": f_srm, "spamc": f_spamc}
+FEATS = {
+    "spamc4": f_spamc4,
+    "spamrb": f_spamrb,
+    "xc": f_xc,
+    "spec": f_spec,
+    "phase": f_phase,
+    "srm": f_srm,
+    "spamc": f_spamc,
+}
 
 
 def feature(name, crops, spam):
