@@ -82,11 +82,13 @@ def calibrate_threshold(real_scores: np.ndarray, fpr: float, confidence: float =
     if confidence:
         if not 0.0 < confidence < 1.0:
             raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-        allowed = 0  # the most real scores that may reach the threshold
-        while allowed + 1 < n and fpr_upper_bound(allowed + 1, n, confidence) <= fpr:
-            allowed += 1
-        if fpr_upper_bound(0, n, confidence) > fpr:
-            allowed = 0
+        # the most real scores that may reach the threshold: the largest k whose bound is <= fpr (the bound
+        # grows with k, so a binary search); 0 when even k = 0 is above it
+        lo, hi = 0, n - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fpr_upper_bound(mid, n, confidence) <= fpr else (lo, mid - 1)
+        allowed = lo
         fpr = (allowed + 0.5) / n  # at most `allowed` scores at or above, without float trouble at the quantile
     k = min(n - 1, math.ceil((1.0 - fpr) * n))
     t = float(s[k])
