@@ -1,7 +1,8 @@
 """The residual-statistics encoder: SPAM per crop, a fitted linear map, a logistic detection head.
 
 No network is trained. Per 64x64 crop of the runtime's grid the graph computes the SPAM features
-of :func:`lida_plugin.residual.spam_features` (2,058 values, ``T = 3``), subtracts the train-split
+of :func:`lida_plugin.residual.colour_spam_features` (R, G, B, R - G, B - G: 3,430 values, ``T = 3``;
+with ``colour=False`` those of :func:`lida_plugin.residual.spam_features`, 2,058), subtracts the train-split
 mean and applies a fitted linear map to ``D`` dimensions, then L2-normalises: the contract's
 ``embedding`` output. The map (:func:`fit_map`) is fitted on the **train split** crops, labelled
 by class (each generator, and all real photos as one class): z-score, PCA to ``pca_dim``,
@@ -12,7 +13,8 @@ train split, scaled so that its per-crop value has ``det_column`` times the RMS 
 coordinates; it carries into the embedding the detection signal that the whitening and the per-crop
 L2 normalisation would otherwise discard (held-out detection AUC of the head 0.973 without it,
 0.992 with it; Rank-1 rose too, see docs/training.md). The z-score and every projection fold
-into one ``[2058, D]`` matrix, ``D = dim + 1``.
+into one ``[F, D]`` matrix, ``D = dim + 1``. Thresholds: detection at ``fpr`` with confidence
+``fpr_confidence`` and open set at ``open_unknown_accept`` (:func:`lida_plugin.detect.calibrate_threshold`).
 
 The detection head (:func:`fit_head`) is an L2-regularised logistic regression on the image
 embedding (the runtime's L2-normalised mean of crop embeddings), fitted on the train split
@@ -50,7 +52,6 @@ LEGACY = {
     "fpr_confidence": 0.0,
     "open_unknown_accept": 0.0,
 }  # recipe fields the first model did not have, at its values
-ARCH = "spam-wcw"  # + "-t<T>", "-colour" (see fit_and_export)
 PARITY_TOL = 1e-4
 
 
