@@ -22,10 +22,12 @@ embedding (the runtime's L2-normalised mean of crop embeddings), fitted on the t
 threshold is calibrated on the held-out real photos at the stated FPR with
 :func:`lida_plugin.detect.calibrate_threshold`, the same rule as every other export.
 
-The graph (:func:`build_graph`, ONNX opset 18, no torch): ``Cast`` to int32, per direction four
-``Slice``s, ``Sub`` and ``Clip`` to +-T, the triplet code ``(a*7+b)*7+c`` plus a per-channel offset,
-``ScatterElements(reduction="add")`` into ``[N, 3*343]`` counts, then the row sums (denominators),
-``Div``, the mean over the 4 directions of each block, ``Sub`` mean, ``MatMul``, L2. It reads the
+The graph (:func:`build_graph`, ONNX opset 18, no torch): ``Cast`` to int32 (with ``colour``, two
+``Slice``/``Sub`` pairs and a ``Concat`` make the C = 5 channels), per direction ``s`` of each
+(s, -s) pair four ``Slice``s, ``Sub`` and ``Clip`` to +-T, the triplet code ``(a*7+b)*7+c`` plus a
+per-channel offset, ``ScatterElements(reduction="add")`` into ``[N, C*343]`` counts, and the counts
+of ``-s`` by a ``Gather`` of those (the same windows read backwards); then the row sums
+(denominators), ``Div``, the mean over the 4 directions of each block, ``Sub`` mean, ``MatMul``, L2. It reads the
 full pixel value, so the model declares ``lida.input_bits = 8``.
 """
 
