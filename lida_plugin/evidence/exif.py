@@ -11,7 +11,7 @@ import warnings
 from typing import Any
 
 from . import frontends as fe
-from .items import generated_by, make_item, named
+from .items import described, generated_by, make_item, named
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,7 @@ def _read(exif_bytes: bytes | None, names=None) -> list[dict[str, Any]]:
             out += generated_by("exif", "AUTOMATIC1111/Forge", found, field="EXIF UserComment", names=names)
     desc = _text(ifd0.get(DESCRIPTION))
     if desc:
-        found = fe.a1111(desc)
-        if found is not None:
-            out += generated_by("exif", "AUTOMATIC1111/Forge", found, field="EXIF ImageDescription", names=names)
-        elif fe.midjourney(desc):
-            out += generated_by(
-                "exif", "Midjourney", [("Midjourney", "Job ID")], field="EXIF ImageDescription", value=desc, names=names
-            )
+        out += described("exif", desc, field="EXIF ImageDescription", names=names)
     software = _text(ifd0.get(SOFTWARE))
     make, model = _text(ifd0.get(MAKE)), _text(ifd0.get(MODEL))
     soft_item = named("exif", software, field="EXIF Software", value=software, names=names) if software else None

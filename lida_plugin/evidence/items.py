@@ -134,3 +134,16 @@ def generated_by(
             )
         )
     return out
+
+
+def described(source: str, text: str, *, field: str, names=None) -> list[dict[str, Any]]:
+    """Items for a free-text description field: A1111/Forge parameters, else a Midjourney job line;
+    nothing otherwise (EXIF ImageDescription and XMP dc:description read alike)."""
+    from . import frontends as fe
+
+    found = fe.a1111(text)
+    if found is not None:
+        return generated_by(source, "AUTOMATIC1111/Forge", found, field=field, names=names)
+    if fe.midjourney(text):
+        return generated_by(source, "Midjourney", [("Midjourney", "Job ID")], field=field, value=text, names=names)
+    return []

@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from . import frontends as fe
-from .items import generated_by, make_item, named, source_type_claim
+from .items import described, generated_by, make_item, named, source_type_claim
 
 MAX_XMP = 1 << 20
 _DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
@@ -129,11 +129,5 @@ def _items(f: dict[str, str], names) -> list[dict[str, Any]]:
         out += generated_by("xmp", "Draw Things", fe.drawthings(doc), field="XMP exif:UserComment", names=names)
     desc = f.get("dc:description")
     if desc:
-        found = fe.a1111(desc)
-        if found is not None:
-            out += generated_by("xmp", "AUTOMATIC1111/Forge", found, field="XMP dc:description", names=names)
-        elif fe.midjourney(desc):
-            out += generated_by(
-                "xmp", "Midjourney", [("Midjourney", "Job ID")], field="XMP dc:description", value=desc, names=names
-            )
+        out += described("xmp", desc, field="XMP dc:description", names=names)
     return out
