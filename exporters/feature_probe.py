@@ -51,30 +51,6 @@ def hp(x):  # 4-neighbour Laplacian residual, wrap-around, float32 [K,3,S,S]
     return 4 * x - np.roll(x, 1, 2) - np.roll(x, -1, 2) - np.roll(x, 1, 3) - np.roll(x, -1, 3)
 
 
-def f_spec(crops):
-    out = []
-    for i in range(0, len(crops), 512):
-        r = hp(crops[i : i + 512])
-        p = (np.abs(np.fft.rfft2(r)) ** 2).mean(1)  # [k,S,S/2+1]
-        lp = np.log(p + 1e-2)
-        lp -= lp.mean((1, 2), keepdims=True)
-        out.append(lp.reshape(len(lp), -1))
-    return np.concatenate(out).astype(np.float32)
-
-
-def f_phase(crops, m=8):
-    out = []
-    for i in range(0, len(crops), 512):
-        r = hp(crops[i : i + 512])
-        k, c, s, _ = r.shape
-        g = r.reshape(k, c, s // m, m, s // m, m)
-        e = (g**2).mean((2, 4))
-        e = np.log((e + 1e-2) / (e.mean((2, 3), keepdims=True) + 1e-2))
-        sg = g.mean((2, 4)) / np.sqrt((g**2).mean((2, 3, 4, 5)) + 1e-2)[:, :, None, None]
-        out.append(np.concatenate([e.reshape(k, -1), sg.reshape(k, -1)], 1))
-    return np.concatenate(out).astype(np.float32)
-
-
 def _chunked(fn):
     """Apply a feature function to 256 crops at a time (bounded memory) and stack the rows."""
 
@@ -82,6 +58,26 @@ def _chunked(fn):
         return np.concatenate([fn(crops[i : i + 256], *args) for i in range(0, len(crops), 256)])
 
     return run
+
+
+@_chunked
+def f_spec(crops):
+    r = hp(crops)
+    p = (np.abs(np.fft.rfft2(r)) ** 2).mean(1)  # [k,S,S/2+1]
+    lp = np.log(p + 1e-2)
+    lp -= lp.mean((1, 2), keepdims=True)
+    return lp.reshape(len(lp), -1).astype(np.float32)
+
+
+@_chunked
+def f_phase(crops, m=8):
+    r = hp(crops)
+    k, c, s, _ = r.shape
+    g = r.reshape(k, c, s // m, m, s // m, m)
+    e = (g**2).mean((2, 4))
+    e = np.log((e + 1e-2) / (e.mean((2, 3), keepdims=True) + 1e-2))
+    sg = g.mean((2, 4)) / np.sqrt((g**2).mean((2, 3, 4, 5)) + 1e-2)[:, :, None, None]
+    return np.concatenate([e.reshape(k, -1), sg.reshape(k, -1)], 1).astype(np.float32)
 
 
 @_chunked
