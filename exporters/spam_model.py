@@ -213,69 +213,70 @@ def build_graph(mean: np.ndarray, proj: np.ndarray, r: SpamRecipe, metadata: dic
     const("axes_hw", np.array([2, 3], np.int64))
     const("lo", np.array(-r.T, np.int32))
     const("hi", np.array(r.T, np.int32))
-    const("tT", np.array(r.T, np.int32))
     const("n7", np.array(n7, np.int32))
-    const("chan_off", (np.arange(nc, dtype=np.int32) * blk).reshape(1, nc, 1, 1))
+    # the channel's block offset plus the +T shift of each clipped difference: (a+T)*49 + (b+T)*7 + (c+T)
+    const("chan_off", (np.arange(nc, dtype=np.int32) * blk + r.T * (n7 * n7 + n7 + 1)).reshape(1, nc, 1, 1))
     const("flat_shape", np.array([0, -1], np.int64))
-    const("blk_shape", np.array([0, nc, n7 * n7, n7], np.int64))
-    const("axis3", np.array([3], np.int64))
     const("one_f", np.array(1.0, np.float32))
     node("Shape", [INPUT_NAME], "n_only", start=0, end=1)
     const("hist_cols", np.array([nc * blk], np.int64))
     node("Concat", ["n_only", "hist_cols"], "hist_shape", axis=0)
     node("ConstantOfShape", ["hist_shape"], "hist_zero", value=helper.make_tensor("z", TensorProto.FLOAT, [1], [0.0]))
 
-    def sl(dy: int, dx: int, k: int) -> str:
-        def rng(d: int) -> tuple[int, int]:
-            return (k * d, s - (3 - k) * d) if d >= 0 else (-3 * d + k * d, s + k * d)
+    def sl(src: str, nm: str, y: tuple[int, int], xr: tuple[int, int]) -> str:
+        const(nm + "_st", np.array([y[0], xr[0]], np.int64))
+        const(nm + "_en", np.array([y[1], xr[1]], np.int64))
+        return node("Slice", [src, nm + "_st", nm + "_en", "axes_hw"], nm)
 
-        (y0, y1), (x0, x1) = rng(dy), rng(dx)
-        nm = f"sl_{dy}_{dx}_{k}".replace("-", "m")
-        const(nm + "_st", np.array([y0, x0], np.int64))
-        const(nm + "_en", np.array([y1, x1], np.int64))
-        return node("Slice", [x, nm + "_st", nm + "_en", "axes_hw"], nm)
+    def triplet_code(dy: int, dx: int, tag: str) -> str:
+        """Per 4-pixel window along (dy, dx) >= (0, -1): the code a*49 + b*7 + c + 57T + channel offset of
+        its three clipped differences, int32 [N, C*windows]. The difference image D(q) = I(q) - I(q + s) is
+        made once and sliced three times (a = D(q), b = D(q + s), c = D(q + 2s)), as in _spam_blocks."""
+        cols = ((0, s - dx), (dx, s)) if dx >= 0 else ((1, s), (0, s - 1))  # columns of q and of q + s
+        p, q = sl(x, f"{tag}_p", (0, s - dy), cols[0]), sl(x, f"{tag}_q", (dy, s), cols[1])
+        d = node("Sub", [p, q], f"{tag}_d")
+        d = node("Clip", [d, "lo", "hi"], f"{tag}_dc")
+        h2, w2 = s - dy, s - abs(dx)
+        if dx >= 0:
+            win = [((k * dy, h2 - (2 - k) * dy), (k * dx, w2 - (2 - k) * dx)) for k in range(3)]
+        else:
+            win = [((k * dy, h2 - (2 - k) * dy), (2 - k, w2 - k)) for k in range(3)]
+        a, b, c = (sl(d, f"{tag}_w{k}", *win[k]) for k in range(3))
+        ab = node("Add", [node("Mul", [a, "n7"], f"{tag}_a7"), b], f"{tag}_ab")
+        code = node("Add", [node("Mul", [ab, "n7"], f"{tag}_ab7"), c], f"{tag}_abc")
+        code = node("Add", [code, "chan_off"], f"{tag}_code")
+        return node("Reshape", [code, "flat_shape"], f"{tag}_idx")
 
     # The reverse of a direction reads the same 4-pixel windows backwards: N_-s[a, b, c] = N_s[-c, -b, -a]
     # (joint counts, as in lida_plugin.residual._spam_blocks), so only s is histogrammed and -s is a Gather.
+    # The eight count tables are normalised and averaged together: few, larger kernels (ORT's cost per
+    # node counts at the worker's 8 crops a call).
     rev = np.arange(blk).reshape(n7, n7, n7)[::-1, ::-1, ::-1].transpose(2, 1, 0).reshape(-1)
     const("rev_perm", rev.astype(np.int64))
-    const("cnt3_shape", np.array([0, nc, blk], np.int64))
-
-    def normalised(cnt4: str, tag: str) -> str:
-        den = node("ReduceSum", [cnt4, "axis3"], f"{tag}_den", keepdims=1)
-        den = node("Max", [den, "one_f"], f"{tag}_den1")  # 0 counts / 1 = 0 where nothing was seen
-        return node("Div", [cnt4, den], f"{tag}_m")
-
-    blocks = []
-    for bname, dirs in (("st", STRAIGHT), ("dg", DIAGONAL)):
-        mats = []
-        for (dy, dx), back in zip(dirs[0::2], dirs[1::2], strict=True):  # (s, -s) pairs
-            tag = f"{bname}_{dy}_{dx}".replace("-", "m")
-            i = [sl(dy, dx, k) for k in range(4)]
-            dd = []
-            for j in range(3):
-                diff = node("Sub", [i[j], i[j + 1]], f"{tag}_d{j}")
-                clip = node("Clip", [diff, "lo", "hi"], f"{tag}_c{j}")
-                dd.append(node("Add", [clip, "tT"], f"{tag}_s{j}"))
-            ab = node("Add", [node("Mul", [dd[0], "n7"], f"{tag}_a7"), dd[1]], f"{tag}_ab")
-            code = node("Add", [node("Mul", [ab, "n7"], f"{tag}_ab7"), dd[2]], f"{tag}_abc")
-            code = node("Add", [code, "chan_off"], f"{tag}_code")
-            idx = node("Cast", [node("Reshape", [code, "flat_shape"], f"{tag}_flat")], f"{tag}_idx",
-                       to=TensorProto.INT64)  # fmt: skip
-            ones = node("ConstantOfShape", [node("Shape", [idx], f"{tag}_shape")], f"{tag}_ones",
-                        value=helper.make_tensor("o", TensorProto.FLOAT, [1], [1.0]))  # fmt: skip
-            cnt = node("ScatterElements", ["hist_zero", idx, ones], f"{tag}_cnt", axis=1, reduction="add")
-            mats.append(normalised(node("Reshape", [cnt, "blk_shape"], f"{tag}_cnt4"), tag))
-            btag = f"{bname}_{back[0]}_{back[1]}".replace("-", "m")
-            cnt3 = node("Reshape", [cnt, "cnt3_shape"], f"{tag}_cnt3")
-            bcnt = node("Gather", [cnt3, "rev_perm"], f"{btag}_cnt3", axis=2)
-            mats.append(normalised(node("Reshape", [bcnt, "blk_shape"], f"{btag}_cnt4"), btag))
-        tot = node("Sum", mats, f"{bname}_sum")
-        const(f"{bname}_quarter", np.array(0.25, np.float32))
-        mean4 = node("Mul", [tot, f"{bname}_quarter"], f"{bname}_mean")
-        const(f"{bname}_shape", np.array([0, nc, 1, blk], np.int64))
-        blocks.append(node("Reshape", [mean4, f"{bname}_shape"], f"{bname}_blk"))
-    feat = node("Concat", blocks, "spam_blocks", axis=2)  # [N, C, 2, 343]: channel, then straight/diagonal
+    dirs = [d for blkdirs in (STRAIGHT, DIAGONAL) for d in blkdirs[0::2]]  # s of each (s, -s) pair
+    const("fw_shape", np.array([0, 1, 1, nc, blk], np.int64))
+    fws = []
+    for k, (dy, dx) in enumerate(dirs):
+        idx = triplet_code(dy, dx, f"d{k}")
+        ones = node("ConstantOfShape", [node("Shape", [idx], f"d{k}_shape")], f"d{k}_ones",
+                    value=helper.make_tensor("o", TensorProto.FLOAT, [1], [1.0]))  # fmt: skip
+        cnt = node("ScatterElements", ["hist_zero", idx, ones], f"d{k}_cnt", axis=1, reduction="add")
+        fws.append(node("Reshape", [cnt, "fw_shape"], f"d{k}_cnt5"))
+    fw = node("Concat", fws, "counts_fw", axis=1)  # [N, 4, 1, C, 343]
+    bw = node("Gather", [fw, "rev_perm"], "counts_bw", axis=4)
+    both = node("Concat", [fw, bw], "counts_8", axis=2)  # [N, 4, 2, C, 343]: s, then -s
+    const("tab_shape", np.array([0, 2 * len(dirs), nc, n7 * n7, n7], np.int64))
+    tab = node("Reshape", [both, "tab_shape"], "counts_tab")
+    const("axis4", np.array([4], np.int64))
+    den = node("Max", [node("ReduceSum", [tab, "axis4"], "den", keepdims=1), "one_f"], "den1")  # 0/1 = 0 if unseen
+    prob = node("Div", [tab, den], "probs")
+    # [N, block (straight, diagonal), its 4 directions (s, -s, s', -s'), C, 343]: the mean over axis 2
+    const("blk4_shape", np.array([0, 2, 4, nc, blk], np.int64))
+    const("axis2", np.array([2], np.int64))
+    tot = node("ReduceSum", [node("Reshape", [prob, "blk4_shape"], "probs_blk"), "axis2"], "blk_sum", keepdims=0)
+    const("quarter", np.array(0.25, np.float32))
+    mean4 = node("Mul", [tot, "quarter"], "blk_mean")  # [N, 2, C, 343]
+    feat = node("Transpose", [mean4], "spam_blocks", perm=[0, 2, 1, 3])  # [N, C, 2, 343]: channel, then block
     const("feat_shape", np.array([0, spam_dim(r.T, r.colour)], np.int64))
     feat = node("Reshape", [feat, "feat_shape"], "spam")
     const("map_mean", np.asarray(mean, np.float32))
