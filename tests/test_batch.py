@@ -139,6 +139,27 @@ def test_local_engine_survives_a_killed_worker(tiny_model, tmp_path):
     assert seen == Counter(paths)  # every asset exactly once
 
 
+def test_local_engine_started_early_runs_and_close_stops_unused_workers(tiny_model, tmp_path):
+    """start() spawns the workers before the paths are known; run() uses them; close() without a run
+    stops them (the command's path when its own setup fails after start())."""
+    paths = [str(p) for p in make_images(tmp_path / "img", 10)]
+    cfg = JobConfig(model=str(tiny_model), use_default_store=False)
+    engine = LocalEngine(cfg, workers=2, chunk_size=4)
+    engine.start()
+    pids = sorted(engine.worker_pids())
+    deadline = time.monotonic() + 30  # a just-spawned child shows its own command line once it has exec'd
+    while sorted(spawn_children()) != pids and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(pids) == 2 and sorted(spawn_children()) == pids
+    assert Counter(r["path"] for r in engine.run(paths)) == Counter(paths)
+    assert spawn_children() == []  # run() stops them at the end
+    idle = LocalEngine(cfg, workers=2)
+    idle.start()
+    assert len(idle.worker_pids()) == 2
+    idle.close()
+    assert idle.worker_pids() == [] and spawn_children() == []
+
+
 @pytest.mark.slow
 def test_local_engine_blames_only_the_asset_that_keeps_killing_its_worker(tiny_model, tmp_path, monkeypatch):
     """An asset whose worker dies every time (a decoder crash) becomes an error row; its neighbours do not."""
@@ -204,6 +225,18 @@ def test_batch_cli_writes_parquet_resumes_and_keeps_error_rows(isolated_env, tmp
     assert main(args) == 0  # nothing left: a rerun writes nothing
     assert sorted(dest.glob("part-*.parquet")) == parts and sum(rows_by_path(dest).values()) == 31
     assert "0 to attribute" in capsys.readouterr().err
+
+
+def test_batch_setup_error_after_the_workers_started_stops_them(isolated_env, tmp_path, capsys):
+    """The workers start before the driver opens the store and DEST; a DEST that belongs to another
+    model is refused with exit 3 and no worker is left behind."""
+    make_images(tmp_path / "src", 4)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / JOB_FILE).write_text(json.dumps({"format": 1, "model_id": "another-model", "store_id": "x"}))
+    assert main(["batch", str(tmp_path / "src"), "--out", str(dest), "--workers", "2"]) == 3
+    assert "model_id" in capsys.readouterr().err
+    assert spawn_children() == [] and not list(dest.glob("part-*.parquet"))
 
 
 def test_batch_calls_asset_done_after_commit_and_writes_sidecars(isolated_env, tmp_path, monkeypatch):

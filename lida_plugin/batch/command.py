@@ -99,21 +99,16 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _job_config(args: argparse.Namespace):
-    """``(JobConfig, encoder, model_id, store_id)``: model and store opened here, so a setup error
-    is reported before any asset is touched."""
-    from ..encoder import Encoder
-    from ..store import open_stack, user_store_path
+    """The workers' :class:`JobConfig`, from paths alone (nothing opened yet: the workers start first)."""
+    from ..encoder import resolve_model_path
+    from ..store import user_store_path
     from .worker import JobConfig
 
     if args.batch_size is None:
         args.batch_size = WORKER_BATCH if args.device == "cpu" else 64
-    encoder = Encoder(args.model, device=args.device, threads=1, batch_size=args.batch_size)
-    stack = open_stack(encoder, args.store, use_default=not args.no_default_store)
-    model_id, store_id = encoder.model_id, stack.store_id
-    stack.close()
     user_store = user_store_path(args.store)
-    cfg = JobConfig(
-        model=str(encoder.path),
+    return JobConfig(
+        model=str(resolve_model_path(args.model)),
         device=args.device,
         threads=args.threads,
         batch_size=args.batch_size,
@@ -123,7 +118,19 @@ def _job_config(args: argparse.Namespace):
         top_k=args.top_k,
         force=args.force,
     )
-    return cfg, encoder, model_id, store_id
+
+
+def _open_job(args: argparse.Namespace, cfg):
+    """``(encoder, model_id, store_id)``: the driver opens the model and the store itself, so a setup
+    error is reported before any asset is touched and the results are stamped with their ids."""
+    from ..encoder import Encoder
+    from ..store import open_stack
+
+    encoder = Encoder(cfg.model, device=args.device, threads=1, batch_size=args.batch_size)
+    stack = open_stack(encoder, args.store, use_default=not args.no_default_store)
+    store_id = stack.store_id
+    stack.close()
+    return encoder, encoder.model_id, store_id
 
 
 def _sidecar_writer(args: argparse.Namespace, encoder, pm=None):
@@ -163,19 +170,28 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from .sources import is_uri, list_assets
 
     _check_args(args)
-    cfg, encoder, model_id, store_id = _job_config(args)
-    manifests = _sidecar_writer(args, encoder, args.pm)
+    cfg = _job_config(args)
     if args.engine == "ray":
         from .ray_engine import require_ray
 
         require_ray()  # a clear message before the listing, not after
-    assets = list_assets(args.source)
-    if manifests is not None and any(is_uri(a) for a in assets):
-        _usage("--manifest sidecar needs local assets (sidecars are written next to them or in --sidecar-dir)")
-    sink = PartSink(
-        args.out, job={"model_id": model_id, "store_id": store_id}, part_rows=args.part_size,
-        part_seconds=args.part_seconds,
-    )  # fmt: skip
+    # Start the engine's workers first: their start-up (imports, model, store) overlaps the driver's
+    # own setup and listing. Every path out of here that does not reach _run stops them.
+    engine = _engine(args, cfg)
+    try:
+        engine.start()
+        encoder, model_id, store_id = _open_job(args, cfg)
+        manifests = _sidecar_writer(args, encoder, args.pm)
+        assets = list_assets(args.source)
+        if manifests is not None and any(is_uri(a) for a in assets):
+            _usage("--manifest sidecar needs local assets (sidecars are written next to them or in --sidecar-dir)")
+        sink = PartSink(
+            args.out, job={"model_id": model_id, "store_id": store_id}, part_rows=args.part_size,
+            part_seconds=args.part_seconds,
+        )  # fmt: skip
+    except BaseException:
+        engine.close()
+        raise
     todo = [a for a in assets if not sink.is_done(a)]
     skipped = len(assets) - len(todo)
     if args.limit is not None:
@@ -185,7 +201,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         f" {len(todo)} to attribute with the {args.engine} engine",
         file=sys.stderr,
     )
-    errors = _run(_engine(args, cfg), todo, sink, manifests, (model_id, store_id), args.pm)
+    errors = _run(engine, todo, sink, manifests, (model_id, store_id), args.pm)
     print(
         f"lida batch: wrote {sink.written} row(s) ({errors} error row(s)) to {args.out};"
         f" {len(sink.done)} asset(s) done in all",

@@ -128,6 +128,16 @@ class LocalEngine:
         self.pool.append(w)
         return w
 
+    def start(self) -> None:
+        """Start the workers now (they load the model while the caller lists the assets); :meth:`run`
+        starts them itself if this was not called. Stop them with :meth:`close` if :meth:`run` is
+        never called."""
+        while len(self.pool) < self.workers:
+            self._spawn()
+
+    def close(self) -> None:
+        self._stop_all(graceful=False)
+
     def worker_pids(self) -> list[int]:
         return [w.proc.pid for w in self.pool if w.proc.is_alive()]
 
@@ -162,7 +172,7 @@ class LocalEngine:
         start_failures = 0
         graceful = False
         try:
-            for _ in range(min(self.workers, remaining)):
+            while len(self.pool) < min(self.workers, remaining):
                 self._spawn()
             while remaining:
                 self._assign(todo)

@@ -3,16 +3,19 @@
 One dataset pipeline, streamed::
 
     from_items(paths)                       the asset list (the driver has it: resume needs it)
-      .map_batches(PrepareStage, ...)       read (local or pyarrow/fsspec) + decode + crops, in an actor pool
+      .map_batches(prepare_batch, ...)      read (local or pyarrow/fsspec) + decode + crops
       .map_batches(EncodeStage, ...)        embed + detect + retrieve + verdict: one ORT session per actor
       .iter_batches()                       records back to the driver, which writes the Parquet parts
 
-Both stages are callable classes, so Ray Data runs them in actor pools (``concurrency=N``);
-the encoder actors ask for ``num_gpus=1`` each when the encoder is on CUDA (the ``gpu`` extra
-and a GPU in the cluster), else a share of a CPU. Ray restarts an actor that dies and retries
-its batch (Ray Data's defaults for actor pools), so a killed actor loses nothing; the driver
-writes each record once (:class:`~lida_plugin.batch.sink.PartSink`). ``address`` (or
-``RAY_ADDRESS``) joins an existing cluster; otherwise a local Ray starts with ``num_cpus``.
+The encoder is a callable class, so Ray Data runs it in an actor pool (one actor per CPU, or one per
+GPU: ``num_gpus=1`` each when the encoder is on CUDA, i.e. the ``gpu`` extra and a GPU in the
+cluster). The prepare stage is a function with the CPU actors' resources, so on the CPU Ray Data's
+optimizer fuses it into the encoder actors (each reads, decodes and encodes its batches: no crops
+through the object store, half the processes to start); next to GPU actors it runs as CPU tasks. Ray
+restarts an actor that dies and retries its batch (Ray Data's defaults for actor pools), so a killed
+actor loses nothing; the driver writes each record once (:class:`~lida_plugin.batch.sink.PartSink`).
+``address`` (or ``RAY_ADDRESS``) joins an existing cluster; otherwise a local Ray starts with
+``num_cpus``.
 """
 
 from __future__ import annotations
@@ -42,16 +45,22 @@ def require_ray():
     return ray
 
 
-class PrepareStage:
-    """Read + decode + crop a batch of paths (one attributor per actor, for its crop geometry)."""
+#: Per process: the attributor prepare_batch uses for each job config.
+_PREPARERS: dict[JobConfig, object] = {}
 
-    def __init__(self, cfg: JobConfig) -> None:
+
+def prepare_batch(batch: dict[str, np.ndarray], cfg: JobConfig) -> dict[str, np.ndarray]:
+    """Read + decode + crop a batch of paths (stage 1). A function, so Ray Data fuses it into the
+    encoder actors when both ask for the same resources (CPU actors): one process per core reads and
+    encodes, and no crops travel through the object store. With GPU actors it stays a stage of CPU
+    tasks of its own. The crop geometry comes from the encoder actor's attributor when fused, else
+    from one decode-only attributor per worker process."""
+    att = _PREPARERS.get(cfg)
+    if att is None:
         limit_threads(cfg.threads)
-        self.att = build_attributor(cfg, with_store=False)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        blobs = [pack(prepare_one(self.att, str(p))) for p in batch["path"]]
-        return {"path": batch["path"], "prepared": np.array(blobs, dtype=object)}
+        att = _PREPARERS[cfg] = build_attributor(cfg, with_store=False)
+    blobs = [pack(prepare_one(att, str(p))) for p in batch["path"]]
+    return {"path": batch["path"], "prepared": np.array(blobs, dtype=object)}
 
 
 class EncodeStage:
@@ -60,6 +69,7 @@ class EncodeStage:
     def __init__(self, cfg: JobConfig) -> None:
         limit_threads(cfg.threads)
         self.att = build_attributor(cfg)
+        _PREPARERS.setdefault(cfg, self.att)  # a fused prepare stage in this actor uses this session too
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         items = [unpack(b) for b in batch["prepared"]]
@@ -92,6 +102,12 @@ class RayEngine:
         self.chunk_size = max(1, chunk_size)
         self.gpus = gpus
         self._started = False
+        self._shape: tuple[int, int] | None = None
+
+    def start(self) -> None:
+        """Connect to (or start) Ray now, before the caller lists the assets."""
+        if self._shape is None:
+            self._shape = self._init()
 
     def _init(self) -> tuple[int, int]:
         """Connect or start Ray; ``(cpu actors per stage, gpu actors)``."""
@@ -122,29 +138,26 @@ class RayEngine:
     def dataset(self, paths: Sequence[str]):
         """The pipeline (not yet executed)."""
         ray = self.ray
-        n, gpus = self._init()
+        self.start()
+        n, gpus = self._shape
         ds = ray.data.from_items([{"path": p} for p in paths])
-        ds = ds.map_batches(
-            PrepareStage,
-            fn_constructor_args=(self.cfg,),
-            batch_size=self.chunk_size,
-            compute=ray.data.ActorPoolStrategy(size=n),
-            num_cpus=0.5,
-            batch_format="numpy",
-        )
-        pool = ray.data.ActorPoolStrategy(size=gpus or n)
-        encode: dict[str, Any] = {"num_gpus": 1} if gpus else {"num_cpus": 0.5}
+        # The same resources as a CPU encoder actor, so that Ray Data fuses the two stages on the CPU
+        # (one actor per core does both; see prepare_batch); a GPU actor asks for a GPU instead.
+        cpu = {"num_cpus": 1}
+        ds = ds.map_batches(prepare_batch, fn_kwargs={"cfg": self.cfg}, batch_size=self.chunk_size,
+                            batch_format="numpy", **cpu)  # fmt: skip
         return ds.map_batches(
             EncodeStage,
             fn_constructor_args=(self.cfg,),
             batch_size=self.chunk_size,
             batch_format="numpy",
-            compute=pool,
-            **encode,
+            compute=ray.data.ActorPoolStrategy(size=gpus or n),
+            **({"num_gpus": 1} if gpus else cpu),
         )
 
     def run(self, paths: Sequence[str]) -> Iterator[dict[str, Any]]:
         if not paths:
+            self.close()
             return
         try:
             for batch in self.dataset(paths).iter_batches(batch_size=None, batch_format="numpy"):
@@ -157,3 +170,4 @@ class RayEngine:
         if self._started and self.ray.is_initialized():
             self.ray.shutdown()
             self._started = False
+        self._shape = None
