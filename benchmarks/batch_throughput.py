@@ -69,6 +69,15 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, str]:
     return wall, cpu, p.returncode, p.stderr[-2000:]
 
 
+def start_ray_head(env: dict[str, str], cpus: int | None) -> None:
+    """``ray start --head`` with this machine's (or ``cpus``) CPUs, no dashboard; waits until it is up."""
+    cpus = cpus or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", f"--num-cpus={cpus}",
+           "--include-dashboard=false", "--disable-usage-stats"]  # fmt: skip
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    time.sleep(5)  # let its idle worker processes finish starting, as on a cluster that has been up a while
+
+
 def stage_costs(files: list[Path], model: str | None, k: int = 200) -> dict[str, float]:
     """ms per image for prepare (read+decode+crops) and finish (embed+detect+retrieve), one thread."""
     sys.path.insert(0, str(REPO))
@@ -96,8 +105,12 @@ def main() -> int:
     ap.add_argument("--model", help="encoder (default: the bundled one)")
     ap.add_argument("--workers", type=int, default=None, help="lida batch --workers (default: its own default)")
     ap.add_argument(
-        "--engines", nargs="+", default=["attribute", "local", "ray"], choices=["attribute", "local", "ray"]
-    )
+        "--engines", nargs="+", default=["attribute", "local", "ray", "ray-cluster"],
+        choices=["attribute", "local", "ray", "ray-cluster"],
+        help="ray: lida batch starts (and stops) its own local Ray instance, as a one-off job does;"
+        " ray-cluster: joins a Ray instance started beforehand with `ray start --head` (outside the"
+        " timing), as a job on a running cluster does",
+    )  # fmt: skip
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
@@ -120,11 +133,22 @@ def main() -> int:
             + ["batch", str(tmp / "img"), "--out", str(tmp / "out-ray"), "--engine", "ray"]
             + model
             + workers,
+            "ray-cluster": lida
+            + ["batch", str(tmp / "img"), "--out", str(tmp / "out-ray-cluster"), "--engine", "ray"]
+            + ["--ray-address", "auto"]
+            + model
+            + workers,
         }
         rows = {}
         for name in args.engines:
+            if name == "ray-cluster":
+                start_ray_head(env, args.workers)
             load = os.getloadavg()[0]
-            secs, cpu, rc, err = timed(cmds[name], env)
+            try:
+                secs, cpu, rc, err = timed(cmds[name], env)
+            finally:
+                if name == "ray-cluster":
+                    subprocess.run([str(Path(sys.executable).with_name("ray")), "stop"], env=env, capture_output=True)
             if rc not in (0, 1):
                 print(f"{name}: exit {rc}\n{err}", file=sys.stderr)
                 return 1
@@ -144,13 +168,15 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     base = rows.get("attribute", {}).get("images_per_s")
     label = {"attribute": "lida attribute (1 process)", "local": "lida batch (local engine)",
-             "ray": "lida batch --engine ray (local Ray)"}  # fmt: skip
+             "ray": "lida batch --engine ray (starts a local Ray)",
+             "ray-cluster": "lida batch --engine ray --ray-address auto (a running Ray)"}  # fmt: skip
     for name, r in rows.items():
         rel = f"{r['images_per_s'] / base:.2f}x" if base else "-"
         print(f"| {label[name]} | {r['seconds']} | {r['images_per_s']} | {rel} | {r['cpu_s']} | {r['cpu_pct']} |"
               f" {1000 * r['cpu_s'] / args.n:.1f} | {r['load_before']:.2f} / {r['load_after']:.2f} |")  # fmt: skip
-    if "ray" in rows and "local" in rows:
-        print(f"\nray / local: {rows['ray']['images_per_s'] / rows['local']['images_per_s']:.2f}")
+    for name in ("ray", "ray-cluster"):
+        if name in rows and "local" in rows:
+            print(f"\n{name} / local: {rows[name]['images_per_s'] / rows['local']['images_per_s']:.2f}")
     per_img = costs["prepare_ms"] + costs["finish_ms"]
     bound = (
         "decode (read+decode+crops)" if costs["prepare_ms"] > costs["finish_ms"] else "inference (encoder+retrieval)"
