@@ -14,6 +14,13 @@ detection column. Features, per 64x64 crop of the serving grid (cached in ``runs
 * ``spec``: log power spectrum of the 4-neighbour Laplacian residual, channel mean (64x33);
 * ``phase``: Laplacian residual energy and mean per position modulo 8 (the VAE's upsampling grid; 384);
 * ``xc``: joint histogram of the R, G, B first differences at one pixel, clipped to +-3 (686).
+* ``spamp``: SPAM's straight-direction transition probabilities of R, G, B, R-G, B-G computed
+  separately on the even and the odd columns (rows for the vertical directions) of the window's
+  first pixel, kept as ``|P_even - P_odd|``: the 2-pixel periodicity a 2x upsampler leaves, in a
+  form that does not change when the crop moves by one pixel (1,715);
+* ``cnn``: the per-crop embedding of a CNN encoder in ONNX (default: the CNN bundled before the
+  residual models, ``git show 81d8882:lida_plugin/data/encoder.onnx > runs/cache/cnn-81d8882.onnx``;
+  another one by ``LIDA_PROBE_CNN=path``), for fusions with the residual features.
 
 Columns: class-averaged Rank-1 at 1/5/10 shots (all classes, named generators), the held-out AUC of
 a logistic head on the image embeddings, and **leave-family-out** 1-shot Rank-1: generator
@@ -136,7 +143,40 @@ def f_xc(crops, T=3):
     return np.concatenate(blocks, 1).astype(np.float32)
 
 
+def f_spamp(crops, T=3):
+    n = 2 * T + 1
+    x = crops.astype(np.int16)
+    x = np.concatenate([x, x[:, 0:1] - x[:, 1:2], x[:, 2:3] - x[:, 1:2]], 1)  # R, G, B, R-G, B-G
+    k, c = x.shape[:2]
+    out = np.zeros((k, c, n**3))
+    offset = (np.arange(k * c, dtype=np.int64) * n**3).reshape(k, c, 1, 1)
+    for vertical in (False, True):
+        xx = x.transpose(0, 1, 3, 2) if vertical else x  # the window runs along the last axis
+        d = np.clip(xx[..., :-1] - xx[..., 1:], -T, T) + T
+        code = (d[..., :-2].astype(np.int64) * n + d[..., 1:-1]) * n + d[..., 2:] + offset
+        probs = []
+        for parity in (0, 1):
+            cnt = np.bincount(code[..., parity::2].ravel(), minlength=k * c * n**3).reshape(k, c, n, n, n)
+            cnt = cnt + cnt[:, :, ::-1, ::-1, ::-1].transpose(0, 1, 4, 3, 2)  # and the reverse direction
+            m = cnt.reshape(k, c, n * n, n).astype(np.float64)
+            den = m.sum(-1, keepdims=True)
+            probs.append(np.divide(m, den, out=np.zeros_like(m), where=den > 0).reshape(k, c, -1))
+        out += np.abs(probs[0] - probs[1]) / 2
+    return out.reshape(k, -1).astype(np.float32)
+
+
+def f_cnn(crops):
+    import os
+
+    from lida_plugin.encoder import Encoder
+
+    enc = Encoder(os.environ.get("LIDA_PROBE_CNN", str(CACHE / "cnn-81d8882.onnx")), threads=1)
+    return enc.embed_crops(crops)
+
+
 FEATS = {
+    "spamp": _chunked(f_spamp),
+    "cnn": f_cnn,
     "spamc4": f_spamc4,
     "spamrb": f_spamrb,
     "xc": f_xc,
