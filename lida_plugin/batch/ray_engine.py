@@ -92,7 +92,7 @@ class RayEngine:
         *,
         workers: int | None = None,
         address: str | None = None,
-        chunk_size: int = 16,
+        chunk_size: int = 128,
         gpus: int | None = None,
     ) -> None:
         self.ray = require_ray()
