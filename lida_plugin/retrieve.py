@@ -85,7 +85,10 @@ class SegmentedIndex:
                 if seg.ann is not None:
                     s, p = seg.ann.search(q, k)
                 else:
-                    s, p = NumpyIndex(self.embeddings[seg.start : seg.start + seg.length]).search(q[None, :], k)
+                    rows = seg.embeddings
+                    if rows is None:
+                        rows = self.embeddings[seg.start : seg.start + seg.length]
+                    s, p = NumpyIndex(rows).search(q[None, :], k)
                     s, p = s[0], p[0]
                 sims.append(s)
                 pos.append(p + seg.start)

@@ -224,14 +224,54 @@ class Generator:
     store: str
 
 
+class ChainRows:
+    """Several stores' embedding arrays read as one ``[N, D]`` array without copying them into one:
+    a large store's rows stay in its memory-mapped vector cache. Indexing with an int, a slice or an
+    integer array returns a new array of just those rows; ``np.asarray`` copies everything."""
+
+    def __init__(self, parts: Sequence[np.ndarray]) -> None:
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+        self.shape = (int(self.offsets[-1]), self.parts[0].shape[1])
+        self.dtype = self.parts[0].dtype
+        self.ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            return self[key[0]][(slice(None), *key[1:])]
+        if isinstance(key, slice):
+            key = np.arange(*key.indices(len(self)))
+        idx = np.asarray(key)
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"ChainRows indices must be integers, got {idx.dtype}")
+        flat = np.where(idx.ravel() < 0, idx.ravel() + len(self), idx.ravel())
+        if flat.size and (flat.min() < 0 or flat.max() >= len(self)):
+            raise IndexError("ChainRows index out of range")
+        part = np.searchsorted(self.offsets, flat, side="right") - 1
+        out = np.empty((flat.size, self.shape[1]), self.dtype)
+        for p in np.unique(part):
+            m = part == p
+            out[m] = self.parts[p][flat[m] - self.offsets[p]]
+        return out[0] if idx.ndim == 0 else out.reshape(*idx.shape, self.shape[1])
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.concatenate(self.parts)
+        return out if dtype is None else out.astype(dtype)
+
+
 @dataclass(frozen=True)
 class Segment:
     """Rows ``[start, start + length)`` of an :class:`Exemplars` come from one store; ``ann`` is that
-    store's approximate index (:class:`lida_plugin.ann.AnnSearcher`), if it has a usable one."""
+    store's approximate index (:class:`lida_plugin.ann.AnnSearcher`), if it has a usable one, and
+    ``embeddings`` those rows (set when several stores are searched together)."""
 
     start: int
     length: int
     ann: object | None = None
+    embeddings: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -243,7 +283,7 @@ class Exemplars:
     and carry each store's approximate index (empty: search everything exactly).
     """
 
-    embeddings: np.ndarray  # float32 [N, D], unit rows
+    embeddings: np.ndarray  # float32 [N, D], unit rows (a ChainRows over several stores with an index)
     generators: Sequence[str]
     families: Sequence[str | None]
     sources: Sequence[str]
@@ -261,22 +301,24 @@ class Exemplars:
             return Exemplars(np.zeros((0, dim), np.float32), [], [], [], [])
         if len(parts) == 1:
             return parts[0]
+        indexed = any(s.ann is not None for p in parts for s in p.segments)
         segs, start = [], 0
         for p in parts:
-            if p.segments:
-                segs += [Segment(start + s.start, s.length, s.ann) for s in p.segments]
-            else:
-                segs.append(Segment(start, len(p)))
+            for s in p.segments or (Segment(0, len(p)),):
+                rows = p.embeddings[s.start : s.start + s.length] if indexed else None
+                segs.append(Segment(start + s.start, s.length, s.ann, rows))
             start += len(p)
         ids = None if any(p.ids is None for p in parts) else np.concatenate([p.ids for p in parts])
         return Exemplars(
-            np.concatenate([p.embeddings for p in parts]),
+            # with an approximate index somewhere, each store's rows stay where they are (a store with a
+            # vector cache: memory-mapped) and are searched per segment; small stores are joined
+            ChainRows([p.embeddings for p in parts]) if indexed else np.concatenate([p.embeddings for p in parts]),
             ChainColumn([p.generators for p in parts]),
             ChainColumn([p.families for p in parts]),
             ChainColumn([p.sources for p in parts]),
             ChainColumn([p.store_ids for p in parts]),
             ids,
-            tuple(segs) if any(s.ann is not None for s in segs) else (),
+            tuple(segs) if indexed else (),
         )
 
 

@@ -199,3 +199,39 @@ def test_index_from_the_cache_answers_like_the_store(tmp_path, data):
             s.conn.execute("UPDATE meta SET value='other' WHERE key='ann_token'")
     ex, _ = _open(path)
     assert _from_cache(ex) and ex.segments  # the index was read from SQLite instead
+
+
+def test_stack_with_a_small_store_keeps_the_large_store_mapped(tmp_path, data):
+    """A user store with an index searched together with a small (bundled-like) store: the large
+    store's embeddings stay in its memory-mapped cache (no joined copy), and every query's neighbours
+    are the per-store results merged by exact similarity."""
+    pytest.importorskip("faiss")
+    x, lab, q = data
+    big, small = tmp_path / "big.sqlite", tmp_path / "small.sqlite"
+    store_scale.build_store(big, x[:N], lab[:N])
+    with ExemplarStore(big) as s:
+        s.update_index(min_rows=100)
+    store_scale.build_store(small, x[N : N + 50], lab[N : N + 50])
+    stack = store.StoreStack([ExemplarStore(big, readonly=True), ExemplarStore(small, readonly=True)],
+                             store_scale.FakeEncoder)  # fmt: skip
+    try:
+        ex = stack.exemplars
+        assert isinstance(ex.embeddings, store.ChainRows) and len(ex) == N + 50
+        seg_big, seg_small = ex.segments
+        assert seg_big.ann is not None and not seg_big.embeddings.flags.writeable  # the cache's map itself
+        assert seg_small.ann is None and (seg_small.start, seg_small.length) == (N, 50)
+        np.testing.assert_array_equal(
+            ex.embeddings[[0, N - 1, N, N + 49]], np.vstack([x[0], x[N - 1], x[N], x[N + 49]])
+        )
+        np.testing.assert_array_equal(np.asarray(ex.embeddings), x[: N + 50])
+        retr = Retriever(ex)
+        for qi in q[:20]:
+            sims, pos = retr.index.search(qi[None, :], 10)
+            assert np.all(np.diff(sims[0]) <= 0)
+            np.testing.assert_allclose(sims[0], x[pos[0]] @ qi, rtol=0, atol=1e-5)  # exact similarities
+            exact_small = np.sort(x[N : N + 50] @ qi)[::-1][:10]
+            big_only, _ = seg_big.ann.search(qi, 10)
+            merged = np.sort(np.concatenate([exact_small, big_only]))[::-1][:10]
+            np.testing.assert_allclose(sims[0], merged, atol=1e-6)
+    finally:
+        stack.close()
