@@ -15,7 +15,8 @@ index. Each row is then measured in its own subprocess (so the peak RSS is that 
   first after ``posix_fadvise(DONTNEED)`` on the store and its vector cache (a cold-ish page cache;
   no effect when ``--work`` is on tmpfs), then again (warm). ``faiss`` opens through the vector cache
   (``<store>.lida-vectors``, written by ``update_index``); ``faiss-nocache`` opens the same store
-  ignoring it (the blocks and the index read from SQLite).
+  ignoring it (the blocks and the index read from SQLite); ``faiss-stack`` opens it together with a
+  small second store (92 exemplars), as ``lida attribute`` opens a user store beside the bundled one.
 * **top-10 ms**: one query's ten nearest exemplars (exact re-ranking included), mean of 100.
 * **rank ms**: one query's ``Retriever.rank(top_k=5)`` (the generator ranking attribution uses).
 * **recall@10**: overlap of the top-10 exemplars with the exact top-10.
@@ -116,31 +117,42 @@ def drop_from_page_cache(path: str) -> None:
             os.close(fd)
 
 
-def open_store(path: str, use_cache: bool):
+def open_store(path: str, use_cache: bool, beside: str | None = None):
     """What ``lida attribute`` does before its first image: the store stack (exemplars, index, content
-    keys) and the retriever."""
+    keys) and the retriever; ``beside``: a second, small store searched with it (as the bundled one is)."""
     from lida_plugin import vectorcache
     from lida_plugin.retrieve import Retriever
     from lida_plugin.store import ExemplarStore, StoreStack
 
     if not use_cache:
         vectorcache.load = lambda *a, **k: None
-    stack = StoreStack([ExemplarStore(path, readonly=True)], FakeEncoder)
+    stores = [ExemplarStore(path, readonly=True)] + ([ExemplarStore(beside, readonly=True)] if beside else [])
+    stack = StoreStack(stores, FakeEncoder)
     return stack, Retriever(stack.exemplars)
+
+
+def small_store(work: Path) -> str:
+    """92 exemplars of 30 generators far from the big store's (a stand-in for the bundled default store)."""
+    path = work / "small.sqlite"
+    if not path.exists():
+        x, lab, _ = synth(92, seed=99, gens=30, fams=30)
+        build_store(path, x, lab + 10_000)
+    return str(path)
 
 
 def measure(path: str, backend: str, work: str) -> dict:
     """One row, in its own process."""
     q = np.load(Path(work) / "queries.npy")
     gt = np.load(Path(work) / "gt.npy")
+    beside = small_store(Path(work)) if backend.endswith("stack") else None
     drop_from_page_cache(path)
     t = time.perf_counter()
-    stack, retr = open_store(path, use_cache=not backend.endswith("nocache"))
+    stack, retr = open_store(path, use_cache=not backend.endswith("nocache"), beside=beside)
     cold_s = time.perf_counter() - t
     stack.close()
     del stack, retr
     t = time.perf_counter()
-    stack, retr = open_store(path, use_cache=not backend.endswith("nocache"))
+    stack, retr = open_store(path, use_cache=not backend.endswith("nocache"), beside=beside)
     open_s = time.perf_counter() - t
     ex = stack.exemplars
     if backend != "numpy":
@@ -202,7 +214,10 @@ def main() -> int:
         "--backends",
         nargs="+",
         default=["numpy", "faiss", "usearch"],
-        help="numpy, faiss, usearch; faiss-nocache: the faiss store opened without its vector cache",
+        help="numpy, faiss, usearch; faiss-nocache: the faiss store opened without its vector cache;"
+        " faiss-stack: the faiss store searched together with a small second store (as beside the bundled"
+        " default store; recall against the big store's exact neighbours, which the small one's far-away"
+        " exemplars do not displace)",
     )
     ap.add_argument(
         "--reuse",
@@ -250,7 +265,7 @@ def main() -> int:
         bpe = path.stat().st_size / n
         builds = {}
         for backend in args.backends:
-            if backend == "numpy" or backend.endswith("nocache"):
+            if backend == "numpy" or backend.endswith(("nocache", "stack")):
                 continue
             kind = {"faiss": "faiss-ivf-sq8", "usearch": "usearch-hnsw-i8"}[backend]
             bpath = work / f"store-{backend}.sqlite"
