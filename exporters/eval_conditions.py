@@ -20,6 +20,7 @@ torch gives :class:`TrainExtraMissing` ("install the train extra").
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import tempfile
@@ -159,6 +160,35 @@ def budget_steps(recipe, pretrain_steps: int, adapt_steps: int) -> tuple[int, in
     )
 
 
+def _trained_with(onnx: Path) -> dict | None:
+    """The ``lida.training`` record of an exported model, or None when there is no readable one."""
+    if not onnx.is_file():
+        return None
+    import onnx as onnx_lib
+
+    try:
+        meta = {p.key: p.value for p in onnx_lib.load(str(onnx), load_external_data=False).metadata_props}
+        return json.loads(meta.get("lida.training", "null"))
+    except Exception:  # a damaged file: not reused
+        return None
+
+
+def _baseline_run(run_dir: Path, kind: str, want: dict) -> Path:
+    """Where the baseline trained with ``want`` (steps, data) lives: ``eval-<kind>`` when the model there
+    was trained that way (or nothing is there yet), else ``eval-<kind>-<hash of want>``. A cached
+    model made with another budget is never reused for this one (models of before the data root was
+    recorded count as made from any data root)."""
+
+    def fits(tr: dict | None) -> bool:
+        return tr is not None and all(tr.get(k, v if k == "data_root" else None) == v for k, v in want.items())
+
+    plain = run_dir / f"eval-{kind}"
+    keyed = run_dir / f"eval-{kind}-{hashlib.sha256(json.dumps(want, sort_keys=True).encode()).hexdigest()[:10]}"
+    if fits(_trained_with(plain / "model.onnx")) or not plain.exists():
+        return plain
+    return keyed
+
+
 def train_baseline(
     kind: str,
     data_root: str | Path,
@@ -171,7 +201,8 @@ def train_baseline(
     """Train (``pretrain_steps`` of pre-training, then ``adapt_steps`` of adaptation, on the train split)
     and export a baseline; a fixed step count, not a time budget, so baselines trained side by side
     on a busy machine get the same training;
-    returns the ONNX path (``<run_dir>/eval-<kind>/model.onnx``, reused when it exists).
+    returns the ONNX path (``<run_dir>/eval-<kind>/model.onnx``, reused when it was trained with the
+    same steps on the same data; another budget trains into ``eval-<kind>-<hash>``: :func:`_baseline_run`).
 
     ``run_dir`` is normally ``runs/``, so pre-training finds the generator-zoo images the
     training run already cached in ``runs/cache``."""
@@ -182,18 +213,19 @@ def train_baseline(
 
     if threads:
         torch.set_num_threads(int(threads))
-    run = Path(run_dir) / f"eval-{kind}"
-    onnx = run / "model.onnx"
-    if onnx.is_file():
-        log.info("baseline %s: reusing %s", kind, onnx)
-        return onnx
-    items = D.load_folder(data_root)
     base = baseline_recipe(kind)
     p_steps, a_steps = budget_steps(base, pretrain_steps, adapt_steps)
+    want = {"pretrain_steps": p_steps, "adapt_steps": a_steps, "data_root": str(Path(data_root).resolve())}
+    run = _baseline_run(Path(run_dir), kind, want)
+    onnx = run / "model.onnx"
+    if onnx.is_file():
+        log.info("baseline %s: reusing %s (trained with %d + %d steps)", kind, onnx, p_steps, a_steps)
+        return onnx
+    items = D.load_folder(data_root)
     r = dataclasses.replace(base, pretrain_steps=p_steps, adapt_steps=a_steps)
     ck_p = T.pretrain(r, items, run, progress=progress)
     ck_a = T.adapt(r, items, ck_p, run, progress=progress)
-    extra = {"baseline": kind, "pretrain_steps": p_steps, "adapt_steps": a_steps,
+    extra = {"baseline": kind, "pretrain_steps": p_steps, "adapt_steps": a_steps, "data_root": want["data_root"],
              "budget": f"{pretrain_steps} + {adapt_steps} steps of the default batch, in training pixels"}  # fmt: skip
     path, _, _ = export_checkpoint(ck_a, items, onnx, model_id=f"eval-baseline-{kind}", extra_training=extra)
     return path

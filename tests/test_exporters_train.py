@@ -230,3 +230,39 @@ def test_split_and_parity_on_real_fingerprints(tmp_path):
     m = build("lida-resnet-tiny", "scaled", 64).eval()
     path = export_onnx(m, tmp_path / "m.onnx", 64)
     assert parity(m, path, crops) <= PARITY_TOL
+
+
+def test_eval_baseline_cache_is_reused_only_for_the_same_budget(tmp_path):
+    """lida eval --train-baseline reuses runs/eval-<kind>/model.onnx only when it was trained with the
+    requested steps (and data): another budget trains into its own folder instead of being silently
+    served the old model."""
+    import json as _json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from lida_exporters.eval_conditions import _baseline_run
+
+    def model(path, training):
+        g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])  # fmt: skip
+        m = helper.make_model(g)
+        p = m.metadata_props.add()
+        p.key, p.value = "lida.training", _json.dumps(training)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save(m, str(path))
+
+    data = str(tmp_path.resolve())
+    want600 = {"pretrain_steps": 600, "adapt_steps": 200, "data_root": data}
+    want3000 = {"pretrain_steps": 3000, "adapt_steps": 300, "data_root": data}
+    assert _baseline_run(tmp_path / "runs", "rgb", want600) == tmp_path / "runs" / "eval-rgb"  # nothing yet
+    model(tmp_path / "runs" / "eval-rgb" / "model.onnx", {"pretrain_steps": 600, "adapt_steps": 200})  # older: no data
+    assert _baseline_run(tmp_path / "runs", "rgb", want600) == tmp_path / "runs" / "eval-rgb"
+    other = _baseline_run(tmp_path / "runs", "rgb", want3000)
+    assert other.parent == tmp_path / "runs" and other.name.startswith("eval-rgb-")
+    assert _baseline_run(tmp_path / "runs", "rgb", want3000) == other  # the same folder on the next run
+    model(tmp_path / "runs" / "eval-rgb" / "model.onnx", want600)  # recorded with its data root
+    assert _baseline_run(tmp_path / "runs", "rgb", want600) == tmp_path / "runs" / "eval-rgb"
+    elsewhere = _baseline_run(tmp_path / "runs", "rgb", {**want600, "data_root": "/elsewhere"})
+    assert elsewhere not in (tmp_path / "runs" / "eval-rgb", other)

@@ -204,7 +204,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         for kind in args.train_baseline:
             budget = f"{args.train_steps} + {args.train_adapt_steps} default-batch steps of pixels"
-            print(f"baseline {kind}: training ({budget}) unless runs/eval-{kind} has it ...", file=sys.stderr)
+            print(f"baseline {kind}: training ({budget}) unless runs/ has one trained so ...", file=sys.stderr)
             name = CONDITION_NAMES.get(kind, f"{kind}-baseline")
             compare[name] = train_baseline(args.pm, kind, args)
         cfg = EvalConfig(
