@@ -342,3 +342,30 @@ def test_pack_round_trip_keeps_every_field_but_not_the_pixels(tiny_model, tmp_pa
     assert [r.to_dict() for r in att.finish([back])] == [r.to_dict() for r in att.finish([prepared])]
     bad = att.prepare(str(tmp_path / "missing.png"))
     assert unpack(pack(bad)).error == bad.error
+
+
+def test_an_unreachable_ray_address_is_a_clear_error_not_a_hang(isolated_env, tmp_path, capsys):
+    """Ray retries an unreachable cluster for minutes; lida batch checks the address first (no Ray
+    needed for this: the check runs before Ray is imported to connect)."""
+    import socket
+
+    from lida_plugin.batch.ray_engine import check_reachable
+    from lida_plugin.errors import LidaError
+
+    with socket.socket() as srv:  # a listening port: reachable
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        check_reachable(f"127.0.0.1:{srv.getsockname()[1]}")
+        check_reachable(f"ray://127.0.0.1:{srv.getsockname()[1]}")
+        free = srv.getsockname()[1]
+    check_reachable("auto")  # left to Ray
+    with pytest.raises(LidaError, match=f"cannot reach the Ray cluster at '127.0.0.1:{free}'"):
+        check_reachable(f"127.0.0.1:{free}", timeout=5)
+    pytest.importorskip("ray")
+    make_images(tmp_path / "src", 2)
+    t = time.monotonic()
+    rc = main(["batch", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--engine", "ray",
+               "--ray-address", f"127.0.0.1:{free}"])  # fmt: skip
+    assert rc == 3 and time.monotonic() - t < 30
+    assert "cannot reach the Ray cluster" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing written: the engine failed before DEST was opened

@@ -45,6 +45,30 @@ def require_ray():
     return ray
 
 
+#: Seconds to wait for a Ray cluster's address to accept a connection before giving up.
+CONNECT_TIMEOUT = 10.0
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """``LidaError`` unless ``host:port`` (or ``ray://host:port``) accepts a TCP connection within
+    ``timeout``: Ray itself retries an unreachable GCS for minutes, printing warnings, which looks
+    like a hang. ``auto``, ``local`` and addresses without a port are left to Ray."""
+    import socket
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise LidaError(
+            f"lida batch: cannot reach the Ray cluster at {address!r} ({reason}); check --ray-address /"
+            " RAY_ADDRESS, or leave both unset to start a local Ray"
+        ) from None
+
+
 #: Per process: the attributor prepare_batch uses for each job config.
 _PREPARERS: dict[JobConfig, object] = {}
 
@@ -115,7 +139,11 @@ class RayEngine:
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if self.address:
-                ray.init(address=self.address, **kwargs)
+                check_reachable(self.address)
+                try:
+                    ray.init(address=self.address, **kwargs)
+                except (ConnectionError, TimeoutError) as exc:  # e.g. "auto" with no Ray running here
+                    raise LidaError(f"lida batch: cannot join the Ray cluster at {self.address!r}: {exc}") from None
             else:
                 ray.init(num_cpus=self.workers, **kwargs)
                 self._started = True
