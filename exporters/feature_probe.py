@@ -145,8 +145,7 @@ def f_xc(crops, T=3):
 
 def f_spamp(crops, T=3):
     n = 2 * T + 1
-    x = crops.astype(np.int16)
-    x = np.concatenate([x, x[:, 0:1] - x[:, 1:2], x[:, 2:3] - x[:, 1:2]], 1)  # R, G, B, R-G, B-G
+    x = colour_channels(crops)  # R, G, B, R-G, B-G
     k, c = x.shape[:2]
     out = np.zeros((k, c, n**3))
     offset = (np.arange(k * c, dtype=np.int64) * n**3).reshape(k, c, 1, 1)
