@@ -71,7 +71,9 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, str]:
 
 def start_ray_head(env: dict[str, str], cpus: int | None) -> None:
     """``ray start --head`` with this machine's (or ``cpus``) CPUs, no dashboard; waits until it is up."""
-    cpus = cpus or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    from lida_plugin.batch.local import default_workers  # the cores lida batch itself would use
+
+    cpus = cpus or default_workers()
     cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", f"--num-cpus={cpus}",
            "--include-dashboard=false", "--disable-usage-stats"]  # fmt: skip
     subprocess.run(cmd, env=env, check=True, capture_output=True)
@@ -159,7 +161,9 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from lida_plugin.batch.local import default_workers
+
+    cores = default_workers()
     print(f"# {corpus}; {cores} cores; {' '.join(sys.argv[1:]) or '(defaults)'}")
     print(
         "| command | seconds | images/s | vs lida attribute | CPU s | CPU % of wall | CPU ms/img"
