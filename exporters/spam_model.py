@@ -248,11 +248,15 @@ def build_graph(mean: np.ndarray, proj: np.ndarray, r: SpamRecipe, metadata: dic
         return node("Reshape", [code, "flat_shape"], f"{tag}_idx")
 
     # The reverse of a direction reads the same 4-pixel windows backwards: N_-s[a, b, c] = N_s[-c, -b, -a]
-    # (joint counts, as in lida_plugin.residual._spam_blocks), so only s is histogrammed and -s is a Gather.
+    # (joint counts, as in lida_plugin.residual._spam_blocks), so only s is histogrammed and -s is data
+    # movement: reversing all three 7-axes of a table is reversing its 343 values (a Slice with step -1),
+    # then a Transpose swaps a and c (cheaper in ORT than a Gather of the same elements).
     # The eight count tables are normalised and averaged together: few, larger kernels (ORT's cost per
     # node counts at the worker's 8 crops a call).
-    rev = np.arange(blk).reshape(n7, n7, n7)[::-1, ::-1, ::-1].transpose(2, 1, 0).reshape(-1)
-    const("rev_perm", rev.astype(np.int64))
+    const("rev_st", np.array([-1], np.int64))
+    const("rev_en", np.array([-(2**62)], np.int64))
+    const("rev_ax", np.array([4], np.int64))
+    const("rev_step", np.array([-1], np.int64))
     dirs = [d for blkdirs in (STRAIGHT, DIAGONAL) for d in blkdirs[0::2]]  # s of each (s, -s) pair
     const("fw_shape", np.array([0, 1, 1, nc, blk], np.int64))
     fws = []
@@ -263,12 +267,17 @@ def build_graph(mean: np.ndarray, proj: np.ndarray, r: SpamRecipe, metadata: dic
         cnt = node("ScatterElements", ["hist_zero", idx, ones], f"d{k}_cnt", axis=1, reduction="add")
         fws.append(node("Reshape", [cnt, "fw_shape"], f"d{k}_cnt5"))
     fw = node("Concat", fws, "counts_fw", axis=1)  # [N, 4, 1, C, 343]
-    bw = node("Gather", [fw, "rev_perm"], "counts_bw", axis=4)
+    flip = node("Slice", [fw, "rev_st", "rev_en", "rev_ax", "rev_step"], "counts_flip")
+    const("rev_cube", np.array([0, len(dirs), nc, n7, n7, n7], np.int64))
+    cube = node("Reshape", [flip, "rev_cube"], "counts_cube")
+    cube = node("Transpose", [cube], "counts_cube_t", perm=[0, 1, 2, 5, 4, 3])  # [a, b, c] -> [c, b, a]
+    const("bw_shape", np.array([0, len(dirs), 1, nc, blk], np.int64))
+    bw = node("Reshape", [cube, "bw_shape"], "counts_bw")
     both = node("Concat", [fw, bw], "counts_8", axis=2)  # [N, 4, 2, C, 343]: s, then -s
     const("tab_shape", np.array([0, 2 * len(dirs), nc, n7 * n7, n7], np.int64))
     tab = node("Reshape", [both, "tab_shape"], "counts_tab")
     const("axis4", np.array([4], np.int64))
-    den = node("Max", [node("ReduceSum", [tab, "axis4"], "den", keepdims=1), "one_f"], "den1")  # 0/1 = 0 if unseen
+    den = node("Clip", [node("ReduceSum", [tab, "axis4"], "den", keepdims=1), "one_f"], "den1")  # 0/1 = 0 if unseen
     prob = node("Div", [tab, den], "probs")
     # [N, block (straight, diagonal), its 4 directions (s, -s, s', -s'), C, 343]: the mean over axis 2
     const("blk4_shape", np.array([0, 2, 4, nc, blk], np.int64))
