@@ -61,3 +61,24 @@ def test_resize_gate_thresholds_hold_on_train_originals(corpus, tiny_model, caps
 def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):
     assert probes.main(["ceiling", "--data", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_crop_level_ceiling_sees_crop_structure_and_not_noise():
+    """``separability.crop_ceiling``: classes that differ per crop are found from the crops of
+    held-out images; shuffled labels stay near chance (so a high number is not a leak)."""
+    import numpy as np
+
+    from lida_exporters.separability import CROP_MLP, crop_ceiling
+
+    rng = np.random.default_rng(0)
+    n_img, k, dim = 120, 8, 40
+    labels = np.array([f"c{i % 3}" for i in range(n_img)])
+    train = np.arange(n_img) % 2 == 0
+    owner = np.repeat(np.arange(n_img), k)
+    centres = rng.normal(size=(3, dim)) * 0.6
+    x = rng.normal(size=(n_img * k, dim)) + centres[[int(v[1]) for v in labels]][owner]
+    acc, tr_acc = crop_ceiling(x, owner, labels, train, CROP_MLP[:1], pca=16)
+    assert acc > 0.9 and tr_acc > 0.9
+    shuffled = rng.permutation(labels)
+    acc0, _ = crop_ceiling(x, owner, shuffled, train, CROP_MLP[:1], pca=16)
+    assert acc0 < 0.6
