@@ -77,7 +77,11 @@ def start_ray_head(env: dict[str, str], cpus: int | None) -> None:
     cpus = cpus or default_workers()
     cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", f"--num-cpus={cpus}",
            "--include-dashboard=false", "--disable-usage-stats"]  # fmt: skip
-    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if p.returncode:  # e.g. a Ray already running here: not ours to stop
+        tail = (p.stderr or p.stdout).strip().splitlines()[-1:]
+        raise SystemExit(f"ray start --head failed (exit {p.returncode}): {' '.join(tail)}; stop the running Ray"
+                         " (ray stop) or leave out the ray-cluster and ray-warm rows")  # fmt: skip
     time.sleep(5)  # let its idle worker processes finish starting, as on a cluster that has been up a while
 
 
@@ -116,6 +120,8 @@ def main() -> int:
         " that instance (outside the timing), as on a cluster that has served a job before: Ray Data's"
         " detached helper actors (stats, autoscaling coordinator, actor locations) are up",
     )  # fmt: skip
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds of all the commands, alternating; each row is a command's median round")  # fmt: skip
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
@@ -131,45 +137,48 @@ def main() -> int:
         model = ["--model", args.model] if args.model else []
         workers = ["--workers", str(args.workers)] if args.workers else []
         lida = [sys.executable, "-m", "lida_plugin.cli"]
-        cmds = {
-            "attribute": lida + ["attribute", "--jsonl", "-r", str(tmp / "img")] + model,
-            "local": lida + ["batch", str(tmp / "img"), "--out", str(tmp / "out-local")] + model + workers,
-            "ray": lida
-            + ["batch", str(tmp / "img"), "--out", str(tmp / "out-ray"), "--engine", "ray"]
-            + model
-            + workers,
-            "ray-cluster": lida
-            + ["batch", str(tmp / "img"), "--out", str(tmp / "out-ray-cluster"), "--engine", "ray"]
-            + ["--ray-address", "auto"]
-            + model
-            + workers,
-        }
-        cmds["ray-warm"] = [str(tmp / "out-ray-warm") if a == str(tmp / "out-ray-cluster") else a
-                            for a in cmds["ray-cluster"]]  # fmt: skip
+
+        def command(name: str, src: Path, out: Path) -> list[str]:
+            if name == "attribute":
+                return lida + ["attribute", "--jsonl", "-r", str(src)] + model
+            cmd = lida + ["batch", str(src), "--out", str(out)] + model + workers
+            if name != "local":
+                cmd += ["--engine", "ray"] + (["--ray-address", "auto"] if name != "ray" else [])
+            return cmd
+
         warm_src = tmp / "warm-up"
         warm_src.mkdir()
         for f in files[:16]:
             shutil.copyfile(f, warm_src / f.name)
-        warm_up = [a if a != str(tmp / "img") else str(warm_src) for a in cmds["ray-cluster"]]
-        warm_up[warm_up.index(str(tmp / "out-ray-cluster"))] = str(tmp / "out-warm-up")
-        rows = {}
-        for name in args.engines:
-            if name in ("ray-cluster", "ray-warm"):
-                start_ray_head(env, args.workers)
-            if name == "ray-warm":  # a first, small job on the running instance, outside the timing
-                subprocess.run(warm_up, env=env, check=True, capture_output=True)
-            load = os.getloadavg()[0]
-            try:
-                secs, cpu, rc, err = timed(cmds[name], env)
-            finally:
+        runs: dict[str, list[dict]] = {name: [] for name in args.engines}
+        for rep in range(args.repeat):  # the commands alternate, so drift on a shared machine falls on all
+            for name in args.engines:
+                out = tmp / f"out-{name}-{rep}"  # a new DEST each time: a rerun would resume, not redo
                 if name in ("ray-cluster", "ray-warm"):
-                    subprocess.run([str(Path(sys.executable).with_name("ray")), "stop"], env=env, capture_output=True)
-            if rc not in (0, 1):
-                print(f"{name}: exit {rc}\n{err}", file=sys.stderr)
-                return 1
-            rows[name] = {"seconds": round(secs, 2), "images_per_s": round(args.n / secs, 1), "exit": rc,
-                          "cpu_s": round(cpu, 1), "cpu_pct": round(100 * cpu / secs), "load_before": load,
-                          "load_after": os.getloadavg()[0]}  # fmt: skip
+                    start_ray_head(env, args.workers)
+                load = os.getloadavg()[0]
+                try:
+                    if name == "ray-warm":  # a first, small job on the running instance, outside the timing
+                        subprocess.run(command(name, warm_src, tmp / f"out-warm-up-{rep}"), env=env, check=True,
+                                       capture_output=True)  # fmt: skip
+                        load = os.getloadavg()[0]
+                    secs, cpu, rc, err = timed(command(name, tmp / "img", out), env)
+                finally:
+                    if name in ("ray-cluster", "ray-warm"):
+                        subprocess.run([str(Path(sys.executable).with_name("ray")), "stop"], env=env,
+                                       capture_output=True)  # fmt: skip
+                shutil.rmtree(out, ignore_errors=True)
+                if rc not in (0, 1):
+                    print(f"{name}: exit {rc}\n{err}", file=sys.stderr)
+                    return 1
+                runs[name].append({"seconds": round(secs, 2), "images_per_s": round(args.n / secs, 1), "exit": rc,
+                                   "cpu_s": round(cpu, 1), "cpu_pct": round(100 * cpu / secs), "load_before": load,
+                                   "load_after": os.getloadavg()[0]})  # fmt: skip
+        # each command's median run (by seconds), with every run's seconds next to it
+        rows = {}
+        for name, rs in runs.items():
+            med = sorted(rs, key=lambda r: r["seconds"])[(len(rs) - 1) // 2]
+            rows[name] = dict(med, all_seconds=[r["seconds"] for r in rs])
         costs = stage_costs(files, args.model)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -178,11 +187,13 @@ def main() -> int:
 
     cores = default_workers()
     print(f"# {corpus}; {cores} cores; {' '.join(sys.argv[1:]) or '(defaults)'}")
+    if args.repeat > 1:
+        print(f"# each row: the command's median of {args.repeat} alternating rounds; every round's seconds last")
     print(
         "| command | seconds | images/s | vs lida attribute | CPU s | CPU % of wall | CPU ms/img"
-        " | load avg before/after |"
+        " | load avg before/after |" + (" seconds, each round |" if args.repeat > 1 else "")
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---|" + ("---|" if args.repeat > 1 else ""))
     base = rows.get("attribute", {}).get("images_per_s")
     label = {"attribute": "lida attribute (1 process)", "local": "lida batch (local engine)",
              "ray": "lida batch --engine ray (starts a local Ray)",
@@ -191,10 +202,14 @@ def main() -> int:
     for name, r in rows.items():
         rel = f"{r['images_per_s'] / base:.2f}x" if base else "-"
         print(f"| {label[name]} | {r['seconds']} | {r['images_per_s']} | {rel} | {r['cpu_s']} | {r['cpu_pct']} |"
-              f" {1000 * r['cpu_s'] / args.n:.1f} | {r['load_before']:.2f} / {r['load_after']:.2f} |")  # fmt: skip
-    for name in ("ray", "ray-cluster", "ray-warm"):
-        if name in rows and "local" in rows:
-            print(f"\n{name} / local: {rows[name]['images_per_s'] / rows['local']['images_per_s']:.2f}")
+              f" {1000 * r['cpu_s'] / args.n:.1f} | {r['load_before']:.2f} / {r['load_after']:.2f} |"
+              + (f" {', '.join(str(x) for x in r['all_seconds'])} |" if args.repeat > 1 else ""))  # fmt: skip
+    pairs = [("local", "attribute")] + [(n, "local") for n in ("ray", "ray-cluster", "ray-warm")]
+    for name, ref in pairs:
+        if name in rows and ref in rows:
+            each = [b / a for a, b in zip(rows[name]["all_seconds"], rows[ref]["all_seconds"], strict=True)]
+            rounds = f" (each round: {', '.join(f'{x:.2f}' for x in each)})" if args.repeat > 1 else ""
+            print(f"\n{name} / {ref}: {rows[name]['images_per_s'] / rows[ref]['images_per_s']:.2f}{rounds}")
     per_img = costs["prepare_ms"] + costs["finish_ms"]
     bound = (
         "decode (read+decode+crops)" if costs["prepare_ms"] > costs["finish_ms"] else "inference (encoder+retrieval)"
