@@ -369,3 +369,19 @@ def test_an_unreachable_ray_address_is_a_clear_error_not_a_hang(isolated_env, tm
     assert rc == 3 and time.monotonic() - t < 30
     assert "cannot reach the Ray cluster" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing written: the engine failed before DEST was opened
+
+
+def test_batch_verbose_logs_its_start_up_and_rate(isolated_env, tmp_path, caplog):
+    """``lida -v batch`` says how long the set-up and the engine's start-up took and the rate after the
+    first record, which tell a fixed cost from a slow pipeline."""
+    import logging
+
+    make_images(tmp_path / "src", 6)
+    with caplog.at_level(logging.INFO, logger="lida.batch"):
+        rc = main(["-v", "batch", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--workers", "1",
+                   "--chunk-size", "2"])  # fmt: skip
+    assert rc == 0
+    msgs = [r.getMessage() for r in caplog.records if r.name == "lida.batch"]
+    assert any(m.startswith("setup: ") and "6 asset(s) listed" in m for m in msgs), msgs
+    assert any(m.startswith("first record ") for m in msgs), msgs
+    assert any(m.startswith("6 record(s) in ") and "img/s after the first" in m for m in msgs), msgs

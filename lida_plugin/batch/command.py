@@ -13,6 +13,7 @@ import argparse
 import logging
 import signal
 import sys
+import time
 from typing import Any
 
 from .. import hookimpl
@@ -176,6 +177,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from .sink import PartSink
     from .sources import is_uri, list_assets
 
+    t0 = time.monotonic()
     _check_args(args)
     cfg = _job_config(args)
     if args.engine == "ray":
@@ -199,6 +201,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     except BaseException:
         engine.close()
         raise
+    log.info("setup: engine started, model and store opened, %d asset(s) listed in %.2f s", len(assets),
+             time.monotonic() - t0)  # fmt: skip
     todo = [a for a in assets if not sink.is_done(a)]
     skipped = len(assets) - len(todo)
     if args.limit is not None:
@@ -208,7 +212,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         f" {len(todo)} to attribute with the {args.engine} engine",
         file=sys.stderr,
     )
-    errors = _run(engine, todo, sink, manifests, (model_id, store_id), args.pm)
+    errors = _run(engine, todo, sink, manifests, (model_id, store_id), args.pm, t0)
     print(
         f"lida batch: wrote {sink.written} row(s) ({errors} error row(s)) to {args.out};"
         f" {len(sink.done)} asset(s) done in all",
@@ -217,9 +221,14 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
-def _run(engine, todo: list[str], sink, manifests, ids: tuple[str, str], pm) -> int:
+def _run(engine, todo: list[str], sink, manifests, ids: tuple[str, str], pm, t0: float | None = None) -> int:
     """Records from the engine -> sidecars -> parts -> ``lida_asset_done``; the number of error rows.
-    On ^C/SIGTERM (or any exception) the rows received are committed and the workers stopped."""
+    On ^C/SIGTERM (or any exception) the rows received are committed and the workers stopped.
+    With ``-v`` it logs when the first record came (the engine's start-up, from ``t0``) and the rate
+    after it, the two numbers that tell a fixed cost from a slow pipeline."""
+    t0 = time.monotonic() if t0 is None else t0
+    first: float | None = None
+    n = 0
     from tqdm import tqdm
 
     from ..manager import notify_asset_done, record_outputs
@@ -246,9 +255,17 @@ def _run(engine, todo: list[str], sink, manifests, ids: tuple[str, str], pm) -> 
             errors += bad
             told(sink.add(record))
             bar.update(1)
+            n += 1
+            if first is None:
+                first = time.monotonic()
+                log.info("first record %.2f s after the start (the engine's start-up)", first - t0)
     finally:
         stream.close()  # stops the workers (on ^C, too)
         bar.close()
+        if first is not None and n > 1:
+            last = time.monotonic()
+            rate = (n - 1) / max(last - first, 1e-9)
+            log.info("%d record(s) in %.2f s; %.1f img/s after the first", n, last - t0, rate)
         signal.signal(signal.SIGTERM, old)
         try:
             told(sink.close())
