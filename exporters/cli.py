@@ -61,6 +61,9 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--run", default=str(DEFAULT_RUNS / "default"), help="run directory for checkpoints (default: %(default)s)"
     )
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
+    p.add_argument(
+        "--device", default="cpu", help="train on cpu, cuda[:N] or auto (CUDA if torch sees a GPU; default: cpu)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -81,7 +84,7 @@ def cmd_pretrain(args) -> int:
 
     _threads(args)
     r = _recipe(args)
-    ck = pretrain(r, _items(args), args.run, args.generators, not args.no_progress, args.max_seconds)
+    ck = pretrain(r, _items(args), args.run, args.generators, not args.no_progress, args.max_seconds, args.device)
     print(ck)
     return 0
 
@@ -96,7 +99,7 @@ def cmd_adapt(args) -> int:
             print(f"error: no pre-trained checkpoint {init}; run `lida-train pretrain` first", file=sys.stderr)
             return 2
         init = None
-    ck = adapt(_recipe(args), _items(args), init, args.run, not args.no_progress)
+    ck = adapt(_recipe(args), _items(args), init, args.run, not args.no_progress, args.device)
     print(ck)
     return 0
 
@@ -192,10 +195,10 @@ def cmd_reproduce(args) -> int:
     items = _items(args)
     log: dict = {"recipe": dataclasses.asdict(r), "command": " ".join(sys.argv)}
     tp = time.perf_counter()
-    ck_p = pretrain(r, items, run, args.generators, not args.no_progress)
+    ck_p = pretrain(r, items, run, args.generators, not args.no_progress, device=args.device)
     log["pretrain_wall_s"] = round(time.perf_counter() - tp, 1)
     ta = time.perf_counter()
-    ck_a = adapt(r, items, ck_p, run, not args.no_progress)
+    ck_a = adapt(r, items, ck_p, run, not args.no_progress, args.device)
     log["adapt_wall_s"] = round(time.perf_counter() - ta, 1)
     open_labels = None
     if args.store_include_ldm:
@@ -412,8 +415,19 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "device", "cpu") != "cpu":  # before any data is read
+            from .train import resolve_device
+
+            resolve_device(args.device)
         return args.func(args)
     except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        from .train import DeviceError
+
+        if not isinstance(exc, DeviceError):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

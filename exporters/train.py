@@ -103,6 +103,26 @@ def seed_all(seed: int) -> None:
     np.random.seed(seed % (2**32))
 
 
+class DeviceError(ValueError):
+    """A ``--device`` that this torch cannot train on."""
+
+
+def resolve_device(device: str = "cpu") -> torch.device:
+    """``cpu``, ``cuda`` (or ``cuda:N``) or ``auto`` (CUDA when torch sees a GPU, else the CPU). Asking
+    for CUDA where torch sees none is a :class:`DeviceError` that says so, not a failure mid-run."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise DeviceError(f"--device {device}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA GPU; use cpu or auto")
+    if dev.type not in ("cpu", "cuda"):
+        raise DeviceError(f"--device {device}: training runs on cpu or cuda")
+    return dev
+
+
 def _cosine_lr(step: int, total: int, base: float, warmup: int = 50) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -257,10 +277,14 @@ def pretrain(
     gen_dir: str | Path | None = None,
     progress: bool = True,
     max_seconds: float | None = None,
+    device: str = "cpu",
 ) -> Path:
-    """Stage 2. Writes ``<run_dir>/pretrain.pt`` (resumes it if present) and returns its path."""
+    """Stage 2. Writes ``<run_dir>/pretrain.pt`` (resumes it if present) and returns its path.
+    ``device``: see :func:`resolve_device`; crops are cut on the CPU and moved per batch, checkpoints
+    are the same files on either (loaded to the CPU)."""
     run_dir = Path(run_dir)
     ckpt = run_dir / "pretrain.pt"
+    dev = resolve_device(device)
     seed_all(recipe.seed)
     model = build(recipe.arch, recipe.mode, recipe.dim)
     if recipe.pretrain == "none":
@@ -273,13 +297,15 @@ def pretrain(
     names, groups = pretrain_groups(recipe, items, run_dir.parent / "cache", gen_dir)
     torch.set_rng_state(rng_state)
     head = CosineClassifier(recipe.dim, len(names))
+    model.to(dev)
+    head.to(dev)
     opt = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=recipe.pretrain_lr,
                             weight_decay=1e-4)  # fmt: skip
     sampler = D.CropSampler(groups, recipe.crop, recipe.seed, recipe.align, recipe.flip)
 
     def step_fn() -> StepResult:
         xb, yb = sampler.batch(recipe.pretrain_batch)
-        loss = F.cross_entropy(head(model(torch.from_numpy(xb))), torch.from_numpy(yb))
+        loss = F.cross_entropy(head(model(torch.from_numpy(xb).to(dev))), torch.from_numpy(yb).to(dev))
         _optimise(opt, loss)
         return loss.item(), {}
 
@@ -348,7 +374,11 @@ def _initial_prototype(model: torch.nn.Module, real_sampler: D.CropSampler) -> t
     """Where the real prototype starts: the normalised mean embedding of 64 real crops."""
     model.eval()
     xr, _ = real_sampler.batch(64)
-    return F.normalize(model(torch.from_numpy(xr)).mean(0), dim=0)
+    return F.normalize(model(torch.from_numpy(xr).to(_device_of(model))).mean(0), dim=0)
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def _train_mode(model: torch.nn.Module, freeze_bn: bool) -> None:
@@ -366,13 +396,17 @@ def adapt(
     init: str | Path | None,
     run_dir: str | Path,
     progress: bool = True,
+    device: str = "cpu",
 ) -> Path:
-    """Stage 3. Writes ``<run_dir>/adapt.pt`` (model, real prototype, classes) and returns it."""
+    """Stage 3. Writes ``<run_dir>/adapt.pt`` (model, real prototype, classes) and returns it;
+    ``device`` as for :func:`pretrain`."""
     run_dir = Path(run_dir)
+    dev = resolve_device(device)
     seed_all(recipe.seed + 1)
     model = build(recipe.arch, recipe.mode, recipe.dim)
     if init:
         _load_init(model, recipe, init)
+    model.to(dev)
     reg = registration_set(items, recipe.shots, recipe.labels or None)
     reals = [it for it in items if it.kind == "real" and it.split == "train"]
     if not reg or not reals:
@@ -380,8 +414,8 @@ def adapt(
     classes = list(reg)
     gen_sampler, real_sampler = _adapt_samplers(recipe, reg, reals)
     prototype = torch.nn.Parameter(_initial_prototype(model, real_sampler).clone())
-    center = CenterLoss(len(classes), recipe.dim, recipe.center_alpha)
-    ce_head = CosineClassifier(recipe.dim, len(classes)) if recipe.adapt_loss == "ce" else None
+    center = CenterLoss(len(classes), recipe.dim, recipe.center_alpha).to(dev)
+    ce_head = CosineClassifier(recipe.dim, len(classes)).to(dev) if recipe.adapt_loss == "ce" else None
     params = list(model.parameters()) + [prototype] + (list(ce_head.parameters()) if ce_head else [])
     opt = torch.optim.AdamW(params, lr=recipe.adapt_lr, weight_decay=1e-4)
     n_real = max(1, int(round(recipe.adapt_batch * recipe.adapt_real_fraction)))
@@ -390,10 +424,10 @@ def adapt(
     def step_fn() -> StepResult:
         xg, yg = gen_sampler.batch(n_gen)
         xr, _ = real_sampler.batch(n_real)
-        emb = model(torch.from_numpy(np.concatenate([xg, xr])))
-        is_real = torch.zeros(len(emb), dtype=torch.bool)
+        emb = model(torch.from_numpy(np.concatenate([xg, xr])).to(dev))
+        is_real = torch.zeros(len(emb), dtype=torch.bool, device=dev)
         is_real[n_gen:] = True
-        yt = torch.from_numpy(yg)
+        yt = torch.from_numpy(yg).to(dev)
         eg = emb[:n_gen]
         l_a = F.cross_entropy(ce_head(eg), yt) if ce_head is not None else center(eg, yt)
         l_d = detection_loss(emb, is_real, prototype, recipe.tau)
@@ -441,7 +475,8 @@ def embed_images(
         crops.append(c)
         owner += [i] * len(c)
     allc = np.concatenate(crops)
-    outs = [model(torch.from_numpy(allc[i : i + batch])) for i in range(0, len(allc), batch)]
+    dev = _device_of(model)
+    outs = [model(torch.from_numpy(allc[i : i + batch]).to(dev)).cpu() for i in range(0, len(allc), batch)]
     e = torch.cat(outs).numpy()
     owner = np.asarray(owner)
     img = np.stack([e[owner == i].mean(0) for i in range(len(images))])

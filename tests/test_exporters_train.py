@@ -266,3 +266,31 @@ def test_eval_baseline_cache_is_reused_only_for_the_same_budget(tmp_path):
     assert _baseline_run(tmp_path / "runs", "rgb", want600) == tmp_path / "runs" / "eval-rgb"
     elsewhere = _baseline_run(tmp_path / "runs", "rgb", {**want600, "data_root": "/elsewhere"})
     assert elsewhere not in (tmp_path / "runs" / "eval-rgb", other)
+
+
+def test_training_device_auto_is_the_cpu_here_and_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    """``--device``: ``auto`` trains where torch can (the CPU on a machine without CUDA, the same
+    tensors as ``cpu``); ``cuda`` without a GPU, or a device torch does not know, is exit 2 with the
+    reason before any data is read."""
+    from lida_exporters.cli import main
+    from lida_exporters.train import DeviceError, resolve_device
+
+    torch.set_num_threads(1)
+    with pytest.warns(UserWarning, match="skipped 1 unusable"):
+        items = D.load_folder(_toy_root(tmp_path / "data"))
+    r = Recipe(arch="lida-resnet-tiny", dim=16, crop=32, crop_count=4, pretrain="real", pretrain_steps=3,
+               pretrain_batch=4, adapt_steps=3, adapt_batch=8)  # fmt: skip
+    if not torch.cuda.is_available():
+        a = adapt(r, items, pretrain(r, items, tmp_path / "cpu", progress=False), tmp_path / "cpu", progress=False)
+        b = adapt(r, items, pretrain(r, items, tmp_path / "auto", progress=False, device="auto"), tmp_path / "auto",
+                  progress=False, device="auto")  # fmt: skip
+        sa, sb = torch.load(a, weights_only=False), torch.load(b, weights_only=False)
+        assert all(torch.equal(sa["model"][k], sb["model"][k]) for k in sa["model"])
+        with pytest.raises(DeviceError, match="sees no CUDA"):
+            resolve_device("cuda")
+        assert main(["pretrain", "--data", str(tmp_path / "nowhere"), "--device", "cuda"]) == 2
+        assert "sees no CUDA GPU" in capsys.readouterr().err
+    with pytest.raises(DeviceError):
+        resolve_device("warp-drive")
+    assert main(["adapt", "--data", str(tmp_path / "nowhere"), "--device", "warp-drive"]) == 2
+    assert "--device warp-drive" in capsys.readouterr().err
