@@ -384,4 +384,4 @@ def test_batch_verbose_logs_its_start_up_and_rate(isolated_env, tmp_path, caplog
     msgs = [r.getMessage() for r in caplog.records if r.name == "lida.batch"]
     assert any(m.startswith("setup: ") and "6 asset(s) listed" in m for m in msgs), msgs
     assert any(m.startswith("first record ") for m in msgs), msgs
-    assert any(m.startswith("6 record(s) in ") and "img/s after the first" in m for m in msgs), msgs
+    assert any(m.startswith("6 record(s) in ") and "after the first delivery" in m for m in msgs), msgs

@@ -28,6 +28,8 @@ WORKER_BATCH = 8
 #: Default assets per work unit: a pipe message to a local worker costs little; a Ray Data task costs
 #: more, so its batches are larger (docs/scale.md).
 LOCAL_CHUNK, RAY_CHUNK = 16, 128
+#: Records that reach the driver within this many seconds of the first count as one delivery (``-v``).
+FIRST_DELIVERY_S = 0.05
 
 
 @hookimpl
@@ -224,11 +226,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
 def _run(engine, todo: list[str], sink, manifests, ids: tuple[str, str], pm, t0: float | None = None) -> int:
     """Records from the engine -> sidecars -> parts -> ``lida_asset_done``; the number of error rows.
     On ^C/SIGTERM (or any exception) the rows received are committed and the workers stopped.
-    With ``-v`` it logs when the first record came (the engine's start-up, from ``t0``) and the rate
-    after it, the two numbers that tell a fixed cost from a slow pipeline."""
+    With ``-v`` it logs when the first records came (the engine's start-up, from ``t0``) and the rate
+    of the records after that first delivery (a chunk or a Ray batch arrives at once), the two
+    numbers that tell a fixed cost from a slow pipeline."""
     t0 = time.monotonic() if t0 is None else t0
     first: float | None = None
-    n = 0
+    n = n_first = 0
     from tqdm import tqdm
 
     from ..manager import notify_asset_done, record_outputs
@@ -259,13 +262,15 @@ def _run(engine, todo: list[str], sink, manifests, ids: tuple[str, str], pm, t0:
             if first is None:
                 first = time.monotonic()
                 log.info("first record %.2f s after the start (the engine's start-up)", first - t0)
+            if n_first == n - 1 and time.monotonic() - first < FIRST_DELIVERY_S:
+                n_first = n  # still the first delivery
     finally:
         stream.close()  # stops the workers (on ^C, too)
         bar.close()
-        if first is not None and n > 1:
+        if first is not None:
             last = time.monotonic()
-            rate = (n - 1) / max(last - first, 1e-9)
-            log.info("%d record(s) in %.2f s; %.1f img/s after the first", n, last - t0, rate)
+            rate = f"{(n - n_first) / (last - first):.1f} img/s" if n > n_first and last > first else "-"
+            log.info("%d record(s) in %.2f s; %s after the first delivery (%d)", n, last - t0, rate, n_first)
         signal.signal(signal.SIGTERM, old)
         try:
             told(sink.close())
