@@ -4,8 +4,11 @@ scored on ``lida eval``'s episodes (held-out split, 5 seeds) and on a leave-fami
     python -m lida_exporters.feature_probe spam spamc spam+spamc spam+spamc+phase spam+spamc:384
 
 A variant is ``+``-joined feature names (each z-scored on the train crops and scaled to unit total
-variance, times an optional ``*W``), then ``:PCA[:EPS]`` for the map (default 256, 0.01); no
-detection column. Features, per 64x64 crop of the serving grid (cached in ``runs/cache``):
+variance, times an optional ``*W``), then ``:PCA[:EPS]`` for the map (default 256, 0.01), then an
+optional ``@zoo`` or ``@zoo/K``: the map is also fitted on the crops of the generator zoo
+(:mod:`lida_exporters.zoo`: the train-split real photos through 15 known pipelines, each pipeline a
+class; every K-th crop), as extra classes for the within-class whitening; no detection column.
+Features, per 64x64 crop of the serving grid (cached in ``runs/cache``):
 
 * ``spam``: SPAM of R, G, B (:func:`lida_plugin.residual.spam_features`, 2,058);
 * ``spamc``: SPAM of R-G and B-G (the colour part of :func:`lida_plugin.residual.colour_spam_features`, 1,372);
@@ -46,7 +49,16 @@ from lida_plugin.evaluate.metrics import scope_average
 from lida_plugin.evaluate.run import episode_scores
 from lida_plugin.residual import _spam_blocks, colour_channels
 
-from .spam_model import SpamRecipe, apply_map, corpus_features, fit_head, fit_map, image_embeddings
+from .spam_model import (
+    SpamRecipe,
+    apply_map,
+    corpus_features,
+    crop_features,
+    fit_head,
+    fit_map,
+    image_crops,
+    image_embeddings,
+)
 from .train import DEFAULT_DATA
 
 CACHE = Path("runs/cache")
@@ -197,21 +209,74 @@ def feature(name, crops, spam):
     return np.load(f)
 
 
-def variant_features(v: str, crops: np.ndarray, spam: np.ndarray, ct: np.ndarray) -> tuple[np.ndarray, SpamRecipe]:
-    """The crop features of a variant string (module doc) and the map recipe it asks for."""
+def zoo_crops() -> tuple[np.ndarray, np.ndarray]:
+    """``(crops uint8 [Z,3,S,S], pipeline label per crop)``: the serving crops of the generator zoo's
+    images (made from the train-split real photos, cached by :func:`lida_exporters.zoo.cached_zoo`)."""
+    f, fl = CACHE / "probe-zoo-crops.npy", CACHE / "probe-zoo-labels.npy"
+    if f.is_file() and fl.is_file():
+        return np.load(f), np.load(fl)
+    from . import data as D
+    from .train import Recipe, pretrain_groups
+
+    names, groups = pretrain_groups(Recipe(pretrain="zoo"), D.load_folder(DEFAULT_DATA), CACHE)
+    r = SpamRecipe()
+    cs, labs = [], []
+    for name, imgs in zip(names, groups, strict=True):
+        if name.startswith("zoo:"):
+            for im in imgs:
+                c = image_crops(im, r)
+                cs.append(c)
+                labs += [name] * len(c)
+    crops, labels = np.concatenate(cs), np.array(labs)
+    np.save(f, crops)
+    np.save(fl, labels)
+    return crops, labels
+
+
+def zoo_feature(name: str) -> np.ndarray:
+    """Feature ``name`` of every zoo crop (cached like the corpus' ones)."""
+    f = CACHE / f"probe-zoo-{name}.npy"
+    if not f.is_file():
+        crops = zoo_crops()[0]
+        t = time.time()
+        x = _chunked(lambda c: crop_features(c, 3, False))(crops) if name == "spam" else FEATS[name](crops)
+        np.save(f, x)
+        print(f"# zoo {name}: {time.time() - t:.0f} s", flush=True)
+    return np.load(f)
+
+
+def variant_features(
+    v: str, crops: np.ndarray, spam: np.ndarray, ct: np.ndarray
+) -> tuple[np.ndarray, SpamRecipe, tuple[np.ndarray, np.ndarray] | None]:
+    """The crop features of a variant string (module doc), the map recipe it asks for, and with
+    ``@zoo[/K]`` the zoo's crop features (normalised like the corpus') and labels, else None."""
+    v, _, zoo = v.partition("@")
     name, *opt = v.split(":")
     r = SpamRecipe(pca_dim=int(opt[0]) if opt else 256, eps=float(opt[1]) if len(opt) > 1 else 0.01)
-    xs = []
+    if zoo and zoo.split("/")[0] != "zoo":
+        raise SystemExit(f"unknown variant suffix @{zoo} (only @zoo or @zoo/K)")
+    every = int(zoo.split("/")[1]) if "/" in zoo else 1
+    xs, zs = [], []
     for part in name.split("+"):
         p, _, w = part.partition("*")
         f = feature(p, crops, spam)
         mu, sd = f[ct].mean(0), f[ct].std(0)
         sd = np.where(sd > 1e-8, sd, 1.0)
         xs.append(float(w or 1.0) * (f - mu) / sd / np.sqrt(f.shape[1]))
-    return np.hstack(xs).astype(np.float32), r
+        if zoo:
+            zs.append(float(w or 1.0) * (zoo_feature(p)[::every] - mu) / sd / np.sqrt(f.shape[1]))
+    extra = (np.hstack(zs).astype(np.float32), zoo_crops()[1][::every]) if zoo else None
+    return np.hstack(xs).astype(np.float32), r, extra
 
 
-def leave_family_out(ents, fam, x, labels, owner, ct, counts, r, emb, refit: bool) -> tuple[float, float]:
+def _fit(x: np.ndarray, labels: np.ndarray, mask: np.ndarray, r: SpamRecipe, extra) -> tuple[np.ndarray, np.ndarray]:
+    """The map fitted on the ``mask`` crops, plus the zoo's when ``extra`` holds them."""
+    if extra is None:
+        return fit_map(x[mask], labels[mask], r, standardize=False)
+    return fit_map(np.concatenate([x[mask], extra[0]]), np.concatenate([labels[mask], extra[1]]), r, standardize=False)
+
+
+def leave_family_out(ents, fam, x, labels, owner, ct, counts, r, emb, refit: bool, extra=None) -> tuple[float, float]:
     """Mean 1-shot Rank-1 (%) of the generators of 5 family folds, each against a gallery of its own
     generators + real; with ``refit`` the map is fitted without the fold's families. Also the detection
     AUC of a head fitted on the train images outside the fold, on the fold's held-out generated
@@ -224,7 +289,7 @@ def leave_family_out(ents, fam, x, labels, owner, ct, counts, r, emb, refit: boo
         keep = np.array([e.kind == "real" or e.family in fold for e in ents])
         if refit:
             fit = ct & ~np.array([ents[i].kind == "generated" and ents[i].family in fold for i in owner])
-            m2, p2 = fit_map(x[fit], labels[fit], r, standardize=False)
+            m2, p2 = _fit(x, labels, fit, r, extra)
             emb = image_embeddings(apply_map(x, m2, p2), counts)
             infold = gen & keep
             h = fit_head(emb[train & ~infold], gen[train & ~infold], 1e-2)
@@ -252,8 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| variant | Rank-1 1/5/10 all | named | AUC | LFO 1-shot (in-corpus map) | LFO 1-shot (held-out map)"
           " | LFO det. AUC |\n|---|---|---|---|---|---|---|", flush=True)  # fmt: skip
     for v in argv:
-        x, r = variant_features(v, crops, spam, ct)
-        mean, proj = fit_map(x[ct], labels[ct], r, standardize=False)
+        x, r, extra = variant_features(v, crops, spam, ct)
+        mean, proj = _fit(x, labels, ct, r, extra)
         emb = image_embeddings(apply_map(x, mean, proj), counts)
         r1 = {}
         for k in (1, 5, 10):
@@ -262,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
                      np.mean([scope_average(e["per_class"], "named") for e in rs]))  # fmt: skip
         h = fit_head(emb[train], gen[train], 1e-2)
         auc = M.roc_auc(emb[~train] @ np.asarray(h["w"]) + h["b"], gen[~train])
-        lfo = [leave_family_out(ents, fam, x, labels, owner, ct, counts, r, emb, refit) for refit in (False, True)]
+        lfo = [
+            leave_family_out(ents, fam, x, labels, owner, ct, counts, r, emb, refit, extra) for refit in (False, True)
+        ]
         cells = [" / ".join(f"{100 * r1[k][j]:.1f}" for k in r1) for j in (0, 1)]
         row = f"| {v} | {cells[0]} | {cells[1]} | {auc:.4f} | {lfo[0][0]:.1f} | {lfo[1][0]:.1f} | {lfo[1][1]:.4f} |"
         print(row, flush=True)
