@@ -278,7 +278,7 @@ def cmd_spam(args) -> int:
     r = SpamRecipe(T=args.T, colour=not args.no_colour, crop_count=args.crop_count, pca_dim=args.pca_dim,
                    eps=args.eps, dim=args.dim, head_l2=args.head_l2, fpr=args.fpr,
                    fpr_confidence=args.fpr_confidence, open_unknown_accept=args.open_unknown_accept,
-                   det_column=args.det_column)  # fmt: skip
+                   det_column=args.det_column, zoo_every=args.zoo_every)  # fmt: skip
     try:
         entries = load_corpus(args.data)
     except CorpusError as exc:
@@ -403,6 +403,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.05,
         help="open-set threshold: name an unregistered generator at most this often, at --fpr-confidence"
         " (0: best balanced accuracy; default: %(default)s)",
+    )
+    p.add_argument(
+        "--zoo-every",
+        type=int,
+        default=0,
+        help="also fit the map on every K-th crop of the generator zoo, its pipelines as classes (0: not;"
+        " docs/training.md)",
     )
     p.add_argument("--model-id")
     p.add_argument("--no-progress", action="store_true")

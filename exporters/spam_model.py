@@ -53,6 +53,7 @@ LEGACY = {
     "colour": False,
     "fpr_confidence": 0.0,
     "open_unknown_accept": 0.0,
+    "zoo_every": 0,
 }  # recipe fields the first model did not have, at its values
 PARITY_TOL = 1e-4
 
@@ -77,6 +78,9 @@ class SpamRecipe:
     open_unknown_accept: float = 0.05
     det_column: float = 0.2  # weight of the detection column appended to the map (0: none)
     det_l2: float = 1e-3
+    # also fit the map on every k-th serving crop of the generator zoo (exporters/zoo.py: the train-split
+    # real photos through 15 known pipelines, each a class); 0: not (docs/training.md, "The generator zoo")
+    zoo_every: int = 0
 
 
 # -- features ------------------------------------------------------------------------------------
@@ -387,7 +391,14 @@ def fit_and_export(
     train = np.array([it.split == "train" for it in items])
     crop_train = train[owner]
     crop_labels = [eval_label(items[i]) for i in owner[crop_train]]
-    mean, proj = fit_map(feats[crop_train], crop_labels, r)
+    fit_x = feats[crop_train]
+    if r.zoo_every:
+        from .feature_probe import zoo_crops
+
+        zc, zl = zoo_crops()
+        fit_x = np.concatenate([fit_x, crop_features(zc[:: r.zoo_every], r.T, r.colour)])
+        crop_labels += list(zl[:: r.zoo_every])
+    mean, proj = fit_map(fit_x, crop_labels, r)
     gen = np.array([it.kind == "generated" for it in items])
     if r.det_column > 0:
         col = detection_column(feats, counts, gen, train, mean, proj, r)
@@ -432,7 +443,8 @@ def fit_and_export(
         )
         + " per crop of the serving grid",
         "map": f"z-score, PCA {r.pca_dim}, within-class whitening eps {r.eps}, {r.dim} leading axes"
-        f" + a detection column (weight {r.det_column}); train split",
+        f" + a detection column (weight {r.det_column}); train split"
+        + (f" + every {r.zoo_every}th crop of the generator zoo" if r.zoo_every else ""),
         "map_classes": sorted(set(crop_labels)),
         "detection_head": f"logistic regression on the image embedding, L2 {r.head_l2}, train split,"
         f" train AUC {roc_auc(sc_tr, gen[train]):.4f}",
