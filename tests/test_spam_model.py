@@ -158,3 +158,13 @@ def test_open_set_threshold_as_a_stated_rate():
     assert t2 == pytest.approx(np.cos(np.radians(35))) and s2["unknown_reject"] == 0.5
     t0, s0 = open_set_threshold(emb, labels)  # the balanced-accuracy rule, unchanged
     assert s0["balanced_accuracy"] == 1.0 and s0["unknown_reject"] == 1.0
+
+
+def test_recipe_fields_added_later_leave_the_model_id_alone_at_their_defaults():
+    """A field added to SpamRecipe after a model shipped must not change that model's recipe hash at
+    its default: each is in LEGACY at the value that means "as before" (e.g. ``zoo_every = 0``)."""
+    from dataclasses import asdict
+
+    defaults = asdict(sm.SpamRecipe())
+    assert sm.LEGACY["zoo_every"] == defaults["zoo_every"] == 0
+    assert set(sm.LEGACY) <= set(defaults)
