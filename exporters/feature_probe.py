@@ -209,16 +209,18 @@ def feature(name, crops, spam):
     return np.load(f)
 
 
-def zoo_crops() -> tuple[np.ndarray, np.ndarray]:
+def zoo_crops(cache: Path = CACHE) -> tuple[np.ndarray, np.ndarray]:
     """``(crops uint8 [Z,3,S,S], pipeline label per crop)``: the serving crops of the generator zoo's
-    images (made from the train-split real photos, cached by :func:`lida_exporters.zoo.cached_zoo`)."""
-    f, fl = CACHE / "probe-zoo-crops.npy", CACHE / "probe-zoo-labels.npy"
+    images (made from the train-split real photos by :func:`lida_exporters.zoo.cached_zoo`), both
+    cached in ``cache``."""
+    cache = Path(cache)
+    f, fl = cache / "probe-zoo-crops.npy", cache / "probe-zoo-labels.npy"
     if f.is_file() and fl.is_file():
         return np.load(f), np.load(fl)
     from . import data as D
     from .train import Recipe, pretrain_groups
 
-    names, groups = pretrain_groups(Recipe(pretrain="zoo"), D.load_folder(DEFAULT_DATA), CACHE)
+    names, groups = pretrain_groups(Recipe(pretrain="zoo"), D.load_folder(DEFAULT_DATA), cache)
     r = SpamRecipe()
     cs, labs = [], []
     for name, imgs in zip(names, groups, strict=True):
@@ -228,6 +230,7 @@ def zoo_crops() -> tuple[np.ndarray, np.ndarray]:
                 cs.append(c)
                 labs += [name] * len(c)
     crops, labels = np.concatenate(cs), np.array(labs)
+    cache.mkdir(parents=True, exist_ok=True)
     np.save(f, crops)
     np.save(fl, labels)
     return crops, labels

@@ -393,9 +393,9 @@ def fit_and_export(
     crop_labels = [eval_label(items[i]) for i in owner[crop_train]]
     fit_x = feats[crop_train]
     if r.zoo_every:
-        from .feature_probe import zoo_crops
+        from .feature_probe import CACHE, zoo_crops
 
-        zc, zl = zoo_crops()
+        zc, zl = zoo_crops(cache or CACHE)
         fit_x = np.concatenate([fit_x, crop_features(zc[:: r.zoo_every], r.T, r.colour)])
         crop_labels += list(zl[:: r.zoo_every])
     mean, proj = fit_map(fit_x, crop_labels, r)
