@@ -56,8 +56,8 @@ from .spam_model import (
     crop_features,
     fit_head,
     fit_map,
-    image_crops,
     image_embeddings,
+    zoo_crops,
 )
 from .train import DEFAULT_DATA
 
@@ -209,38 +209,11 @@ def feature(name, crops, spam):
     return np.load(f)
 
 
-def zoo_crops(cache: Path = CACHE) -> tuple[np.ndarray, np.ndarray]:
-    """``(crops uint8 [Z,3,S,S], pipeline label per crop)``: the serving crops of the generator zoo's
-    images (made from the train-split real photos by :func:`lida_exporters.zoo.cached_zoo`), both
-    cached in ``cache``."""
-    cache = Path(cache)
-    f, fl = cache / "probe-zoo-crops.npy", cache / "probe-zoo-labels.npy"
-    if f.is_file() and fl.is_file():
-        return np.load(f), np.load(fl)
-    from . import data as D
-    from .train import Recipe, pretrain_groups
-
-    names, groups = pretrain_groups(Recipe(pretrain="zoo"), D.load_folder(DEFAULT_DATA), cache)
-    r = SpamRecipe()
-    cs, labs = [], []
-    for name, imgs in zip(names, groups, strict=True):
-        if name.startswith("zoo:"):
-            for im in imgs:
-                c = image_crops(im, r)
-                cs.append(c)
-                labs += [name] * len(c)
-    crops, labels = np.concatenate(cs), np.array(labs)
-    cache.mkdir(parents=True, exist_ok=True)
-    np.save(f, crops)
-    np.save(fl, labels)
-    return crops, labels
-
-
 def zoo_feature(name: str) -> np.ndarray:
     """Feature ``name`` of every zoo crop (cached like the corpus' ones)."""
     f = CACHE / f"probe-zoo-{name}.npy"
     if not f.is_file():
-        crops = zoo_crops()[0]
+        crops = zoo_crops(CACHE)[0]
         t = time.time()
         x = _chunked(lambda c: crop_features(c, 3, False))(crops) if name == "spam" else FEATS[name](crops)
         np.save(f, x)
@@ -268,7 +241,7 @@ def variant_features(
         xs.append(float(w or 1.0) * (f - mu) / sd / np.sqrt(f.shape[1]))
         if zoo:
             zs.append(float(w or 1.0) * (zoo_feature(p)[::every] - mu) / sd / np.sqrt(f.shape[1]))
-    extra = (np.hstack(zs).astype(np.float32), zoo_crops()[1][::every]) if zoo else None
+    extra = (np.hstack(zs).astype(np.float32), zoo_crops(CACHE)[1][::every]) if zoo else None
     return np.hstack(xs).astype(np.float32), r, extra
 
 

@@ -351,6 +351,33 @@ def corpus_crops(entries, r: SpamRecipe, progress: bool = True) -> tuple[np.ndar
     return np.concatenate(crops), counts
 
 
+def zoo_crops(cache: Path, r: SpamRecipe = SpamRecipe()) -> tuple[np.ndarray, np.ndarray]:
+    """``(crops uint8 [Z,3,S,S], pipeline label per crop)``: the serving crops (``r``'s geometry) of
+    the generator zoo's images (made from the train-split real photos by
+    :func:`lida_exporters.zoo.cached_zoo`), both cached in ``cache``."""
+    cache = Path(cache)
+    key = f"{r.crop}-{r.crop_count}-{r.align}"
+    f, fl = cache / f"probe-zoo-crops-{key}.npy", cache / f"probe-zoo-labels-{key}.npy"
+    if f.is_file() and fl.is_file():
+        return np.load(f), np.load(fl)
+    from . import data as D
+    from .train import DEFAULT_DATA, Recipe, pretrain_groups
+
+    names, groups = pretrain_groups(Recipe(pretrain="zoo"), D.load_folder(DEFAULT_DATA), cache)
+    cs, labs = [], []
+    for name, imgs in zip(names, groups, strict=True):
+        if name.startswith("zoo:"):
+            for im in imgs:
+                c = image_crops(im, r)
+                cs.append(c)
+                labs += [name] * len(c)
+    crops, labels = np.concatenate(cs), np.array(labs)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(f, crops)
+    np.save(fl, labels)
+    return crops, labels
+
+
 def corpus_features(entries, r: SpamRecipe, cache: Path | None = None, progress: bool = True):
     """``(crops uint8 [C,3,S,S], SPAM features [C, F], crop counts per entry)``, cached by recipe and file list."""
     from tqdm import tqdm
@@ -393,9 +420,7 @@ def fit_and_export(
     crop_labels = [eval_label(items[i]) for i in owner[crop_train]]
     fit_x = feats[crop_train]
     if r.zoo_every:
-        from .feature_probe import CACHE, zoo_crops
-
-        zc, zl = zoo_crops(cache or CACHE)
+        zc, zl = zoo_crops(cache or Path("runs/cache"), r)
         fit_x = np.concatenate([fit_x, crop_features(zc[:: r.zoo_every], r.T, r.colour)])
         crop_labels += list(zl[:: r.zoo_every])
     mean, proj = fit_map(fit_x, crop_labels, r)
