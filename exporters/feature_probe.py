@@ -23,7 +23,8 @@ Features, per 64x64 crop of the serving grid (cached in ``runs/cache``):
   form that does not change when the crop moves by one pixel (1,715);
 * ``cnn``: the per-crop embedding of a CNN encoder in ONNX (default: the CNN bundled before the
   residual models, ``git show 81d8882:lida_plugin/data/encoder.onnx > runs/cache/cnn-81d8882.onnx``;
-  another one by ``LIDA_PROBE_CNN=path``), for fusions with the residual features.
+  another one by ``LIDA_PROBE_CNN=path``, or ``cnn=PATH`` as the feature name, cached by the file's
+  hash), for fusions with the residual features.
 
 Columns: class-averaged Rank-1 at 1/5/10 shots (all classes, named generators), the held-out AUC of
 a logistic head on the image embeddings, and **leave-family-out** 1-shot Rank-1: generator
@@ -63,6 +64,14 @@ from .train import DEFAULT_DATA
 
 CACHE = Path("runs/cache")
 S = 64
+#: The serving crop geometry the features are computed on (``--crop-count N`` changes the count).
+GEOM = SpamRecipe(colour=False)
+
+
+def _cached(stem: str) -> Path:
+    """A feature cache file, named by the crop count unless it is the default (16: older caches)."""
+    suffix = "" if GEOM.crop_count == SpamRecipe().crop_count else f"-c{GEOM.crop_count}"
+    return CACHE / f"{stem}{suffix}.npy"
 
 
 def hp(x):  # 4-neighbour Laplacian residual, wrap-around, float32 [K,3,S,S]
@@ -176,12 +185,12 @@ def f_spamp(crops, T=3):
     return out.reshape(k, -1).astype(np.float32)
 
 
-def f_cnn(crops):
+def f_cnn(crops, path: str | None = None):
     import os
 
     from lida_plugin.encoder import Encoder
 
-    enc = Encoder(os.environ.get("LIDA_PROBE_CNN", str(CACHE / "cnn-81d8882.onnx")), threads=1)
+    enc = Encoder(path or os.environ.get("LIDA_PROBE_CNN", str(CACHE / "cnn-81d8882.onnx")), threads=1)
     return enc.embed_crops(crops)
 
 
@@ -201,7 +210,16 @@ FEATS = {
 def feature(name, crops, spam):
     if name == "spam":
         return spam
-    f = CACHE / f"probe-{name}.npy"
+    if name.startswith("cnn="):  # another CNN encoder, cached by its file's hash
+        import hashlib
+
+        path = name[4:]
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+        f = _cached(f"probe-cnn-{digest}")
+        if not f.is_file():
+            np.save(f, f_cnn(crops, path))
+        return np.load(f)
+    f = _cached(f"probe-{name}")
     if not f.is_file():
         t = time.time()
         np.save(f, FEATS[name](crops))
@@ -211,9 +229,9 @@ def feature(name, crops, spam):
 
 def zoo_feature(name: str) -> np.ndarray:
     """Feature ``name`` of every zoo crop (cached like the corpus' ones)."""
-    f = CACHE / f"probe-zoo-{name}.npy"
+    f = _cached(f"probe-zoo-{name}")
     if not f.is_file():
-        crops = zoo_crops(CACHE)[0]
+        crops = zoo_crops(CACHE, GEOM)[0]
         t = time.time()
         x = _chunked(lambda c: crop_features(c, 3, False))(crops) if name == "spam" else FEATS[name](crops)
         np.save(f, x)
@@ -241,7 +259,7 @@ def variant_features(
         xs.append(float(w or 1.0) * (f - mu) / sd / np.sqrt(f.shape[1]))
         if zoo:
             zs.append(float(w or 1.0) * (zoo_feature(p)[::every] - mu) / sd / np.sqrt(f.shape[1]))
-    extra = (np.hstack(zs).astype(np.float32), zoo_crops(CACHE)[1][::every]) if zoo else None
+    extra = (np.hstack(zs).astype(np.float32), zoo_crops(CACHE, GEOM)[1][::every]) if zoo else None
     return np.hstack(xs).astype(np.float32), r, extra
 
 
@@ -281,10 +299,20 @@ def leave_family_out(ents, fam, x, labels, owner, ct, counts, r, emb, refit: boo
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    import argparse
+    import dataclasses
+
+    global GEOM
+    ap = argparse.ArgumentParser(prog="python -m lida_exporters.feature_probe", description=__doc__.split("\n\n")[0])
+    ap.add_argument("variants", nargs="+", help="feature variants (see the module doc)")
+    ap.add_argument("--crop-count", type=int, default=SpamRecipe().crop_count,
+                    help="serving crops per image (a 512x512 image has room for 64 of 64x64; default 16)")  # fmt: skip
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    GEOM = dataclasses.replace(SpamRecipe(colour=False), crop_count=args.crop_count)
+    argv = args.variants
     ents = load_corpus(DEFAULT_DATA)
     fam = families(ents)
-    crops, spam, counts = corpus_features(ents, SpamRecipe(colour=False), CACHE, progress=False)
+    crops, spam, counts = corpus_features(ents, GEOM, CACHE, progress=False)
     owner = np.repeat(np.arange(len(ents)), counts)
     train = np.array([e.split == "train" for e in ents])
     gen = np.array([e.kind == "generated" for e in ents])

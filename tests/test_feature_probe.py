@@ -1,0 +1,34 @@
+"""The feature probe's caches (exporters/feature_probe.py): named so that features of another crop
+geometry or another CNN are never read back as these."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+fp = pytest.importorskip("lida_exporters.feature_probe")
+
+
+def test_cache_names_carry_a_non_default_crop_count(monkeypatch, tmp_path):
+    monkeypatch.setattr(fp, "CACHE", tmp_path)
+    assert fp._cached("probe-spamc") == tmp_path / "probe-spamc.npy"  # the default: the caches made before
+    monkeypatch.setattr(fp, "GEOM", dataclasses.replace(fp.GEOM, crop_count=64))
+    assert fp._cached("probe-spamc") == tmp_path / "probe-spamc-c64.npy"
+
+
+def test_cnn_feature_is_any_encoder_cached_by_its_hash(monkeypatch, tmp_path, tiny_model):
+    from lida_plugin.encoder import Encoder
+
+    monkeypatch.setattr(fp, "CACHE", tmp_path)
+    enc = Encoder(tiny_model, threads=1)
+    s = enc.info.crop_size
+    crops = np.random.default_rng(0).integers(0, 256, (5, 3, s, s), dtype=np.uint8)
+    x = fp.feature(f"cnn={tiny_model}", crops, None)
+    assert x.shape == (5, enc.info.embedding_dim)
+    np.testing.assert_allclose(x, enc.embed_crops(crops), atol=1e-6)
+    (cached,) = tmp_path.glob("probe-cnn-*.npy")
+    np.save(cached, np.zeros_like(x))  # read back from the cache, not recomputed
+    assert not fp.feature(f"cnn={tiny_model}", crops, None).any()
