@@ -278,7 +278,8 @@ def cmd_spam(args) -> int:
     r = SpamRecipe(T=args.T, colour=not args.no_colour, crop_count=args.crop_count, pca_dim=args.pca_dim,
                    eps=args.eps, dim=args.dim, head_l2=args.head_l2, fpr=args.fpr,
                    fpr_confidence=args.fpr_confidence, open_unknown_accept=args.open_unknown_accept,
-                   det_column=args.det_column, zoo_every=args.zoo_every)  # fmt: skip
+                   det_column=args.det_column, zoo_every=args.zoo_every,
+                   family_wrong=args.family_wrong)  # fmt: skip
     try:
         entries = load_corpus(args.data)
     except CorpusError as exc:
@@ -403,6 +404,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.05,
         help="open-set threshold: name an unregistered generator at most this often, at --fpr-confidence"
         " (0: best balanced accuracy; default: %(default)s)",
+    )
+    p.add_argument(
+        "--family-wrong",
+        type=float,
+        default=0.0,
+        help="below the open-set threshold, name a family alone when an image of an unregistered family would"
+        " get one at most this often, at --fpr-confidence (lida.family_margin; e.g. 0.05; 0: never, the default:"
+        " docs/evaluation.md, 'Naming a family alone')",
     )
     p.add_argument(
         "--zoo-every",

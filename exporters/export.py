@@ -109,6 +109,53 @@ def open_set_threshold(
     return float(np.clip(best_t, -1.0, 1.0)), stats
 
 
+def family_margin(
+    emb: np.ndarray, labels: list[str], families: list[str | None], max_wrong: float = 0.05, confidence: float = 0.9
+) -> tuple[float | None, dict]:
+    """The ``lida.family_margin`` (:func:`lida_plugin.attribute.verdict`): leave-one-*family*-out on
+    ``emb`` (image embeddings, unit rows, with their generator ``labels`` and ``families``). For each
+    image, with every image of its own family removed, the margin by which the nearest remaining family
+    beats the next is what an image of an unregistered family would show; the margin is calibrated
+    on those like real photos for detection (:func:`lida_plugin.detect.calibrate_threshold`), so such
+    an image gets a (wrong) family named alone at most ``max_wrong`` of the time with ``confidence``.
+    Stats: the same rule on the leave-one-*image*-out ranking (its own family registered), the share
+    named right and wrong. ``(None, stats)`` when fewer than three families have images."""
+    from lida_plugin.detect import calibrate_threshold
+
+    fam = np.array([f if f is not None else f"<none:{g}>" for f, g in zip(families, labels, strict=True)])
+    names = sorted(set(fam))
+    if len(names) < 3:
+        return None, {"uncalibrated": True, "families": len(names)}
+    sim = emb @ emb.T
+    np.fill_diagonal(sim, -np.inf)
+    # best similarity of each image to each family: [N, F]
+    best = np.stack([np.where(fam == f, sim, -np.inf).max(axis=1) for f in names], axis=1)
+    own = np.array([names.index(f) for f in fam])
+
+    def top2(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        order = np.argsort(-b, axis=1)
+        rows = np.arange(len(b))
+        return order[:, 0], b[rows, order[:, 0]] - b[rows, order[:, 1]]
+
+    away = best.copy()
+    away[np.arange(len(own)), own] = -np.inf  # its own family not registered
+    _, neg = top2(away)
+    neg = neg[np.isfinite(neg)]
+    m = calibrate_threshold(neg, max_wrong, confidence)
+    top, margin = top2(best)  # its own family registered (the image itself left out)
+    ok = np.isfinite(margin) & (margin >= m)
+    stats = {
+        "max_wrong": max_wrong,
+        "confidence": confidence,
+        "families": len(names),
+        "images": int(len(fam)),
+        "unregistered_family_named": round(float((neg >= m).mean()), 4),
+        "registered_family_named_right": round(float((ok & (top == own)).mean()), 4),
+        "registered_family_named_wrong": round(float((ok & (top != own)).mean()), 4),
+    }
+    return float(np.clip(m, 0.0, 2.0)), stats
+
+
 def export_checkpoint(
     ckpt: str | Path,
     items: list[D.Item],

@@ -47,13 +47,14 @@ from lida_plugin.detect import ai_scores, calibrate_threshold
 from lida_plugin.fingerprint import extract_crops
 from lida_plugin.residual import DIAGONAL, STRAIGHT, colour_spam_features, spam_dim, spam_features
 
-from .export import open_set_threshold
+from .export import family_margin, open_set_threshold
 
 LEGACY = {
     "colour": False,
     "fpr_confidence": 0.0,
     "open_unknown_accept": 0.0,
     "zoo_every": 0,
+    "family_wrong": 0.0,
 }  # recipe fields the first model did not have, at its values
 PARITY_TOL = 1e-4
 
@@ -81,6 +82,10 @@ class SpamRecipe:
     # also fit the map on every k-th serving crop of the generator zoo (exporters/zoo.py: the train-split
     # real photos through 15 known pipelines, each a class); 0: not (docs/training.md, "The generator zoo")
     zoo_every: int = 0
+    # name a family alone below the open-set threshold (lida.family_margin): an image of an unregistered family
+    # gets a wrong family at most this often, at fpr_confidence (leave-one-family-out, train split); 0: never,
+    # the default: at 0.05 the robustness gate let families through on half-size images (docs/evaluation.md)
+    family_wrong: float = 0.0
 
 
 # -- features ------------------------------------------------------------------------------------
@@ -456,6 +461,12 @@ def fit_and_export(
     open_t, open_stats = open_set_threshold(
         emb[open_labels], [items[i].label for i in open_labels], r.open_unknown_accept, r.fpr_confidence
     )
+    fam_m, fam_stats = None, {}
+    if r.family_wrong:
+        fam_m, fam_stats = family_margin(
+            emb[open_labels], [items[i].label for i in open_labels], [items[i].family for i in open_labels],
+            r.family_wrong, r.fpr_confidence,
+        )  # fmt: skip
     sc_tr = ai_scores(emb[train], probe)[0]
     from lida_plugin.evaluate.metrics import roc_auc
 
@@ -476,10 +487,13 @@ def fit_and_export(
         "detection_calibration": f"{int(real_ho.sum())} held-out real images, fpr {r.fpr}"
         + (f" at confidence {r.fpr_confidence} (Clopper-Pearson upper bound)" if r.fpr_confidence else ""),
         "open_set": {**open_stats, "classes": sorted({items[i].label for i in open_labels})},
+        **({"family_margin": fam_stats} if r.family_wrong else {}),
         "split": "sha256 rank per class, first ceil(n/2) train (exporters/data.py)",
         "fit_seconds": round(time.perf_counter() - t0, 1),
     }
-    info = ModelInfo(detection_threshold=det_t, open_set_threshold=open_t, training=training, **base)
+    info = ModelInfo(
+        detection_threshold=det_t, open_set_threshold=open_t, family_margin=fam_m, training=training, **base
+    )
     model = build_graph(mean, proj, r, info.to_metadata())
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -90,7 +90,8 @@ def emit(record: dict, args: argparse.Namespace) -> None:
         if record["status"] != "ok":
             print(f"{esc(record['path'])}\terror\t{esc(record['error'])}", flush=True)
         else:
-            gen = esc(record["generator"] or "-")
+            fam = record.get("family")
+            gen = esc(record["generator"] or (f"family:{fam}" if fam and record["verdict"] == "ai-generated" else "-"))
             score = f"{record['score']:.3f}" if record["score"] is not None else "-"
             top = record["neighbors"][0] if record["neighbors"] else None
             near = f"\tnearest {esc(top['generator'])} ({top['similarity']:.3f})" if top else ""

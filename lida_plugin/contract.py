@@ -26,6 +26,15 @@ contract version 2): ``{"kind": "logistic", "version": 1, "w": [D floats], "b": 
 by :func:`head_score` on the image embedding. Without one the score is :func:`ai_score` of the
 cosine to the real prototype. ``lida_plugin.detect.ai_scores`` picks between the two.
 
+Decision
+--------
+``lida.open_set_threshold``: a generator is named only when its nearest exemplar's cosine similarity
+reaches it. A model may carry ``lida.family_margin`` (:data:`K_FAMILY_M`, optional, read by any
+contract version; a runtime that does not know it names no family alone, the safe side): below the
+open-set threshold, the nearest generator's *family* is named, with no generator, when that
+family's best similarity exceeds every other registered family's by at least the margin
+(:func:`lida_plugin.attribute.verdict`).
+
 Metadata
 --------
 String ``metadata_props`` with the keys in :data:`REQUIRED_KEYS` (and optionally
@@ -73,6 +82,7 @@ K_RESIZE = "lida.input_resize"
 K_BITS = "lida.input_bits"
 K_DET_HEAD = "lida.detection_head"
 K_DET_CONF = "lida.detection_fpr_confidence"
+K_FAMILY_M = "lida.family_margin"
 
 #: ``lida.input_bits``: how many low bit planes of each sample the graph reads. ``3``: only
 #: ``x & 7`` (every low-bit fingerprint model; a store's low-bit crops can be re-embedded);
@@ -99,7 +109,7 @@ REQUIRED_KEYS = (
     K_DET_FPR,
     K_OPEN_T,
 )
-OPTIONAL_KEYS = (K_RECIPE, K_TRAINING, K_RESIZE, K_BITS, K_DET_HEAD, K_DET_CONF)
+OPTIONAL_KEYS = (K_RECIPE, K_TRAINING, K_RESIZE, K_BITS, K_DET_HEAD, K_DET_CONF, K_FAMILY_M)
 
 
 class ContractError(ValueError):
@@ -132,6 +142,10 @@ class ModelInfo:
     # 0: the threshold is the point estimate of the FPR quantile; c > 0: the stated FPR holds with
     # confidence c (lida_plugin.detect.calibrate_threshold)
     detection_confidence: float = 0.0
+    # None: a generator is named or not (the open-set threshold), never a family alone. m: when the
+    # nearest generator is below the open-set threshold, its family is named (with no generator) if its
+    # best similarity beats every other registered family's by at least m (lida_plugin.attribute.verdict)
+    family_margin: float | None = None
 
     def __post_init__(self) -> None:
         if not self.input_bits:
@@ -173,6 +187,8 @@ class ModelInfo:
             meta[K_DET_HEAD] = json.dumps(self.detection_head, sort_keys=True)
         if self.detection_confidence:
             meta[K_DET_CONF] = repr(float(self.detection_confidence))
+        if self.family_margin is not None:
+            meta[K_FAMILY_M] = repr(float(self.family_margin))
         return meta
 
     def as_dict(self) -> dict[str, Any]:
@@ -236,6 +252,7 @@ def _info_from_metadata(meta: Mapping[str, str]) -> ModelInfo:
         input_bits=int(meta.get(K_BITS) or 0),
         detection_head=json.loads(meta[K_DET_HEAD]) if meta.get(K_DET_HEAD) else {},
         detection_confidence=float(meta.get(K_DET_CONF) or 0.0),
+        family_margin=float(meta[K_FAMILY_M]) if meta.get(K_FAMILY_M) else None,
     )
 
 
@@ -260,6 +277,8 @@ def _info_problems(info: ModelInfo) -> list[str]:
         problems.append("detection_fpr_confidence must be in [0, 1)")
     if not -1.0 <= info.open_set_threshold <= 1.0:
         problems.append("open-set threshold must be a cosine similarity in [-1, 1]")
+    if info.family_margin is not None and not 0.0 <= info.family_margin <= 2.0:
+        problems.append("family margin must be a difference of cosine similarities in [0, 2]")
     if info.input_bits not in INPUT_BITS:
         problems.append(f"input_bits {info.input_bits} not one of {INPUT_BITS}")
     if info.input_bits == 3 and info.fingerprint_mode == "rgb":

@@ -111,11 +111,16 @@ class Retriever:
             self.index = SegmentedIndex(exemplars) if segs else make_index(exemplars.embeddings, faiss_from)
         self.max_depth = MAX_DEPTH if isinstance(self.index, SegmentedIndex) else None
 
-    def rank(self, queries: np.ndarray, top_k: int = 5, depth: int = 256) -> list[list[Neighbor]]:
+    def rank(
+        self, queries: np.ndarray, top_k: int = 5, depth: int = 256, other_family: bool = False
+    ) -> list[list[Neighbor]]:
         """Per query, up to ``top_k`` generators ordered by their nearest exemplar's similarity.
 
         ``depth`` exemplars are retrieved per query, deepened until ``top_k`` distinct
-        generators are seen or the store is exhausted.
+        generators are seen or the store is exhausted. With ``other_family``, when those ``top_k``
+        all share the first one's family (``None`` counts as a family of its own), the search goes on
+        to the nearest generator of another family and appends it (``top_k + 1`` entries): the
+        comparison :func:`lida_plugin.attribute.verdict` needs to name a family alone.
         """
         if self.index is None or top_k < 1:
             return [[] for _ in range(len(queries))]
@@ -128,14 +133,29 @@ class Retriever:
             while True:
                 sims, ids = self.index.search(q[None, :], d)
                 ranked: dict[str, Neighbor] = {}
+                extra: Neighbor | None = None
                 for s, i in zip(sims[0], ids[0], strict=True):
                     g = ex.generators[i]
-                    if g not in ranked:
+                    if g in ranked:
+                        continue
+                    if len(ranked) < top_k:
                         ranked[g] = Neighbor(g, ex.families[i], float(s), ex.sources[i])
-                        if len(ranked) >= top_k:  # best first: the first top_k distinct generators are final
-                            break
-                if len(ranked) >= top_k or d >= limit:
+                    elif ex.families[i] != next(iter(ranked.values())).family:
+                        extra = Neighbor(g, ex.families[i], float(s), ex.sources[i])
+                    if _ranked_enough(ranked, extra, top_k, other_family):
+                        break  # best first: what is collected is final
+                if _ranked_enough(ranked, extra, top_k, other_family) or d >= limit:
                     break
                 d = min(limit, d * 4)
-            out.append(list(ranked.values())[:top_k])
+            out.append(list(ranked.values())[:top_k] + ([extra] if extra is not None else []))
         return out
+
+
+def _ranked_enough(ranked: dict[str, Neighbor], extra: Neighbor | None, top_k: int, other_family: bool) -> bool:
+    """``top_k`` generators seen, and with ``other_family`` one of a family other than the first's."""
+    if len(ranked) < top_k:
+        return False
+    if not other_family or extra is not None:
+        return True
+    first = next(iter(ranked.values())).family
+    return any(nb.family != first for nb in ranked.values())

@@ -223,7 +223,8 @@ def _decision(result: dict, command: str, plot_dir: str | None) -> list[str]:
         a("Outcome rates, class-averaged. Closed set: every evaluated generator registered with k exemplars (real")
         a("images are never registered; the prototype tells them). Open set, leave one generator out: the")
         a("generator's queries against a store without it; the right answer is `ai-generated` with no generator")
-        a("(`unknown`), `wrong`/`family` is a wrong attribution, `missed` a generated image called real.")
+        a("(`unknown`), or its own family alone (`family-named`, models with a family margin); `wrong`/`family`/")
+        a("`wrong-family` is a wrong attribution, `missed` a generated image called real.")
         a("")
         cols = [o for o in OUTCOMES if o != "error"]
         a("| condition | k | setting | " + " | ".join(cols) + " |")
@@ -250,10 +251,18 @@ def _robustness(result: dict, command: str, plot_dir: str | None) -> list[str]:
           f" {rob['queries']} queries)")  # fmt: skip
         a("")
         head = ["transform", "inconclusive (gate)"]
+
+        def fam_alone(n: str) -> bool:  # a model that names a family alone: its share and family accuracy shown
+            return any(
+                (lv["conditions"][n].get("confident_family_rate") or {}).get("mean") for lv in rob["levels"].values()
+            )
+
         for n in rc:
             head += [f"{n} Rank-1"]
             if any("detection_auc" in lv["conditions"][n] for lv in rob["levels"].values()):
                 head += [f"{n} det. AUC", f"{n} correct (forced)", f"{n} confident attributions (gated)"]
+                if fam_alone(n):
+                    head += [f"{n} of which a family alone", f"{n} family acc."]
             else:
                 head += [f"{n} kNN det. AUC"]
         a("| " + " | ".join(head) + " |")
@@ -266,6 +275,8 @@ def _robustness(result: dict, command: str, plot_dir: str | None) -> list[str]:
                 if "detection_auc" in cr:
                     row += [f"{cr['detection_auc']:.3f}" if cr["detection_auc"] is not None else "–",
                             _ms(cr["pipeline_correct_forced"]), _ms(cr["confident_attribution_rate"])]  # fmt: skip
+                    if fam_alone(n):
+                        row += [_ms(cr["confident_family_rate"]), _ms(cr["family_accuracy"])]
                 elif any("detection_auc" in x["conditions"][n] for x in rob["levels"].values()):
                     row += ["–", "–", "–"]
                 else:
@@ -274,9 +285,12 @@ def _robustness(result: dict, command: str, plot_dir: str | None) -> list[str]:
         a("")
         for n, g in rob.get("gate", {}).items():
             coll = [r["transform"] for r in g["levels"] if r["collapsed"]]
+            fcoll = [r["transform"] for r in g["levels"] if r.get("family_collapsed")]
+            fam_note = f"; family accuracy collapsed under: {', '.join(fcoll) or 'none'}" if fam_alone(n) else ""
             a(f"- {n}: accuracy collapsed (Rank-1 below half of clean {_pct(g['clean_rank1'])}% or below twice"
               f" chance, chance = {_pct(g.get('chance_rank1'))}%) under: "
-              f"{', '.join(coll) or 'none'}; the gate let confident attributions through at collapsed levels: "
+              f"{', '.join(coll) or 'none'}{fam_note};"
+              " the gate let confident attributions through at collapsed levels: "
               f"{', '.join(g['collapsed_let_through']) or 'none'}; the gate fired where accuracy had not collapsed: "
               f"{', '.join(g['fired_without_collapse']) or 'none'}.")  # fmt: skip
         a("")

@@ -36,12 +36,16 @@ MAIN = "lida"
 RAW = "raw-fingerprint-nn"
 ROBUST_TRANSFORMS = tuple(TRANSFORMS)
 #: Outcomes of the runtime decision for a query.
-#: ``false-alarm``: a real image called generated with no generator named; ``false-attribution``:
-#: a real image attributed to a registered generator.
+#: ``family``: another generator of the query's family named; ``family-named``: the query's family named
+#: alone (no generator: a model with ``lida.family_margin``); ``wrong-family``: another family named alone;
+#: ``false-alarm``: a real image called generated with nothing named; ``false-attribution``: a real image
+#: attributed to a registered generator or family.
 OUTCOMES = (
     "correct",
     "family",
     "wrong",
+    "family-named",
+    "wrong-family",
     "unknown",
     "missed",
     "false-alarm",
@@ -49,8 +53,8 @@ OUTCOMES = (
     "inconclusive",
     "error",
 )
-#: Outcomes where the runtime named a generator (a confident attribution), for generated or real queries.
-NAMED = {"family", "wrong", "false-attribution"}
+#: Wrong confident attributions (a generator, or a family alone, named wrongly), for generated or real queries.
+NAMED = {"family", "wrong", "wrong-family", "false-attribution"}
 
 
 @dataclass
@@ -152,18 +156,21 @@ def pipeline_outcomes(
         return out
     qe = np.ascontiguousarray(qsrc[[queries[j] for j in ok]], dtype=np.float32)
     dets = detect(qe, info)
-    ranked = retr.rank(qe, top_k=1)
+    ranked = retr.rank(qe, top_k=1, other_family=info.family_margin is not None)
     for j, det, neigh in zip(ok, dets, ranked, strict=True):
         e = entries[queries[j]]
         rel = True if reliable is None else bool(reliable[j])
         dec = _stub(e.relpath, rel, reasons[j] if reasons is not None else [])
-        v, gen, _, _, _ = verdict(dec, det, neigh, info.open_set_threshold, force)
+        v, gen, fam_named, _, _ = verdict(dec, det, neigh, info.open_set_threshold, force, info.family_margin)
         if v == INCONCLUSIVE:
             out[j] = "inconclusive"
         elif e.kind == "real":
-            out[j] = "correct" if v == REAL else ("false-alarm" if gen is None else "false-attribution")
+            named = gen is not None or fam_named is not None
+            out[j] = "correct" if v == REAL else ("false-attribution" if named else "false-alarm")
         elif v == REAL:
             out[j] = "missed"
+        elif v == AI and gen is None and fam_named is not None:
+            out[j] = "family-named" if fam_named == e.family else "wrong-family"
         elif v == AI and gen is None:
             out[j] = "unknown"
         elif gen == e.label:
@@ -331,7 +338,9 @@ def robustness(entries: list[Entry], conds: list[Condition], cfg: EvalConfig, fa
     out: dict = {"queries": len(subset), "per_class_cap": cfg.robust_per_class, "levels": {}}
     k = min(cfg.shots)
     out["shots"] = k
-    out["classes"] = len(make_episode(entries, k, 0, cfg.split).classes)
+    ep0 = make_episode(entries, k, 0, cfg.split)
+    out["classes"] = len(ep0.classes)
+    out["families"] = len({entries[i].family for i in ep0.queries})
     for t in cfg.robust_transforms:
         t0 = time.perf_counter()
         embs, reliable, reasons, errors = embed_paths(
@@ -370,6 +379,7 @@ def _robust_condition(
     the runtime's gated and forced outcomes (queries ``qemb`` re-encoded, galleries clean)."""
     k, in_subset = min(cfg.shots), set(subset)
     r1, auc_knn, conf_any, conf_wrong, forced_correct, gated_correct = [], [], [], [], [], []
+    fam_acc, conf_fam = [], []
     for seed in range(cfg.seeds):
         ep = make_episode(entries, k, seed, cfg.split)
         ep.queries = [i for i in ep.queries if i in in_subset]
@@ -378,6 +388,7 @@ def _robust_condition(
         rm = episode_scores(entries, c.emb, ep, fam, qemb=qemb)
         r1.append(rm["rank1_class_avg"])
         auc_knn.append(rm["knn_detection_auc"])
+        fam_acc.append(rm["family_accuracy"])
         if c.info is not None:
             rel_q = rel_full[ep.queries]
             rs_q = [reasons_full[i] for i in ep.queries]
@@ -385,13 +396,17 @@ def _robust_condition(
             forced = pipeline_outcomes(entries, c.emb, c.info, ep.gallery, ep.queries, fam, rel_q, rs_q, qemb,
                                        force=True)  # fmt: skip
             gen = [entries[i].kind == "generated" for i in ep.queries]
-            # confident attributions (a generator named) that the gate let through
-            named = [o in NAMED or (o == "correct" and g) for o, g in zip(gated, gen, strict=True)]
+            # confident attributions (a generator, or a family alone, named) that the gate let through
+            named = [
+                o in NAMED or o == "family-named" or (o == "correct" and g) for o, g in zip(gated, gen, strict=True)
+            ]
             conf_any.append(float(np.mean(named)))
+            conf_fam.append(float(np.mean([o in ("family-named", "wrong-family") for o in gated])))  # a family alone
             conf_wrong.append(float(np.mean([o in NAMED for o in gated])))
             forced_correct.append(float(np.mean([o == "correct" for o in forced])))
             gated_correct.append(float(np.mean([o == "correct" for o in gated])))
-    cres = {"rank1_class_avg": M.summarize(r1), "knn_detection_auc": M.summarize(auc_knn)}
+    cres = {"rank1_class_avg": M.summarize(r1), "knn_detection_auc": M.summarize(auc_knn),
+            "family_accuracy": M.summarize(fam_acc)}  # fmt: skip
     if c.info is not None:
         q = [i for i in subset if not np.isnan(qemb[i, 0])]
         sc = ai_scores(qemb[q], c.info)[0]
@@ -401,6 +416,7 @@ def _robust_condition(
         cres["pipeline_correct_forced"] = M.summarize(forced_correct)
         cres["pipeline_correct_gated"] = M.summarize(gated_correct)
         cres["confident_attribution_rate"] = M.summarize(conf_any)
+        cres["confident_family_rate"] = M.summarize(conf_fam)
         cres["confident_wrong_attribution_rate"] = M.summarize(conf_wrong)
     return cres
 
@@ -408,27 +424,43 @@ def _robust_condition(
 def _gate_check(out: dict, conds: list[Condition]) -> None:
     """Per condition: the levels where accuracy has "collapsed" (Rank-1 below half its clean value,
     or below twice chance, 2/C for C classes), and whether the gate let any confident attribution
-    (a generator named) through there."""
+    through there: a generator named where generator Rank-1 collapsed, or a family named alone where
+    *family* accuracy collapsed (the same rule on the family of the nearest generator, chance 1/F
+    for F families)."""
     for c in conds:
         if c.info is None or "none" not in out["levels"]:
             continue
-        clean = out["levels"]["none"]["conditions"][c.name]["rank1_class_avg"]["mean"]
+        clean_cr = out["levels"]["none"]["conditions"][c.name]
+        clean = clean_cr["rank1_class_avg"]["mean"]
         chance = 1.0 / max(1, out.get("classes", 1))
+        clean_fam = (clean_cr.get("family_accuracy") or {}).get("mean")
+        fam_chance = 1.0 / max(1, out.get("families", 1))
         rows = []
         for t, lv in out["levels"].items():
             cr = lv["conditions"][c.name]
             r1 = cr["rank1_class_avg"]["mean"]
+            fa = (cr.get("family_accuracy") or {}).get("mean")
+            conf_fam = (cr.get("confident_family_rate") or {}).get("mean") or 0.0
+            fam_collapsed = clean_fam is not None and fa is not None and (fa < 0.5 * clean_fam or fa < 2 * fam_chance)
             rows.append(
                 {
                     "transform": t,
                     "rank1": r1,
                     "collapsed": bool(r1 < 0.5 * clean or r1 < 2 * chance),
+                    "family_accuracy": fa,
+                    "family_collapsed": bool(fam_collapsed),
                     "inconclusive_rate": lv["inconclusive_rate"],
                     "confident_attribution_rate": cr["confident_attribution_rate"]["mean"],
+                    "confident_family_rate": conf_fam,
                     "confident_wrong_attribution_rate": cr["confident_wrong_attribution_rate"]["mean"],
                 }
             )
-        let_through = [r["transform"] for r in rows if r["collapsed"] and r["confident_attribution_rate"] > 0]
+        let_through = [
+            r["transform"]
+            for r in rows
+            if (r["collapsed"] and r["confident_attribution_rate"] - r["confident_family_rate"] > 1e-12)
+            or (r["family_collapsed"] and r["confident_family_rate"] > 0)
+        ]
         early = [r["transform"] for r in rows if not r["collapsed"] and r["inconclusive_rate"] > 0]
         out.setdefault("gate", {})[c.name] = {
             "clean_rank1": clean,
@@ -557,7 +589,12 @@ TARGETS = (
     ("1-shot Rank-1 >= 75%, named generators", "rank1_named", 1, 0.75),
     ("5-shot Rank-1 >= 75%, all classes", "rank1", 5, 0.75),
     ("1-shot Rank-1 on named generators >= 2x the RGB baseline", "rank1_named", 1, "2x-rgb"),
-    ("open set: a left-out generator is `unknown` (1-shot) >= 70%", "open_set_unknown", 1, 0.70),
+    (
+        "open set: a left-out generator is `unknown` or its own family, not another name (1-shot) >= 70%",
+        "open_set_unknown",
+        1,
+        0.70,
+    ),  # fmt: skip
 )
 
 
@@ -574,8 +611,9 @@ def _measure(cond: dict, measure: str, k: int | None) -> float | None:
         return (summary.get("rank1_class_avg") or {}).get("mean")
     if measure == "rank1_named":
         return ((summary.get("rank1_by_scope") or {}).get("named") or {}).get("mean")
-    if measure == "open_set_unknown":
-        return ((rk.get("open_set_logo") or {}).get("class_avg") or {}).get("unknown")
+    if measure == "open_set_unknown":  # unknown, or only its own family named: no other name
+        ca = (rk.get("open_set_logo") or {}).get("class_avg") or {}
+        return None if ca.get("unknown") is None else ca["unknown"] + (ca.get("family-named") or 0.0)
     raise ValueError(measure)
 
 

@@ -203,6 +203,16 @@ def _name_generator(v: _Verdict, chosen: dict[str, Any]) -> None:
     c_gen, c_fam = chosen.get("generator"), chosen.get("family")
     gen, fam = v.generator, v.family
     if gen is None and (c_gen or c_fam):
+        if fam and c_fam and c_fam != fam:  # the fingerprint named a family alone, the declaration another
+            v.disagreement.append(
+                {
+                    "between": [chosen["source"], "fingerprint"],
+                    "detail": f"{_what(chosen)} names the {c_fam} family but the fingerprint's is {fam}",
+                }
+            )
+            if chosen.get("bound"):  # as for a generator: only a bound declaration replaces the fingerprint's
+                v.generator, v.family = c_gen, c_fam
+            return
         v.generator, v.family = c_gen, c_fam or fam
         if v.decided_by != chosen["source"]:
             v.notes.append(f"generator named by {_what(chosen)}")
