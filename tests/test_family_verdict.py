@@ -120,3 +120,12 @@ def test_a_declared_family_that_differs_from_the_fingerprints_is_a_disagreement(
     v = _Verdict(verdict=AI, generator=None, family="F", score=0.9, decided_by="fingerprint")
     _name_generator(v, {**decl, "source": "c2pa", "bound": True, "field": "c2pa.actions"})
     assert (v.generator, v.family) == ("g", "G") and v.disagreement
+
+
+def test_a_family_named_alone_is_not_a_matched_generator_for_the_source_type_policy():
+    from lida_plugin.manifest import source_type_on_action
+
+    fam_only = {"verdict": AI, "generator": None, "family": "F"}
+    assert source_type_on_action(fam_only, "action") is True
+    assert source_type_on_action(fam_only, "action-attributed") is False
+    assert source_type_on_action({**fam_only, "generator": "g"}, "action-attributed") is True
