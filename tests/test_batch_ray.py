@@ -49,6 +49,50 @@ def actor_pids(stage: str) -> list[int]:
     return out
 
 
+def test_ray_engine_blames_only_the_asset_that_keeps_killing_its_actor(isolated_env, tmp_path):
+    """An asset whose actor dies every time it is read (a decoder crash) becomes an error row after
+    Ray's retries; its batch's other assets are run again one at a time and get their records. Ray's
+    own instance (started by the job) so that its workers inherit the crash hook below; placed before
+    the tests that start the module's Ray."""
+    import os
+
+    imgs = make_images(tmp_path / "src", 12, size=96)
+    poison = str(imgs[5])
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os\n"
+        "p = os.environ.get('LIDA_TEST_POISON')\n"
+        "if p:\n"
+        "    import lida_plugin.batch.worker as w\n"
+        "    import lida_plugin.batch.ray_engine as r\n"
+        "    real = w.prepare_one\n"
+        "    def crash(att, path):\n"
+        "        if path == p:\n"
+        "            os._exit(139)\n"
+        "        return real(att, path)\n"
+        "    r.prepare_one = crash\n"
+    )
+    env = {
+        **os.environ,
+        "LIDA_TEST_POISON": poison,
+        "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    env.pop("RAY_ADDRESS", None)
+    dest = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "lida_plugin.cli", "batch", str(tmp_path / "src"), "--out", str(dest), "--engine",
+         "ray", "--workers", "2", "--chunk-size", "4"],
+        env=env, capture_output=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr.decode()[-3000:]  # one error row
+    assert rows_by_path(dest) == Counter(str(p) for p in imgs)
+    rows = {r["path"]: r for r in read_results(dest).to_pylist()}
+    assert rows[poison]["status"] == "error" and "Ray actor died 3 times" in rows[poison]["error"]
+    assert all(r["status"] == "ok" for p, r in rows.items() if p != poison)
+    assert b"running them one at a time" in proc.stderr
+
+
 def test_ray_engine_survives_a_killed_encoder_actor(isolated_env, tmp_path, local_ray):
     imgs, dest, rc, killed = run_killing_one(
         tmp_path, lambda: actor_pids("EncodeStage"), "--engine", "ray", "--part-size", "8"

@@ -3,19 +3,20 @@
 One dataset pipeline, streamed::
 
     from_items(paths)                       the asset list (the driver has it: resume needs it)
-      .map_batches(prepare_batch, ...)      read (local or pyarrow/fsspec) + decode + crops
-      .map_batches(EncodeStage, ...)        embed + detect + retrieve + verdict: one ORT session per actor
+      [.map_batches(prepare_batch, ...)]    next to GPU actors only: read + decode + crops as CPU tasks
+      .map_batches(EncodeStage, ...)        (read + decode + crops on the CPU,) embed + detect + retrieve
+                                            + verdict: an actor pool, one ORT session per actor
       .iter_batches()                       records back to the driver, which writes the Parquet parts
 
 The encoder is a callable class, so Ray Data runs it in an actor pool (one actor per CPU, or one per
 GPU: ``num_gpus=1`` each when the encoder is on CUDA, i.e. the ``gpu`` extra and a GPU in the
-cluster). The prepare stage is a function with the CPU actors' resources, so on the CPU Ray Data's
-optimizer fuses it into the encoder actors (each reads, decodes and encodes its batches: no crops
-through the object store, half the processes to start); next to GPU actors it runs as CPU tasks. Ray
-restarts an actor that dies and retries its batch (Ray Data's defaults for actor pools), so a killed
-actor loses nothing; the driver writes each record once (:class:`~lida_plugin.batch.sink.PartSink`).
-``address`` (or ``RAY_ADDRESS``) joins an existing cluster; otherwise a local Ray starts with
-``num_cpus``.
+cluster). On the CPU each actor also reads and decodes its batches (no crops through the object
+store, one process per core); next to GPU actors that is a stage of CPU tasks of its own. Ray
+restarts an actor that dies and reruns its batch up to :data:`TASK_RETRIES` times, so a killed actor
+loses nothing; a batch that keeps killing its actor is given up and its assets are run one at a time,
+so one asset that crashes a decoder every time becomes an error row (:meth:`RayEngine.run`). The driver
+writes each record once (:class:`~lida_plugin.batch.sink.PartSink`). ``address`` (or ``RAY_ADDRESS``)
+joins an existing cluster; otherwise a local Ray starts with ``num_cpus``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..attribute import error_result
 from ..errors import LidaError
 from .worker import JobConfig, build_attributor, limit_threads, pack, prepare_one, unpack
 
@@ -69,16 +71,19 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
         ) from None
 
 
+#: Times Ray Data reruns a batch whose actor died (SIGKILL, out of memory, a crash in a decoder)
+#: before that batch is given up; its assets are then run one at a time (:meth:`RayEngine.run`), so
+#: an asset that kills its actor every time becomes an error row instead of an endless retry loop
+#: (Ray Data's default for actor pools is to retry forever).
+TASK_RETRIES = 2
+
 #: Per process: the attributor prepare_batch uses for each job config.
 _PREPARERS: dict[JobConfig, object] = {}
 
 
 def prepare_batch(batch: dict[str, np.ndarray], cfg: JobConfig) -> dict[str, np.ndarray]:
-    """Read + decode + crop a batch of paths (stage 1). A function, so Ray Data fuses it into the
-    encoder actors when both ask for the same resources (CPU actors): one process per core reads and
-    encodes, and no crops travel through the object store. With GPU actors it stays a stage of CPU
-    tasks of its own. The crop geometry comes from the encoder actor's attributor when fused, else
-    from one decode-only attributor per worker process."""
+    """Read + decode + crop a batch of paths: the CPU tasks next to GPU encoder actors (on the CPU the
+    actors do it themselves). One decode-only attributor per worker process gives the crop geometry."""
     att = _PREPARERS.get(cfg)
     if att is None:
         limit_threads(cfg.threads)
@@ -93,10 +98,12 @@ class EncodeStage:
     def __init__(self, cfg: JobConfig) -> None:
         limit_threads(cfg.threads)
         self.att = build_attributor(cfg)
-        _PREPARERS.setdefault(cfg, self.att)  # a fused prepare stage in this actor uses this session too
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        items = [unpack(b) for b in batch["prepared"]]
+        if "prepared" in batch:  # from the prepare tasks (next to GPU actors)
+            items = [unpack(b) for b in batch["prepared"]]
+        else:  # on the CPU this actor reads and decodes too
+            items = [prepare_one(self.att, str(p)) for p in batch["path"]]
         records = []
         for r in self.att.finish(items):
             if r.status != "ok":  # an error from the prepare stage: it had no store, this stage does
@@ -163,34 +170,68 @@ class RayEngine:
             gpus = want if on_cuda else 0
         return n, gpus
 
-    def dataset(self, paths: Sequence[str]):
-        """The pipeline (not yet executed)."""
+    def dataset(self, paths: Sequence[str], batch_size: int | None = None):
+        """The pipeline (not yet executed), in batches of ``batch_size`` assets (default: the chunk size)."""
         ray = self.ray
         self.start()
         n, gpus = self._shape
-        ds = ray.data.from_items([{"path": p} for p in paths])
-        # The same resources as a CPU encoder actor, so that Ray Data fuses the two stages on the CPU
-        # (one actor per core does both; see prepare_batch); a GPU actor asks for a GPU instead.
-        cpu = {"num_cpus": 1}
-        ds = ds.map_batches(prepare_batch, fn_kwargs={"cfg": self.cfg}, batch_size=self.chunk_size,
-                            batch_format="numpy", **cpu)  # fmt: skip
+        bs = batch_size or self.chunk_size
+        items = [{"path": p} for p in paths]
+        # a batch size of one isolates each asset in a task of its own: one block per asset
+        ds = ray.data.from_items(items, override_num_blocks=len(items)) if bs == 1 else ray.data.from_items(items)
+        if gpus:  # read + decode + crops as CPU tasks beside the GPU actors (decode is then the bound)
+            ds = ds.map_batches(prepare_batch, fn_kwargs={"cfg": self.cfg}, batch_size=bs, batch_format="numpy",
+                                num_cpus=1, max_retries=TASK_RETRIES)  # fmt: skip
+        # On the CPU one actor per core reads, decodes and encodes its batches (EncodeStage prepares
+        # what arrives unprepared): no crops through the object store, one process per core.
         return ds.map_batches(
             EncodeStage,
             fn_constructor_args=(self.cfg,),
-            batch_size=self.chunk_size,
+            batch_size=bs,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=gpus or n),
-            **({"num_gpus": 1} if gpus else cpu),
+            max_task_retries=TASK_RETRIES,
+            **({"num_gpus": 1} if gpus else {"num_cpus": 1}),
         )
 
+    def _records(self, paths: Sequence[str], batch_size: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every record Ray Data delivers; a batch still failing after :data:`TASK_RETRIES` reruns is
+        dropped (``DataContext.max_errored_blocks``, unlimited for this job) rather than failing the job."""
+        ctx = self.ray.data.DataContext.get_current()
+        before, ctx.max_errored_blocks = ctx.max_errored_blocks, -1
+        try:
+            ds = self.dataset(paths, batch_size)
+        finally:
+            ctx.max_errored_blocks = before  # the dataset keeps its own copy of the context
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for rec in batch["record"]:
+                yield json.loads(rec)
+
     def run(self, paths: Sequence[str]) -> Iterator[dict[str, Any]]:
+        """Each path's record once. Assets of a batch that Ray gave up on (its actor died
+        1 + :data:`TASK_RETRIES` times) are run again one per batch; one that still kills its actor
+        gets an error record naming the reason, and no other asset is blamed."""
         if not paths:
             self.close()
             return
         try:
-            for batch in self.dataset(paths).iter_batches(batch_size=None, batch_format="numpy"):
-                for rec in batch["record"]:
-                    yield json.loads(rec)
+            seen: set[str] = set()
+            for rec in self._records(paths):
+                seen.add(rec["path"])
+                yield rec
+            lost = [p for p in paths if p not in seen]
+            if lost:
+                log.warning("%d asset(s) lost with Ray actors that died; running them one at a time", len(lost))
+                for rec in self._records(lost, batch_size=1):
+                    seen.add(rec["path"])
+                    yield rec
+            for p in lost:
+                if p not in seen:
+                    yield error_result(
+                        p,
+                        f"the Ray actor died {1 + TASK_RETRIES} times while attributing this file alone"
+                        " (killed, out of memory, or a crash in a decoder or the encoder)",
+                    ).to_dict()
         finally:
             self.close()
 
