@@ -307,7 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _add_recipe_args(p)
     p.add_argument("--generators", help="folder with the zoo networks (default: ../shared/generators)")
-    p.add_argument("--max-seconds", type=float, help="stop after this much training time (checkpoint is kept)")
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        help="pause after this much training time: the checkpoint is kept, not marked done, and the same"
+        " command continues it",
+    )
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("adapt", help="stage 3: few-shot adaptation (center loss + real-prototype detection loss)")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -42,6 +43,8 @@ import torch.nn.functional as F
 from . import data as D
 from .losses import LAMBDA, CenterLoss, CosineClassifier, detection_loss, lida_loss
 from .models import build
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -232,7 +235,12 @@ class _TrainLoop:
             if max_seconds is not None and seconds >= max_seconds:
                 break
         bar.close()
-        save_checkpoint(self.ckpt, self.state(step, seconds, True))
+        # a --max-seconds stop is a pause, not the end: the checkpoint is not marked done, so the same
+        # command continues the schedule (a later session's budget) to the same tensors as one run
+        save_checkpoint(self.ckpt, self.state(step, seconds, step >= self.total))
+        if step < self.total:
+            log.warning("%s paused at step %d of %d after %.0f s of training (--max-seconds); run the same"
+                        " command again to continue", self.desc, step, self.total, seconds)  # fmt: skip
         return self.ckpt
 
 

@@ -109,3 +109,19 @@ def test_interrupted_stages_resume_to_the_same_tensors(tmp_path, monkeypatch, ad
         differ = [k for k in want if not torch.equal(want[k], got[k])]
         assert not differ
     assert T.load_checkpoint(cut / "adapt.pt")["done"] is True
+
+
+def test_a_max_seconds_stop_is_a_pause_that_the_same_command_continues(tmp_path):
+    """``--max-seconds`` keeps the checkpoint *not* done, so a later run (another session's budget)
+    continues the schedule to the tensors of one unbroken run."""
+    torch.set_num_threads(1)
+    items = _items()
+    r = T.Recipe(arch="lida-resnet-tiny", dim=8, crop=32, crop_count=2, pretrain="real", pretrain_steps=4,
+                 pretrain_batch=4)  # fmt: skip
+    want = _tensors(T.pretrain(r, items, tmp_path / "whole", progress=False))
+    paused = T.pretrain(r, items, tmp_path / "cut", progress=False, max_seconds=1e-9)  # stops after one step
+    st = T.load_checkpoint(paused)
+    assert (st["step"], st["done"]) == (1, False)
+    got = _tensors(T.pretrain(r, items, tmp_path / "cut", progress=False))
+    assert T.load_checkpoint(tmp_path / "cut" / "pretrain.pt")["done"] is True
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
