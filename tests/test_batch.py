@@ -161,15 +161,13 @@ def test_local_engine_started_early_runs_and_close_stops_unused_workers(tiny_mod
 
 
 @pytest.mark.slow
-def test_local_engine_blames_only_the_asset_that_keeps_killing_its_worker(tiny_model, tmp_path, monkeypatch):
-    """An asset whose worker dies every time (a decoder crash) becomes an error row; its neighbours do not."""
-    paths = [str(p) for p in make_images(tmp_path / "img", 12)]
-    poison = paths[5]
-    monkeypatch.setenv("LIDA_TEST_POISON", poison)  # read by the sitecustomize below, in the spawned workers
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(
-        "import os\n"
+def poison_site(folder: Path, *modules: str) -> Path:
+    """A folder with a ``sitecustomize.py`` that, in every Python process started with it on
+    ``PYTHONPATH`` and ``LIDA_TEST_POISON`` set, makes ``prepare_one`` (as ``modules`` import it) exit
+    the process on that path: a native decoder crash on one asset."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(
+        "import importlib, os\n"
         "p = os.environ.get('LIDA_TEST_POISON')\n"
         "if p:\n"
         "    import lida_plugin.batch.worker as w\n"
@@ -178,10 +176,18 @@ def test_local_engine_blames_only_the_asset_that_keeps_killing_its_worker(tiny_m
         "        if path == p:\n"
         "            os._exit(139)\n"
         "        return real(att, path)\n"
-        "    w.prepare_one = crash\n"
-        "    import lida_plugin.batch.local as l\n"
-        "    l.prepare_one = crash\n"
+        f"    for m in {list(modules)!r}:\n"
+        "        importlib.import_module(m).prepare_one = crash\n"
     )
+    return folder
+
+
+def test_local_engine_blames_only_the_asset_that_keeps_killing_its_worker(tiny_model, tmp_path, monkeypatch):
+    """An asset whose worker dies every time (a decoder crash) becomes an error row; its neighbours do not."""
+    paths = [str(p) for p in make_images(tmp_path / "img", 12)]
+    poison = paths[5]
+    monkeypatch.setenv("LIDA_TEST_POISON", poison)  # read by the sitecustomize below, in the spawned workers
+    site = poison_site(tmp_path / "site", "lida_plugin.batch.worker", "lida_plugin.batch.local")
     monkeypatch.setenv("PYTHONPATH", f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     engine = LocalEngine(
         JobConfig(model=str(tiny_model), use_default_store=False), workers=2, chunk_size=4, max_attempts=2

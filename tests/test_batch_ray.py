@@ -20,7 +20,7 @@ pytest.importorskip("pyarrow")
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
-from test_batch import make_images, rows_by_path, run_killing_one  # noqa: E402
+from test_batch import make_images, poison_site, rows_by_path, run_killing_one  # noqa: E402
 
 from lida_plugin.batch.sink import read_results  # noqa: E402
 from lida_plugin.cli import main  # noqa: E402
@@ -52,27 +52,13 @@ def actor_pids(stage: str) -> list[int]:
 def test_ray_engine_blames_only_the_asset_that_keeps_killing_its_actor(isolated_env, tmp_path):
     """An asset whose actor dies every time it is read (a decoder crash) becomes an error row after
     Ray's retries; its batch's other assets are run again one at a time and get their records. Ray's
-    own instance (started by the job) so that its workers inherit the crash hook below; placed before
+    own instance (started by the job) so that its workers inherit the crash hook; placed before
     the tests that start the module's Ray."""
     import os
 
     imgs = make_images(tmp_path / "src", 12, size=96)
     poison = str(imgs[5])
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(
-        "import os\n"
-        "p = os.environ.get('LIDA_TEST_POISON')\n"
-        "if p:\n"
-        "    import lida_plugin.batch.worker as w\n"
-        "    import lida_plugin.batch.ray_engine as r\n"
-        "    real = w.prepare_one\n"
-        "    def crash(att, path):\n"
-        "        if path == p:\n"
-        "            os._exit(139)\n"
-        "        return real(att, path)\n"
-        "    r.prepare_one = crash\n"
-    )
+    site = poison_site(tmp_path / "site", "lida_plugin.batch.ray_engine")
     env = {
         **os.environ,
         "LIDA_TEST_POISON": poison,
