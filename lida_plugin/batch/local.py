@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any
 
-from ..attribute import error_result
 from ..errors import LidaError
-from .worker import JobConfig, build_attributor, limit_threads, prepare_one
+from .worker import JobConfig, build_attributor, died_record, limit_threads, prepare_one
 
 log = logging.getLogger(__name__)
 
@@ -263,8 +262,4 @@ class LocalEngine:
 
     def _died_records(self, chunk: _Chunk) -> Iterator[dict[str, Any]]:
         for p in chunk.paths:
-            yield error_result(
-                p,
-                f"the worker process died {chunk.attempts} times while attributing this file alone"
-                " (killed, out of memory, or a crash in a decoder or the encoder)",
-            ).to_dict()
+            yield died_record(p, "worker process", chunk.attempts)

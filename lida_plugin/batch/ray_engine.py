@@ -29,9 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from ..attribute import error_result
 from ..errors import LidaError
-from .worker import JobConfig, build_attributor, limit_threads, pack, prepare_one, unpack
+from .worker import JobConfig, build_attributor, died_record, limit_threads, pack, prepare_one, unpack
 
 log = logging.getLogger(__name__)
 
@@ -227,11 +226,7 @@ class RayEngine:
                     yield rec
             for p in lost:
                 if p not in seen:
-                    yield error_result(
-                        p,
-                        f"the Ray actor died {1 + TASK_RETRIES} times while attributing this file alone"
-                        " (killed, out of memory, or a crash in a decoder or the encoder)",
-                    ).to_dict()
+                    yield died_record(p, "Ray actor", 1 + TASK_RETRIES)
         finally:
             self.close()
 

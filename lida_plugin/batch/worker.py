@@ -58,6 +58,15 @@ def prepare_one(att: Attributor, path: str) -> Prepared | Result:
     return att.prepare(path, data)
 
 
+def died_record(path: str, who: str, times: int) -> dict:
+    """The error record of an asset that killed the process attributing it ``times`` times, alone."""
+    return error_result(
+        path,
+        f"the {who} died {times} times while attributing this file alone"
+        " (killed, out of memory, or a crash in a decoder or the encoder)",
+    ).to_dict()
+
+
 # -- moving prepared assets between processes (Ray stages) ----------------------------------
 def pack(item: Prepared | Result) -> bytes:
     """Pickle what :meth:`Attributor.prepare` returned without the (zero-stride) pixel placeholder,

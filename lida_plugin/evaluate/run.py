@@ -55,6 +55,8 @@ OUTCOMES = (
 )
 #: Wrong confident attributions (a generator, or a family alone, named wrongly), for generated or real queries.
 NAMED = {"family", "wrong", "wrong-family", "false-attribution"}
+#: Outcomes where a family was named alone (right or wrong).
+FAMILY_ALONE = {"family-named", "wrong-family"}
 
 
 @dataclass
@@ -397,11 +399,9 @@ def _robust_condition(
                                        force=True)  # fmt: skip
             gen = [entries[i].kind == "generated" for i in ep.queries]
             # confident attributions (a generator, or a family alone, named) that the gate let through
-            named = [
-                o in NAMED or o == "family-named" or (o == "correct" and g) for o, g in zip(gated, gen, strict=True)
-            ]
+            named = [o in NAMED or o in FAMILY_ALONE or (o == "correct" and g) for o, g in zip(gated, gen, strict=True)]
             conf_any.append(float(np.mean(named)))
-            conf_fam.append(float(np.mean([o in ("family-named", "wrong-family") for o in gated])))  # a family alone
+            conf_fam.append(float(np.mean([o in FAMILY_ALONE for o in gated])))
             conf_wrong.append(float(np.mean([o in NAMED for o in gated])))
             forced_correct.append(float(np.mean([o == "correct" for o in forced])))
             gated_correct.append(float(np.mean([o == "correct" for o in gated])))
@@ -419,6 +419,11 @@ def _robust_condition(
         cres["confident_family_rate"] = M.summarize(conf_fam)
         cres["confident_wrong_attribution_rate"] = M.summarize(conf_wrong)
     return cres
+
+
+def _collapsed(acc: float, clean: float, chance: float) -> bool:
+    """Accuracy "collapsed": below half its clean value or below twice chance."""
+    return bool(acc < 0.5 * clean or acc < 2 * chance)
 
 
 def _gate_check(out: dict, conds: list[Condition]) -> None:
@@ -441,12 +446,12 @@ def _gate_check(out: dict, conds: list[Condition]) -> None:
             r1 = cr["rank1_class_avg"]["mean"]
             fa = (cr.get("family_accuracy") or {}).get("mean")
             conf_fam = (cr.get("confident_family_rate") or {}).get("mean") or 0.0
-            fam_collapsed = clean_fam is not None and fa is not None and (fa < 0.5 * clean_fam or fa < 2 * fam_chance)
+            fam_collapsed = clean_fam is not None and fa is not None and _collapsed(fa, clean_fam, fam_chance)
             rows.append(
                 {
                     "transform": t,
                     "rank1": r1,
-                    "collapsed": bool(r1 < 0.5 * clean or r1 < 2 * chance),
+                    "collapsed": _collapsed(r1, clean, chance),
                     "family_accuracy": fa,
                     "family_collapsed": bool(fam_collapsed),
                     "inconclusive_rate": lv["inconclusive_rate"],
