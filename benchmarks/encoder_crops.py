@@ -2,6 +2,11 @@
 
     git show aa91e10:lida_plugin/data/encoder.onnx > /tmp/enc-before.onnx
     python benchmarks/encoder_crops.py before=/tmp/enc-before.onnx now=lida_plugin/data/encoder.onnx
+    python benchmarks/encoder_crops.py graph=lida_plugin/data/encoder.onnx@graph stage=lida_plugin/data/encoder.onnx
+
+Each model runs as the runtime runs it (:class:`lida_plugin.encoder.Encoder` on the CPU, so a model
+with the ``spam-counts`` feature stage gets its counts from numpy); ``MODEL.onnx@graph`` makes the
+graph count them itself (the model's own ``ScatterElements``).
 
 Crops: the serving grid (16 crops of the bundled model's geometry) of the first PNGs under
 ``../shared/data`` (sorted), 256 crops. Each model runs ``--passes`` times over them at each batch
@@ -44,31 +49,29 @@ def main() -> int:
     ap.add_argument("--batch", type=int, nargs="+", default=[8, 16])
     ap.add_argument("--passes", type=int, default=15)
     args = ap.parse_args()
-    import onnxruntime as ort
+    from lida_plugin.encoder import Encoder
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    sessions = {}
+    encoders = {}
     for spec in args.models:
         name, _, path = spec.partition("=")
-        sessions[name] = ort.InferenceSession(path or name, opts, providers=["CPUExecutionProvider"])
+        path, _, how = (path or name).partition("@")
+        encoders[name] = Encoder(path, device="cpu", threads=1, feature_stage=how != "graph")
     x = crops(args.crops)
-    inp = {n: s.get_inputs()[0].name for n, s in sessions.items()}
-    outs = {n: s.run(None, {inp[n]: x})[0] for n, s in sessions.items()}
+    outs = {n: e.embed_crops(x) for n, e in encoders.items()}
     ref = next(iter(outs))
     for n, o in outs.items():
         same = o.shape == outs[ref].shape and np.array_equal(o, outs[ref])
         diff = "identical" if same else f"max abs diff {np.abs(o - outs[ref]).max():.2e}"
         print(f"# {n}: outputs vs {ref} on {len(x)} crops: {diff}")
-    print("| crops per call | " + " | ".join(f"{n} min / median ms" for n in sessions) + " |")
-    print("|---:|" + "---:|" * len(sessions))
+    print("| crops per call | " + " | ".join(f"{n} min / median ms" for n in encoders) + " |")
+    print("|---:|" + "---:|" * len(encoders))
     for b in args.batch:
-        t = {n: [] for n in sessions}
+        t = {n: [] for n in encoders}
         for _ in range(args.passes):
-            for n, s in sessions.items():
+            for n, e in encoders.items():
+                e.batch_size = b
                 t0 = time.perf_counter()
-                for i in range(0, len(x), b):
-                    s.run(None, {inp[n]: x[i : i + b]})
+                e.embed_crops(x)
                 t[n].append(1000 * (time.perf_counter() - t0) / len(x))
         print(f"| {b} | " + " | ".join(f"{min(v):.3f} / {np.median(v):.3f}" for v in t.values()) + " |")
     return 0

@@ -26,9 +26,11 @@ The graph (:func:`build_graph`, ONNX opset 18, no torch): ``Cast`` to int32 (wit
 ``Slice``/``Sub`` pairs and a ``Concat`` make the C = 5 channels), per direction ``s`` of each
 (s, -s) pair four ``Slice``s, ``Sub`` and ``Clip`` to +-T, the triplet code ``(a*7+b)*7+c`` plus a
 per-channel offset, ``ScatterElements(reduction="add")`` into ``[N, C*343]`` counts, and the counts
-of ``-s`` by a ``Gather`` of those (the same windows read backwards); then the row sums
+of ``-s`` by a reversing ``Slice`` and a ``Transpose`` of those (the same windows read backwards); then the row sums
 (denominators), ``Div``, the mean over the 4 directions of each block, ``Sub`` mean, ``MatMul``, L2. It reads the
-full pixel value, so the model declares ``lida.input_bits = 8``.
+full pixel value, so the model declares ``lida.input_bits = 8``. The histograms sit in the else branch of an
+``If``: a caller may feed the counts instead (the optional input ``spam_counts``, the contract's ``spam-counts``
+feature stage, ``lida.counts_input``), which the runtime computes with numpy on the CPU at under half the cost.
 """
 
 from __future__ import annotations
@@ -42,10 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lida_plugin.contract import INPUT_NAME, OUTPUT_NAME, ModelInfo, parse_metadata
+from lida_plugin.contract import COUNTS_NAME, INPUT_NAME, OUTPUT_NAME, ModelInfo, parse_metadata
 from lida_plugin.detect import ai_scores, calibrate_threshold
 from lida_plugin.fingerprint import extract_crops
-from lida_plugin.residual import DIAGONAL, STRAIGHT, colour_spam_features, spam_dim, spam_features
+from lida_plugin.residual import DIAGONAL, STRAIGHT, CropCounter, colour_spam_features, spam_dim, spam_features
 
 from .export import family_margin, open_set_threshold
 
@@ -190,8 +192,16 @@ def fit_head(emb: np.ndarray, generated: np.ndarray, l2: float = 1e-2, iters: in
 
 
 # -- the ONNX graph ------------------------------------------------------------------------------------
-def build_graph(mean: np.ndarray, proj: np.ndarray, r: SpamRecipe, metadata: dict[str, str] | None = None):
-    """The contract model as an ``onnx.ModelProto`` (opset 18)."""
+def build_graph(
+    mean: np.ndarray, proj: np.ndarray, r: SpamRecipe, metadata: dict[str, str] | None = None, counts_input: bool = True
+):
+    """The contract model as an ``onnx.ModelProto`` (opset 18).
+
+    With ``counts_input`` the graph also has the optional input :data:`COUNTS_NAME` (the contract's
+    ``spam-counts`` stage, :data:`lida_plugin.contract.K_COUNTS`): ``float32 [N, 4, C, 343]``, the joint
+    counts of :class:`lida_plugin.residual.CropCounter`, defaulting to an empty initializer. An ``If`` takes
+    them when they are not empty (the crops input is then ignored: feed ``[0, 3, S, S]``) and otherwise
+    histograms the crops itself, so a caller that feeds only crops gets the same embedding."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -227,10 +237,6 @@ def build_graph(mean: np.ndarray, proj: np.ndarray, r: SpamRecipe, metadata: dic
     const("chan_off", (np.arange(nc, dtype=np.int32) * blk + r.T * (n7 * n7 + n7 + 1)).reshape(1, nc, 1, 1))
     const("flat_shape", np.array([0, -1], np.int64))
     const("one_f", np.array(1.0, np.float32))
-    node("Shape", [INPUT_NAME], "n_only", start=0, end=1)
-    const("hist_cols", np.array([nc * blk], np.int64))
-    node("Concat", ["n_only", "hist_cols"], "hist_shape", axis=0)
-    node("ConstantOfShape", ["hist_shape"], "hist_zero", value=helper.make_tensor("z", TensorProto.FLOAT, [1], [0.0]))
 
     def sl(src: str, nm: str, y: tuple[int, int], xr: tuple[int, int]) -> str:
         const(nm + "_st", np.array([y[0], xr[0]], np.int64))
@@ -262,6 +268,13 @@ def build_graph(mean: np.ndarray, proj: np.ndarray, r: SpamRecipe, metadata: dic
     # then a Transpose swaps a and c (cheaper in ORT than a Gather of the same elements).
     # The eight count tables are normalised and averaged together: few, larger kernels (ORT's cost per
     # node counts at the worker's 8 crops a call).
+    graph_nodes = nodes
+    if counts_input:  # the histograms go into the else branch of an If on the counts input being empty
+        nodes = []
+    node("Shape", [INPUT_NAME], "n_only", start=0, end=1)
+    const("hist_cols", np.array([nc * blk], np.int64))
+    node("Concat", ["n_only", "hist_cols"], "hist_shape", axis=0)
+    node("ConstantOfShape", ["hist_shape"], "hist_zero", value=helper.make_tensor("z", TensorProto.FLOAT, [1], [0.0]))
     const("rev_st", np.array([-1], np.int64))
     const("rev_en", np.array([-(2**62)], np.int64))
     const("rev_ax", np.array([4], np.int64))
@@ -275,7 +288,21 @@ def build_graph(mean: np.ndarray, proj: np.ndarray, r: SpamRecipe, metadata: dic
                     value=helper.make_tensor("o", TensorProto.FLOAT, [1], [1.0]))  # fmt: skip
         cnt = node("ScatterElements", ["hist_zero", idx, ones], f"d{k}_cnt", axis=1, reduction="add")
         fws.append(node("Reshape", [cnt, "fw_shape"], f"d{k}_cnt5"))
-    fw = node("Concat", fws, "counts_fw", axis=1)  # [N, 4, 1, C, 343]
+    if not counts_input:
+        fw = node("Concat", fws, "counts_fw", axis=1)  # [N, 4, 1, C, 343]
+    else:
+        node("Concat", fws, "counts_fw_graph", axis=1)
+        histogram, nodes = nodes, graph_nodes
+        const("fw5_shape", np.array([0, len(dirs), 1, nc, blk], np.int64))
+        counted = [helper.make_node("Reshape", [COUNTS_NAME, "fw5_shape"], ["counts_fw_fed"], name="counts_fw_fed")]
+        branch = {}
+        for tag, body, out in (("fed", counted, "counts_fw_fed"), ("graph", histogram, "counts_fw_graph")):
+            branch[tag] = helper.make_graph(
+                body, f"counts_{tag}", [], [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)]
+            )
+        const("counts_none", np.array(0, np.int64))
+        fed = node("Greater", [node("Size", [COUNTS_NAME], "counts_size"), "counts_none"], "counts_fed")
+        fw = node("If", [fed], "counts_fw", then_branch=branch["fed"], else_branch=branch["graph"])
     flip = node("Slice", [fw, "rev_st", "rev_en", "rev_ax", "rev_step"], "counts_flip")
     const("rev_cube", np.array([0, len(dirs), nc, n7, n7, n7], np.int64))
     cube = node("Reshape", [flip, "rev_cube"], "counts_cube")
@@ -304,9 +331,12 @@ def build_graph(mean: np.ndarray, proj: np.ndarray, r: SpamRecipe, metadata: dic
     nrm = node("ReduceL2", [e, "axis1"], "norm", keepdims=1)
     const("tiny", np.array(1e-12, np.float32))
     node("Div", [e, node("Max", [nrm, "tiny"], "norm_safe")], OUTPUT_NAME)
+    inputs = [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["n", 3, s, s])]
+    if counts_input:  # optional: an input with an initializer is one a caller may override
+        inputs.append(helper.make_tensor_value_info(COUNTS_NAME, TensorProto.FLOAT, ["n", len(dirs), nc, blk]))
+        const(COUNTS_NAME, np.zeros((0, len(dirs), nc, blk), np.float32))
     graph = helper.make_graph(
-        nodes, "lida-spam",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["n", 3, s, s])],
+        nodes, "lida-spam", inputs,
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["n", proj.shape[1]])],
         inits,
     )  # fmt: skip
@@ -317,6 +347,11 @@ def build_graph(mean: np.ndarray, proj: np.ndarray, r: SpamRecipe, metadata: dic
         p.key, p.value = k, v
     onnx.checker.check_model(model)
     return model
+
+
+def counts_metadata(r: SpamRecipe) -> dict:
+    """``lida.counts_input`` of a graph built with ``counts_input`` (lida_plugin.contract, "Feature stage")."""
+    return {"kind": "spam-counts", "version": 1, "input": COUNTS_NAME, "T": r.T, "channels": 5 if r.colour else 3}
 
 
 def spam_graph_features(r: SpamRecipe):
@@ -451,6 +486,7 @@ def fit_and_export(
         normalization={"features": f"SPAM T={r.T}" + (" R,G,B,R-G,B-G" if r.colour else ""), "map": "fitted"},
         embedding_dim=proj.shape[1], real_prototype=tuple(float(v) for v in proto), detection_temperature=0.1,
         detection_fpr=r.fpr, recipe_hash=rh, input_bits=8, detection_head=head, detection_confidence=r.fpr_confidence,
+        counts_input=counts_metadata(r),
     )  # fmt: skip
     probe = ModelInfo(detection_threshold=0.5, open_set_threshold=0.5, **base)
     real_ho = ~train & ~gen
@@ -507,8 +543,9 @@ def fit_and_export(
     ho = [i for i in range(len(items)) if not train[i]][:: max(1, int((~train).sum()) // 24)]
     crops = np.concatenate([all_crops[bounds[i] : bounds[i + 1]] for i in ho])
     got = sess.run([OUTPUT_NAME], {INPUT_NAME: crops})[0]
+    fed = sess.run([OUTPUT_NAME], {INPUT_NAME: crops[:0], COUNTS_NAME: CropCounter(r.T, r.colour).counts(crops)})[0]
     ref = apply_map(crop_features(crops, r.T, r.colour), mean, proj)
-    diff = float(np.abs(got - ref).max())
+    diff = max(float(np.abs(got - ref).max()), float(np.abs(fed - ref).max()))
     if diff > PARITY_TOL:
         raise RuntimeError(f"parity check failed: ONNX vs numpy max abs diff {diff:.2e} > {PARITY_TOL}")
     stats = {"parity_max_abs_diff": diff, "detection_threshold": det_t, "open_set": open_stats,

@@ -35,6 +35,19 @@ open-set threshold, the nearest generator's *family* is named, with no generator
 family's best similarity exceeds every other registered family's by at least the margin
 (:func:`lida_plugin.attribute.verdict`).
 
+Feature stage
+-------------
+A model may declare ``lida.counts_input`` (:data:`K_COUNTS`, optional, read by any contract version):
+``{"kind": "spam-counts", "version": 1, "input": "spam_counts", "T": 3, "channels": 5}``. Its graph then
+has a second, optional input of that name (an input with an empty initializer as its default, so
+``InferenceSession.get_inputs()`` still lists only :data:`INPUT_NAME`): ``float32 [N, 4, C, (2T+1)^3]``,
+the joint SPAM counts of the crops that :class:`lida_plugin.residual.CropCounter` computes (C = 5: R, G, B,
+R - G, B - G; 3: R, G, B). Fed with counts, the graph uses them and ignores the crops (feed
+``[0, 3, S, S]``); fed only crops, it histograms them itself: the same embedding either way (the numbers are
+integers, exact in float32). The runtime feeds counts on the CPU, where numpy's ``bincount`` is several
+times faster than ONNX Runtime's ``ScatterElements``; a runtime that does not know the kind or version
+feeds crops, the safe side (:mod:`lida_plugin.encoder`).
+
 Metadata
 --------
 String ``metadata_props`` with the keys in :data:`REQUIRED_KEYS` (and optionally
@@ -55,6 +68,8 @@ CONTRACT_VERSION = "2"
 SUPPORTED_VERSIONS = ("1", "2")
 INPUT_NAME = "crops"
 OUTPUT_NAME = "embedding"
+#: the optional input of a model with the ``spam-counts`` feature stage (:data:`K_COUNTS`)
+COUNTS_NAME = "spam_counts"
 
 #: Fingerprint modes a model may declare. ``scaled`` is the authors' code (``(x & 7) * 36``),
 #: ``binary`` the paper's formula (``255 * (x & 7 != 0)``), ``rgb`` a baseline with no
@@ -83,6 +98,9 @@ K_BITS = "lida.input_bits"
 K_DET_HEAD = "lida.detection_head"
 K_DET_CONF = "lida.detection_fpr_confidence"
 K_FAMILY_M = "lida.family_margin"
+K_COUNTS = "lida.counts_input"
+#: feature stages a runtime can compute itself (kind -> versions): see "Feature stage" above
+COUNT_STAGES = {"spam-counts": (1,)}
 
 #: ``lida.input_bits``: how many low bit planes of each sample the graph reads. ``3``: only
 #: ``x & 7`` (every low-bit fingerprint model; a store's low-bit crops can be re-embedded);
@@ -109,7 +127,7 @@ REQUIRED_KEYS = (
     K_DET_FPR,
     K_OPEN_T,
 )
-OPTIONAL_KEYS = (K_RECIPE, K_TRAINING, K_RESIZE, K_BITS, K_DET_HEAD, K_DET_CONF, K_FAMILY_M)
+OPTIONAL_KEYS = (K_RECIPE, K_TRAINING, K_RESIZE, K_BITS, K_DET_HEAD, K_DET_CONF, K_FAMILY_M, K_COUNTS)
 
 
 class ContractError(ValueError):
@@ -146,6 +164,8 @@ class ModelInfo:
     # nearest generator is below the open-set threshold, its family is named (with no generator) if its
     # best similarity beats every other registered family's by at least m (lida_plugin.attribute.verdict)
     family_margin: float | None = None
+    # {}: the graph takes crops only; else the spam-counts feature stage it also accepts (see "Feature stage")
+    counts_input: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.input_bits:
@@ -189,6 +209,8 @@ class ModelInfo:
             meta[K_DET_CONF] = repr(float(self.detection_confidence))
         if self.family_margin is not None:
             meta[K_FAMILY_M] = repr(float(self.family_margin))
+        if self.counts_input:
+            meta[K_COUNTS] = json.dumps(self.counts_input, sort_keys=True)
         return meta
 
     def as_dict(self) -> dict[str, Any]:
@@ -253,6 +275,7 @@ def _info_from_metadata(meta: Mapping[str, str]) -> ModelInfo:
         detection_head=json.loads(meta[K_DET_HEAD]) if meta.get(K_DET_HEAD) else {},
         detection_confidence=float(meta.get(K_DET_CONF) or 0.0),
         family_margin=float(meta[K_FAMILY_M]) if meta.get(K_FAMILY_M) else None,
+        counts_input=json.loads(meta[K_COUNTS]) if meta.get(K_COUNTS) else {},
     )
 
 
@@ -279,6 +302,8 @@ def _info_problems(info: ModelInfo) -> list[str]:
         problems.append("open-set threshold must be a cosine similarity in [-1, 1]")
     if info.family_margin is not None and not 0.0 <= info.family_margin <= 2.0:
         problems.append("family margin must be a difference of cosine similarities in [0, 2]")
+    if not isinstance(info.counts_input, dict):
+        problems.append(f"{K_COUNTS} must be a JSON object")
     if info.input_bits not in INPUT_BITS:
         problems.append(f"input_bits {info.input_bits} not one of {INPUT_BITS}")
     if info.input_bits == 3 and info.fingerprint_mode == "rgb":
@@ -299,6 +324,19 @@ def _head_problems(head: Mapping[str, Any], dim: int) -> list[str]:
     if not isinstance(b, int | float):
         return ["detection head 'b' must be a number"]
     return []
+
+
+def counts_stage(info: ModelInfo) -> dict[str, Any] | None:
+    """The model's ``spam-counts`` stage (:data:`K_COUNTS`) when this runtime can compute it, else ``None``
+    (no stage, or a kind, version or parameters it does not know: the graph then gets crops)."""
+    c = info.counts_input
+    kind = c.get("kind") if c else None
+    if not isinstance(kind, str) or c.get("version") not in COUNT_STAGES.get(kind, ()):
+        return None
+    T, channels, name = c.get("T"), c.get("channels"), c.get("input")
+    if type(T) is not int or T < 1 or channels not in (3, 5) or not isinstance(name, str) or not name:
+        return None
+    return {"input": name, "T": T, "colour": channels == 5}
 
 
 def head_score(embeddings: Any, head: Mapping[str, Any]) -> Any:

@@ -4,22 +4,30 @@ Providers: ``device="auto"`` takes TensorRT/CUDA when onnxruntime-gpu offers the
 extra) and falls back to the CPU; ``"cpu"`` forces the CPU; ``"cuda"`` and ``"tensorrt"`` fail
 loudly when the provider is missing. Threads: ``threads`` sets ORT's intra-op pool (``None``
 lets ORT use every core; the ``LIDA_THREADS`` environment variable sets it for the CLI).
+
+Feature stage: a model that declares the ``spam-counts`` stage (``lida.counts_input``, see
+:mod:`lida_plugin.contract`) gets its SPAM counts from :class:`lida_plugin.residual.CropCounter` on the
+CPU instead of histogramming the crops in the graph: the same embedding, about half the time per crop
+(docs/benchmarks.md). On a GPU the graph counts (its scatter runs there). ``LIDA_COUNTS=graph`` makes the
+CPU do it the graph's way too, as does ``Encoder(..., feature_stage=False)`` (for comparisons).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from .contract import INPUT_NAME, OUTPUT_NAME, ContractError, ModelInfo, parse_metadata
+from .contract import INPUT_NAME, OUTPUT_NAME, ContractError, ModelInfo, counts_stage, parse_metadata
 from .decode import Decoded
 from .errors import ModelError
 from .files import file_sha256
 from .fingerprint import extract_crops, require_size, resize_square
+from .residual import CropCounter
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +93,7 @@ class Encoder:
         device: str = "auto",
         threads: int | None = None,
         batch_size: int = 64,
+        feature_stage: bool = True,
     ) -> None:
         import onnxruntime as ort
 
@@ -111,7 +120,9 @@ class Encoder:
         self.providers = self.session.get_providers()
         self.sha256 = file_sha256(self.path)
         self.real_prototype = np.asarray(self.info.real_prototype, dtype=np.float32)
-        log.debug("encoder %s on %s", self.info.model_id, self.providers)
+        self.counts_input = self._counts_input() if feature_stage else None
+        self._counters = threading.local()  # a CropCounter keeps work arrays: one per thread
+        log.debug("encoder %s on %s (counts: %s)", self.info.model_id, self.providers, self.counts_input or "graph")
 
     def _check_io(self) -> None:
         ins, outs = self.session.get_inputs(), self.session.get_outputs()
@@ -125,6 +136,26 @@ class Encoder:
         s = self.info.crop_size
         if len(shape) != 4 or shape[1] != 3 or (isinstance(shape[2], int) and shape[2] != s):
             raise ModelError(f"{self.path}: input shape {shape} does not match [N, 3, {s}, {s}]")
+
+    def _counts_input(self) -> dict | None:
+        """The feature stage this encoder computes itself (``None``: the graph gets crops)."""
+        stage = counts_stage(self.info)
+        if stage is None or self.on_gpu or os.environ.get("LIDA_COUNTS", "auto") == "graph":
+            return None
+        if stage["input"] not in {i.name for i in self.session.get_overridable_initializers()}:
+            log.warning("%s declares the input %r, which its graph lacks; counting in the graph", self.path, stage)
+            return None
+        return stage
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        stage = self.counts_input
+        if stage is None:
+            return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        counter = getattr(self._counters, "counter", None)
+        if counter is None:
+            counter = self._counters.counter = CropCounter(stage["T"], stage["colour"])
+        feed = {INPUT_NAME: batch[:0], stage["input"]: counter.counts(batch)}
+        return self.session.run([OUTPUT_NAME], feed)[0]
 
     @property
     def model_id(self) -> str:
@@ -151,7 +182,7 @@ class Encoder:
         out = np.empty((len(crops), self.info.embedding_dim), dtype=np.float32)
         for start in range(0, len(crops), self.batch_size):
             batch = crops[start : start + self.batch_size]
-            out[start : start + len(batch)] = self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+            out[start : start + len(batch)] = self._run(batch)
         return out
 
     def embed_crop_sets(self, crop_sets: list[np.ndarray]) -> np.ndarray:

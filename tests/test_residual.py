@@ -91,3 +91,45 @@ def test_colour_differences_by_hand():
     assert bg[idx(0, -3, 3)] > 0 and bg[idx(-3, 3, 0)] > 0  # the spike, seen along the rows
     with pytest.raises(ValueError, match="uint8"):
         colour_spam_features(img.astype(np.int16))
+
+
+@pytest.mark.parametrize("colour", [True, False], ids=["colour", "rgb"])
+@pytest.mark.parametrize("T", [1, 3])
+def test_crop_counter_gives_the_reference_statistics(colour, T):
+    """CropCounter's joint counts, normalised the way the graph normalises them (each direction and its
+    reverse, whose counts are the same windows read backwards), are the reference SPAM of every crop."""
+    from lida_plugin.residual import COUNT_DIRECTIONS, CropCounter
+
+    rng = np.random.default_rng(T)
+    crops = rng.integers(0, 256, (5, 3, 16, 16), dtype=np.uint8)
+    crops[1] = (rng.integers(0, 4, (3, 16, 16)) + 120).astype(np.uint8)  # small steps: inside +-T
+    crops[2] = 77  # flat
+    crops[3, 0] = 255  # a saturated channel next to dark ones: colour differences far beyond T
+    n = 2 * T + 1
+    counter = CropCounter(T, colour)
+    got = counter.counts(crops)
+    assert got.shape == (5, len(COUNT_DIRECTIONS), 5 if colour else 3, n**3) and got.dtype == np.float32
+    assert np.array_equal(counter.counts(crops[:2]), got[:2])  # work arrays reused for a smaller batch
+    for i, crop in enumerate(crops):
+        blocks = np.zeros((got.shape[2], 2, n**3))
+        for j, blk in enumerate((0, 0, 1, 1)):  # COUNT_DIRECTIONS: two straight, then two diagonal
+            fw = got[i, j].reshape(-1, n, n, n).astype(np.float64)
+            for m in (fw, fw[:, ::-1, ::-1, ::-1].transpose(0, 3, 2, 1)):
+                m = m.reshape(-1, n * n, n)
+                den = m.sum(axis=2, keepdims=True)
+                blocks[:, blk] += np.divide(m, den, out=np.zeros_like(m), where=den > 0).reshape(-1, n**3)
+        ref = (colour_spam_features if colour else spam_features)(np.ascontiguousarray(crop.transpose(1, 2, 0)), T)
+        assert np.abs((blocks / 4).reshape(-1) - ref).max() < 1e-6
+    assert got[2].sum() > 0 and np.count_nonzero(got[2]) == got.shape[1] * got.shape[2]  # flat: one cell each
+
+
+def test_crop_counter_refuses_what_is_not_a_crop_batch():
+    from lida_plugin.residual import CropCounter
+
+    with pytest.raises(ValueError, match=r"uint8 \[N, 3, S, S\]"):
+        CropCounter().counts(np.zeros((2, 3, 8, 8), np.int16))
+    with pytest.raises(ValueError, match=r"uint8 \[N, 3, S, S\]"):
+        CropCounter().counts(np.zeros((3, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match="T must be"):
+        CropCounter(0)
+    assert CropCounter().counts(np.zeros((0, 3, 8, 8), np.uint8)).shape == (0, 4, 5, 343)

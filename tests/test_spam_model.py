@@ -168,3 +168,81 @@ def test_recipe_fields_added_later_leave_the_model_id_alone_at_their_defaults():
     defaults = asdict(sm.SpamRecipe())
     assert sm.LEGACY["zoo_every"] == defaults["zoo_every"] == 0
     assert set(sm.LEGACY) <= set(defaults)
+
+
+@pytest.mark.parametrize("colour", [False, True], ids=["rgb", "colour"])
+def test_counts_input_and_crops_input_give_the_same_embedding(colour):
+    """The graph's optional counts input (the contract's spam-counts stage): fed CropCounter's counts and
+    empty crops it gives, bit for bit, what it gives for the crops; a caller that knows nothing of the
+    stage sees one input and feeds crops as before."""
+    import onnxruntime as ort
+
+    from lida_plugin.residual import CropCounter
+
+    r = sm.SpamRecipe(crop=32, crop_count=4, pca_dim=24, dim=8, colour=colour)
+    crops = _crops(12, seed=4)
+    mean, proj = sm.fit_map(sm.crop_features(crops, r.T, colour), [f"c{i % 3}" for i in range(12)], r)
+    sess = ort.InferenceSession(sm.build_graph(mean, proj, r).SerializeToString(), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["crops"]
+    assert [i.name for i in sess.get_overridable_initializers()] == ["spam_counts"]
+    own = sess.run(["embedding"], {"crops": crops})[0]
+    fed = sess.run(["embedding"], {"crops": crops[:0], "spam_counts": CropCounter(r.T, colour).counts(crops)})[0]
+    assert np.array_equal(own, fed)
+    assert np.abs(own - sm.apply_map(sm.crop_features(crops, r.T, colour), mean, proj)).max() < 1e-4
+    plain = sm.build_graph(mean, proj, r, counts_input=False)  # the graph without the stage: the same numbers
+    sess0 = ort.InferenceSession(plain.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.array_equal(sess0.run(["embedding"], {"crops": crops})[0], own)
+    assert sm.counts_metadata(r) == {"kind": "spam-counts", "version": 1, "input": "spam_counts", "T": 3,
+                                     "channels": 5 if colour else 3}  # fmt: skip
+
+
+def test_counts_stage_metadata_is_read_and_unknown_stages_are_ignored():
+    from lida_plugin.contract import counts_stage
+
+    stage = {"kind": "spam-counts", "version": 1, "input": "spam_counts", "T": 3, "channels": 5}
+    meta = tiny_info(input_bits=8, counts_input=stage).to_metadata()
+    info = parse_metadata(meta)
+    assert info.counts_input == stage and counts_stage(info) == {"input": "spam_counts", "T": 3, "colour": True}
+    assert "lida.counts_input" not in tiny_info().to_metadata() and counts_stage(tiny_info()) is None
+    odd = [{"version": 2}, {"kind": "srm-counts"}, {"kind": ["x"]}, {"channels": 4}, {"T": "3"}, {"T": True}]
+    odd.append({"input": ""})
+    for other in odd:
+        assert counts_stage(tiny_info(counts_input={**stage, **other})) is None  # the graph counts: the safe side
+    with pytest.raises(ContractError, match="lida.counts_input must be a JSON object"):
+        parse_metadata({**meta, "lida.counts_input": "[1, 2]"})
+
+
+def test_the_bundled_encoder_counts_in_numpy_on_the_cpu_with_the_graphs_numbers(monkeypatch):
+    from lida_plugin.encoder import Encoder, bundled_model_path
+
+    if not bundled_model_path().is_file():
+        pytest.skip("no bundled model in this checkout")
+    enc = Encoder(device="cpu", threads=1, batch_size=8)
+    if enc.info.counts_input == {}:
+        pytest.skip("the bundled model has no counts stage")
+    assert enc.counts_input == {"input": "spam_counts", "T": 3, "colour": True}
+    graph = Encoder(device="cpu", threads=1, batch_size=8, feature_stage=False)
+    monkeypatch.setenv("LIDA_COUNTS", "graph")
+    env = Encoder(device="cpu", threads=1, batch_size=8)
+    assert graph.counts_input is None and env.counts_input is None
+    crops = np.random.default_rng(7).integers(0, 256, (20, 3, 64, 64), dtype=np.uint8)
+    assert np.array_equal(enc.embed_crops(crops), graph.embed_crops(crops))
+
+
+def test_a_model_declaring_a_counts_input_its_graph_lacks_is_run_on_crops(tmp_path, caplog):
+    """Metadata that promises the stage without the graph input: a warning, and the crops path."""
+    import onnx
+
+    from lida_plugin.encoder import Encoder
+
+    r = sm.SpamRecipe(crop=32, crop_count=4, pca_dim=24, dim=8, colour=False)
+    crops = _crops(12, seed=5)
+    mean, proj = sm.fit_map(sm.crop_features(crops, r.T), [f"c{i % 3}" for i in range(12)], r)
+    info = tiny_info(embedding_dim=8, real_prototype=(1.0,) + (0.0,) * 7, input_bits=8, fingerprint_mode="rgb",
+                     crop_size=32, min_image_size=32, counts_input=sm.counts_metadata(r))  # fmt: skip
+    path = tmp_path / "m.onnx"
+    onnx.save(sm.build_graph(mean, proj, r, info.to_metadata(), counts_input=False), str(path))
+    with caplog.at_level("WARNING", logger="lida_plugin.encoder"):
+        enc = Encoder(path, device="cpu")
+    assert enc.counts_input is None and "which its graph lacks" in caplog.text
+    assert enc.embed_crops(crops).shape == (12, 8)
