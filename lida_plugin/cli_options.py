@@ -31,12 +31,26 @@ class UsageError(LidaError):
     """A combination of options that cannot work; the command line turns it into exit status 2."""
 
 
+def threads_arg(value: str) -> int | None:
+    """``--threads`` / ``$LIDA_THREADS``: a whole number of threads; ``0`` or empty: every core (``None``)."""
+    if not value.strip():
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of threads (--threads or $LIDA_THREADS)")
+    return n or None
+
+
 def add_model_args(
     p: argparse.ArgumentParser,
     *,
     device_help: str = "execution provider (default: $LIDA_DEVICE, else auto = CUDA when available, else CPU)",
     device_default: str = "auto",
-    threads_help: str = "CPU threads for the encoder (default: $LIDA_THREADS, else all cores)",
+    threads_help: str = "CPU threads for the encoder (default: $LIDA_THREADS, else all cores; one for a model"
+    " whose SPAM counts lida computes itself, such as the bundled one)",
     threads_default: int | None = None,
     batch_size_default: int | None = 64,
     batch_size_help: str = "crops per encoder call (default 64)",
@@ -47,8 +61,9 @@ def add_model_args(
     g.add_argument("--model", help="encoder ONNX file (default: $LIDA_MODEL, else the bundled model)")
     g.add_argument("--device", default=os.environ.get("LIDA_DEVICE", device_default),
                    choices=["auto", "cpu", "cuda", "tensorrt"], help=device_help)  # fmt: skip
-    env_threads = int(os.environ.get("LIDA_THREADS", "0")) or None
-    g.add_argument("--threads", type=int, default=threads_default or env_threads, help=threads_help)
+    # a string default goes through threads_arg too, so a bad $LIDA_THREADS is a usage error naming it
+    default = threads_default or os.environ.get("LIDA_THREADS") or None
+    g.add_argument("--threads", type=threads_arg, default=default, help=threads_help)
     g.add_argument("--batch-size", type=int, default=batch_size_default, help=batch_size_help)
     return g
 

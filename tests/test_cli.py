@@ -149,3 +149,19 @@ def test_serve_answers_each_line_before_the_next_is_sent(isolated_env, images):
     assert [a["status"] for a in answers] == ["ok", "ok", "error", "error"]
     assert answers[1]["verdict"] == "real" and answers[0]["verdict"] == "ai-generated"
     assert "JSON" in answers[2]["error"] and answers[3]["error"] == "no such file"
+
+
+def test_lida_threads_from_the_environment(isolated_env, images, monkeypatch, capsys):
+    """$LIDA_THREADS: empty means unset; a value that is not a number of threads is a usage error naming
+    it (it used to surface as 'plugin lida.commands failed to register its commands: ValueError')."""
+    img = str(images["gen-a"][0])
+    for bad in ("abc", "-2"):
+        monkeypatch.setenv("LIDA_THREADS", bad)
+        with pytest.raises(SystemExit) as exc:
+            main(["attribute", img])
+        assert exc.value.code == 2
+        assert f"'{bad}' is not a number of threads (--threads or $LIDA_THREADS)" in capsys.readouterr().err
+    for ok in ("", "0", "1"):
+        monkeypatch.setenv("LIDA_THREADS", ok)
+        assert main(["attribute", "--jsonl", img]) == EXIT_OK
+        assert json.loads(capsys.readouterr().out)["path"] == img

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .. import hookimpl
+from ..cli_options import threads_arg
 from .corpus import BASELINES, NO_TRAINER
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,8 @@ def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
     p.add_argument("--no-open-set", action="store_true", help="skip leave-one-generator-out")
     p.add_argument(
         "--threads",
-        type=int,
-        default=int(os.environ.get("LIDA_THREADS", "0")) or None,
+        type=threads_arg,
+        default=os.environ.get("LIDA_THREADS") or None,
         help="CPU threads (default: $LIDA_THREADS, else all cores)",
     )
     p.add_argument("--out", help="folder for results.json, report.md and plots/")
