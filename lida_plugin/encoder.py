@@ -3,7 +3,8 @@
 Providers: ``device="auto"`` takes TensorRT/CUDA when onnxruntime-gpu offers them (the ``gpu``
 extra) and falls back to the CPU; ``"cpu"`` forces the CPU; ``"cuda"`` and ``"tensorrt"`` fail
 loudly when the provider is missing. Threads: ``threads`` sets ORT's intra-op pool (``None``
-lets ORT use every core; the ``LIDA_THREADS`` environment variable sets it for the CLI).
+lets ORT use every core, except for a model whose feature stage the runtime computes, which gets one
+thread; the ``LIDA_THREADS`` environment variable sets it for the CLI).
 
 Feature stage: a model that declares the ``spam-counts`` stage (``lida.counts_input``, see
 :mod:`lida_plugin.contract`) gets its SPAM counts from :class:`lida_plugin.residual.CropCounter` on the
@@ -95,22 +96,10 @@ class Encoder:
         batch_size: int = 64,
         feature_stage: bool = True,
     ) -> None:
-        import onnxruntime as ort
-
         self.path = resolve_model_path(model)
         self.batch_size = max(1, int(batch_size))
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-            opts.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=choose_providers(device))
-        except ModelError:
-            raise
-        except Exception as exc:
-            raise ModelError(f"{self.path}: onnxruntime cannot load it: {exc}") from None
+        providers = choose_providers(device)
+        self.session = self._session(threads, providers)
         meta = self.session.get_modelmeta().custom_metadata_map
         try:
             self.info: ModelInfo = parse_metadata(meta, source=str(self.path))
@@ -121,8 +110,27 @@ class Encoder:
         self.sha256 = file_sha256(self.path)
         self.real_prototype = np.asarray(self.info.real_prototype, dtype=np.float32)
         self.counts_input = self._counts_input() if feature_stage else None
+        if self.counts_input is not None and not threads:
+            # what is left of the graph after the counts is small: a pool of ORT threads costs more than it
+            # gives (its spinning takes the cores from the decode threads); one thread, unless asked otherwise
+            self.session = self._session(1, providers)
+        self.threads = threads or (1 if self.counts_input is not None else None)
         self._counters = threading.local()  # a CropCounter keeps work arrays: one per thread
         log.debug("encoder %s on %s (counts: %s)", self.info.model_id, self.providers, self.counts_input or "graph")
+
+    def _session(self, threads: int | None, providers: list[str]):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        try:
+            return ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
+        except Exception as exc:
+            raise ModelError(f"{self.path}: onnxruntime cannot load it: {exc}") from None
 
     def _check_io(self) -> None:
         ins, outs = self.session.get_inputs(), self.session.get_outputs()
