@@ -221,6 +221,8 @@ def test_the_bundled_encoder_counts_in_numpy_on_the_cpu_with_the_graphs_numbers(
     if enc.info.counts_input == {}:
         pytest.skip("the bundled model has no counts stage")
     assert enc.counts_input == {"input": "spam_counts", "T": 3, "colour": True}
+    assert Encoder(device="cpu").threads == 1 and Encoder(device="cpu", threads=2).threads == 2  # see Encoder
+    assert Encoder(device="cpu", feature_stage=False).threads is None  # the graph counts: ORT on every core
     graph = Encoder(device="cpu", threads=1, batch_size=8, feature_stage=False)
     monkeypatch.setenv("LIDA_COUNTS", "graph")
     env = Encoder(device="cpu", threads=1, batch_size=8)
