@@ -155,8 +155,10 @@ class CropCounter:
     R - G and B - G), ``N_s[a, b, c] = #{p: D(p)=a, D(p+s)=b, D(p+2s)=c}`` at index
     ``(a+T)(2T+1)^2 + (b+T)(2T+1) + (c+T)``, the joint counts of :func:`_spam_blocks`.
 
-    It keeps its work arrays between calls (allocating ~3 MB afresh per call costs more in page faults
-    than the counting), so an instance is for one thread at a time.
+    How: per direction, every window's code plus its (crop, channel) offset is built in place in
+    ``int16`` work arrays (crops go in groups small enough for the offsets to fit), and one ``bincount``
+    counts them all. The work arrays are kept between calls: allocating a few MB afresh per call costs
+    more in page faults than the counting. So an instance is for one thread at a time.
     """
 
     def __init__(self, T: int = 3, colour: bool = True) -> None:
@@ -165,35 +167,46 @@ class CropCounter:
         self.T, self.colour = T, colour
         self.n = 2 * T + 1
         self.channels = 5 if colour else 3
+        cells = self.channels * self.n**3  # codes of one crop
+        # crops per group: their codes must fit int16 (19 crops for T = 3 with colour)
+        self.group = (2**15 - 1) // cells
+        self.code_dtype = np.int16 if self.group >= 1 else np.intp
+        self.group = max(1, min(self.group, 64))
         self._shape: tuple[int, int] = (0, 0)
 
     def _work(self, n: int, s: int) -> None:
         if self._shape[0] >= n and self._shape[1] == s:
             return
+        size = n * self.channels * s * s
         self._x = np.empty((n, self.channels, s, s), np.int16)
-        self._d = np.empty(n * self.channels * s * s, np.int16)
-        self._t = np.empty(n * self.channels * s * s, np.int16)
-        self._code = np.empty(n * self.channels * s * s, np.intp)
+        self._d = np.empty(size, np.int16)
+        self._code = np.empty(size, self.code_dtype)
+        self._bc = np.empty(size, np.int16)
         self._shape = (n, s)
 
     def counts(self, crops: np.ndarray) -> np.ndarray:
         crops = np.asarray(crops)
         if crops.ndim != 4 or crops.shape[1] != 3 or crops.shape[2] != crops.shape[3] or crops.dtype != np.uint8:
             raise ValueError(f"crops must be uint8 [N, 3, S, S], got {crops.dtype} {crops.shape}")
-        N, _, s, _ = crops.shape
+        N, s = crops.shape[0], crops.shape[2]
+        out = np.zeros((N, len(COUNT_DIRECTIONS), self.channels, self.n**3), np.float32)
+        if s > 3:
+            self._work(min(N, self.group), s)
+            for g in range(0, N, self.group):
+                self._count(crops[g : g + self.group], out[g : g + self.group])
+        return out
+
+    def _count(self, crops: np.ndarray, out: np.ndarray) -> None:
+        N, s = crops.shape[0], crops.shape[2]
         C, n, T = self.channels, self.n, self.T
         k = n**3
-        out = np.zeros((N, len(COUNT_DIRECTIONS), C, k), np.float32)
-        if N == 0 or s <= 3:
-            return out
-        self._work(N, s)
         x = self._x[:N]
         x[:, :3] = crops
         if self.colour:
             np.subtract(x[:, 0], x[:, 1], out=x[:, 3])
             np.subtract(x[:, 2], x[:, 1], out=x[:, 4])
         # each (crop, channel) counts into its own k bins; + T of a, b, c folded into the offset
-        offset = (np.arange(N * C, dtype=np.intp) * k + T * (n * n + n + 1)).reshape(N, C, 1, 1)
+        offset = (np.arange(N * C) * k + T * (n * n + n + 1)).astype(self.code_dtype).reshape(N, C, 1, 1)
         for j, (dy, dx) in enumerate(COUNT_DIRECTIONS):
             h, w = s - dy, s - abs(dx)
             d = self._d[: N * C * h * w].reshape(N, C, h, w)
@@ -207,12 +220,12 @@ class CropCounter:
                 a, b, c = (d[:, :, i * dy : i * dy + h2, i * dx : i * dx + w2] for i in range(3))
             else:
                 a, b, c = (d[:, :, i * dy : i * dy + h2, 2 - i : 2 - i + w2] for i in range(3))
-            code = self._code[: N * C * h2 * w2].reshape(N, C, h2, w2)
+            size = N * C * h2 * w2
+            code = self._code[:size].reshape(N, C, h2, w2)
             np.multiply(a, n * n, out=code)
-            np.add(code, offset, out=code)
-            bc = self._t[: N * C * h2 * w2].reshape(N, C, h2, w2)  # b * n + c stays small: int16
+            code += offset
+            bc = self._bc[:size].reshape(N, C, h2, w2)
             np.multiply(b, n, out=bc)
-            np.add(bc, c, out=bc)
-            np.add(code, bc, out=code)
+            bc += c
+            code += bc
             out[:, j] = np.bincount(code.reshape(-1), minlength=N * C * k).reshape(N, C, k)
-        return out

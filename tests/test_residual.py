@@ -133,3 +133,21 @@ def test_crop_counter_refuses_what_is_not_a_crop_batch():
     with pytest.raises(ValueError, match="T must be"):
         CropCounter(0)
     assert CropCounter().counts(np.zeros((0, 3, 8, 8), np.uint8)).shape == (0, 4, 5, 343)
+
+
+def test_crop_counter_groups_large_batches_without_changing_a_count():
+    """Codes are int16, so crops go in groups (19 for T = 3 with colour); a batch across several groups
+    counts each crop as if it were alone, and an odd T takes the wide path."""
+    from lida_plugin.residual import CropCounter
+
+    rng = np.random.default_rng(11)
+    crops = rng.integers(0, 256, (45, 3, 12, 12), dtype=np.uint8)
+    counter = CropCounter()
+    assert counter.group == 19 and counter.code_dtype == np.int16
+    alone = np.concatenate([CropCounter().counts(c[None]) for c in crops])
+    assert np.array_equal(counter.counts(crops), alone)
+    wide = CropCounter(T=9, colour=True)  # 5 * 19^3 codes a crop do not fit int16
+    assert wide.code_dtype == np.intp and wide.group == 1
+    assert np.array_equal(wide.counts(crops[:3]), np.concatenate([wide.counts(c[None]) for c in crops[:3]]))
+    # 4-pixel windows of a 12 x 12 crop: 12 * 9 along rows and along columns, 9 * 9 along each diagonal
+    assert wide.counts(crops[:3]).sum() == 3 * 5 * (2 * 12 * 9 + 2 * 9 * 9)
