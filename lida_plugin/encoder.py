@@ -48,6 +48,8 @@ def resolve_model_path(model: str | os.PathLike[str] | None = None) -> Path:
         path, origin = Path(os.environ["LIDA_MODEL"]), "LIDA_MODEL"
     else:
         path, origin = bundled_model_path(), "bundled default"
+    if path.is_dir():
+        raise ModelError(f"encoder model {path} (from {origin}) is a folder, not an ONNX file")
     if not path.is_file():
         if origin == "bundled default":
             raise ModelError(
@@ -147,8 +149,11 @@ class Encoder:
 
     def _counts_input(self) -> dict | None:
         """The feature stage this encoder computes itself (``None``: the graph gets crops)."""
+        how = os.environ.get("LIDA_COUNTS", "").strip() or "auto"
+        if how not in ("auto", "graph"):
+            raise ModelError(f"LIDA_COUNTS={how!r}: use 'auto' (the default) or 'graph'")
         stage = counts_stage(self.info)
-        if stage is None or self.on_gpu or os.environ.get("LIDA_COUNTS", "auto") == "graph":
+        if stage is None or self.on_gpu or how == "graph":
             return None
         if stage["input"] not in {i.name for i in self.session.get_overridable_initializers()}:
             log.warning("%s declares the input %r, which its graph lacks; counting in the graph", self.path, stage)

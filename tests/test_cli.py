@@ -165,3 +165,8 @@ def test_lida_threads_from_the_environment(isolated_env, images, monkeypatch, ca
         monkeypatch.setenv("LIDA_THREADS", ok)
         assert main(["attribute", "--jsonl", img]) == EXIT_OK
         assert json.loads(capsys.readouterr().out)["path"] == img
+
+
+def test_a_model_path_that_is_a_folder_is_named_as_one(isolated_env, images, tmp_path, capsys):
+    assert main(["attribute", "--model", str(tmp_path), str(images["gen-a"][0])]) == EXIT_SETUP
+    assert f"encoder model {tmp_path} (from --model) is a folder, not an ONNX file" in capsys.readouterr().err

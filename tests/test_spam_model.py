@@ -214,6 +214,7 @@ def test_counts_stage_metadata_is_read_and_unknown_stages_are_ignored():
 
 def test_the_bundled_encoder_counts_in_numpy_on_the_cpu_with_the_graphs_numbers(monkeypatch):
     from lida_plugin.encoder import Encoder, bundled_model_path
+    from lida_plugin.errors import ModelError
 
     if not bundled_model_path().is_file():
         pytest.skip("no bundled model in this checkout")
@@ -227,6 +228,10 @@ def test_the_bundled_encoder_counts_in_numpy_on_the_cpu_with_the_graphs_numbers(
     monkeypatch.setenv("LIDA_COUNTS", "graph")
     env = Encoder(device="cpu", threads=1, batch_size=8)
     assert graph.counts_input is None and env.counts_input is None
+    monkeypatch.setenv("LIDA_COUNTS", "numpy")
+    with pytest.raises(ModelError, match="LIDA_COUNTS='numpy': use 'auto'"):
+        Encoder(device="cpu")
+    monkeypatch.delenv("LIDA_COUNTS")
     crops = np.random.default_rng(7).integers(0, 256, (20, 3, 64, 64), dtype=np.uint8)
     assert np.array_equal(enc.embed_crops(crops), graph.embed_crops(crops))
 
