@@ -391,3 +391,15 @@ def test_batch_verbose_logs_its_start_up_and_rate(isolated_env, tmp_path, caplog
     assert any(m.startswith("setup: ") and "6 asset(s) listed" in m for m in msgs), msgs
     assert any(m.startswith("first record ") for m in msgs), msgs
     assert any(m.startswith("6 record(s) in ") and "after the first delivery" in m for m in msgs), msgs
+
+
+@pytest.mark.parametrize(
+    ("opt", "message"),
+    [(["--workers", "0"], "--workers must be >= 1"), (["--limit", "-1"], "--limit must be >= 0"),
+     (["--part-seconds", "-1"], "--part-seconds must be > 0"), (["--part-seconds", "nan"], "must be > 0")],
+)  # fmt: skip
+def test_batch_refuses_option_values_that_cannot_work(isolated_env, tmp_path, capsys, opt, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["batch", str(tmp_path), "--out", str(tmp_path / "out"), *opt])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "out").exists()

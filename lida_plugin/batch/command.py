@@ -104,6 +104,8 @@ def _check_args(args: argparse.Namespace) -> None:
         v = getattr(args, name)
         if v is not None and v < (0 if name == "limit" else 1):
             _usage(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'limit' else '>= 1'}")
+    if not args.part_seconds > 0:  # also NaN
+        _usage("--part-seconds must be > 0")
     if args.sidecar_dir and args.manifest != "sidecar":
         _usage("--sidecar-dir needs --manifest sidecar")
 
