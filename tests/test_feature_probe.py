@@ -32,3 +32,15 @@ def test_cnn_feature_is_any_encoder_cached_by_its_hash(monkeypatch, tmp_path, ti
     (cached,) = tmp_path.glob("probe-cnn-*.npy")
     np.save(cached, np.zeros_like(x))  # read back from the cache, not recomputed
     assert not fp.feature(f"cnn={tiny_model}", crops, None).any()
+
+
+def test_similarity_probe_crop_level_aggregation():
+    """One crop an image: every crop-level rule is the cosine of the two images' crops."""
+    sp = pytest.importorskip("lida_exporters.similarity_probe")
+    rng = np.random.default_rng(0)
+    crops_of = [c / np.linalg.norm(c, axis=1, keepdims=True) for c in rng.normal(size=(6, 1, 8))]
+    chamfer = sp.crop_level(crops_of, lambda p: 0.5 * (p.max(2).mean(1) + p.max(1).mean(1)))
+    want = np.concatenate(crops_of)[[0, 1]] @ np.concatenate(crops_of)[[2, 3, 4]].T
+    np.testing.assert_allclose(chamfer([0, 1], [2, 3, 4]), want, atol=1e-12)
+    two = [np.vstack([c, -c]) for c in crops_of]  # a crop and its opposite: chamfer finds the matching one
+    np.testing.assert_allclose(sp.crop_level(two, lambda p: p.max(2).mean(1))([0], [0]), [[1.0]], atol=1e-12)
