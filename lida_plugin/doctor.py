@@ -51,6 +51,10 @@ def run_doctor(args: argparse.Namespace) -> int:
         report["model"]["self_test"] = (
             "ok" if np.all(np.abs(norms - 1) < 1e-3) else f"embedding norms {norms.tolist()} are not 1"
         )
+        report["model"]["threads"] = enc.threads
+        report["model"]["feature_stage"] = _feature_stage_check(enc, args, crops, emb)
+        if report["model"]["feature_stage"].startswith("disagrees"):
+            report["problems"].append(f"model feature stage {report['model']['feature_stage']}")
         if report["model"]["self_test"] != "ok":
             report["problems"].append(f"model self-test: {report['model']['self_test']}")
         try:
@@ -69,6 +73,21 @@ def run_doctor(args: argparse.Namespace) -> int:
     return 0 if not report["problems"] else 3
 
 
+def _feature_stage_check(enc, args, crops: np.ndarray, emb: np.ndarray) -> str:
+    """``"none"``, ``"graph"`` (the model has a stage, the graph computes it) or ``"numpy (...)"`` when lida
+    computes it, checked against the graph's own computation on the self-test crops."""
+    from .encoder import Encoder
+
+    if enc.counts_input is None:
+        return "graph" if enc.info.counts_input else "none"
+    graph = Encoder(args.model, device="cpu", threads=1, feature_stage=False)
+    diff = float(np.abs(graph.embed_crops(crops) - emb).max())
+    stage = f"{enc.info.counts_input.get('kind')}/{enc.info.counts_input.get('version')}"
+    if diff > 1e-5:
+        return f"disagrees with the graph (max abs difference {diff:.2e}): set LIDA_COUNTS=graph and report it"
+    return f"numpy ({stage}, agrees with the graph)"
+
+
 def _print_text(report: dict) -> None:
     v = report["versions"]
     print(f"lida-plugin {v['lida-plugin']} on Python {report['python']} ({report['platform']})")
@@ -77,6 +96,7 @@ def _print_text(report: dict) -> None:
     m = report.get("model", {})
     if "model_id" in m:
         print(f"model: {m['model_id']} ({m['path']}) on {m['providers'][0]}; self-test {m['self_test']}")
+        print(f"encoder threads: {m.get('threads') or 'all cores'}; feature stage: {m.get('feature_stage', 'none')}")
     for s in report.get("stores", []):
         role = "read-only" if s["readonly"] else "user"
         counts = f"{s['generators']} generators, {s['exemplars']} exemplars"

@@ -253,3 +253,25 @@ def test_a_model_declaring_a_counts_input_its_graph_lacks_is_run_on_crops(tmp_pa
         enc = Encoder(path, device="cpu")
     assert enc.counts_input is None and "which its graph lacks" in caplog.text
     assert enc.embed_crops(crops).shape == (12, 8)
+
+
+def test_doctor_checks_the_feature_stage_against_the_graph(tmp_path, monkeypatch, capsys):
+    """``lida doctor`` runs the self-test crops both ways; a counter that disagrees is a problem (exit 3)."""
+    import json
+
+    from lida_plugin.cli import main
+    from lida_plugin.encoder import bundled_model_path
+    from lida_plugin.residual import CropCounter
+
+    if not bundled_model_path().is_file():
+        pytest.skip("no bundled model in this checkout")
+    monkeypatch.delenv("LIDA_MODEL", raising=False)
+    monkeypatch.setenv("LIDA_STORE", str(tmp_path / "user.sqlite"))
+    assert main(["doctor", "--json", "--device", "cpu"]) == 0
+    model = json.loads(capsys.readouterr().out)["model"]
+    assert model["threads"] == 1 and model["feature_stage"] == "numpy (spam-counts/1, agrees with the graph)"
+    real = CropCounter.counts
+    monkeypatch.setattr(CropCounter, "counts", lambda self, crops: real(self, crops[:, ::-1].copy()))  # BGR: wrong
+    assert main(["doctor", "--json", "--device", "cpu"]) == 3
+    report = json.loads(capsys.readouterr().out)
+    assert any("feature stage disagrees with the graph" in p and "LIDA_COUNTS=graph" in p for p in report["problems"])
