@@ -55,6 +55,7 @@ def build_parser(pm) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, pm=None) -> int:
     """Run ``lida`` with ``argv``; ``pm``: a plugin manager to use (a host's own; default: a new one with
     lida's plugins and every installed one)."""
+    from .decode import png_decoder_setting
     from .manager import new_plugin_manager
 
     try:
@@ -65,6 +66,10 @@ def main(argv: list[str] | None = None, pm=None) -> int:
         return EXIT_SETUP
     args = parser.parse_args(argv)
     args.pm = pm
+    try:
+        png_decoder_setting()
+    except ValueError as exc:  # an environment variable a worker process would otherwise die on
+        parser.exit(EXIT_USAGE, f"lida {args.command}: error: {exc}\n")
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

@@ -14,6 +14,15 @@ Policy (``docs/input-policy.md`` says why):
   ``inconclusive`` unless the caller forces it.
 * Refused with an :class:`InputError` naming the file: missing, a directory, unreadable,
   empty, not an image, truncated, animated, a decompression bomb, absurd dimensions.
+
+Speed: Pillow reads the header and decides all of the above. An 8-bit RGB or RGBA PNG (what generators
+write) can then be decoded by libspng (``pyspng``, in the ``batch`` and ``ray`` extras): the same pixels at about half
+Pillow's CPU time, but holding the GIL where Pillow releases it. So it is used where one thread per
+process decodes while the cores are busy anyway: in ``lida batch``'s workers and Ray actors
+(:func:`use_libspng`), and everywhere with ``LIDA_PNG_DECODER=libspng``; ``lida attribute``'s decode
+threads, which overlap the encoder in one process, keep Pillow (with libspng it was slower:
+docs/benchmarks.md). ``LIDA_PNG_DECODER=pillow`` turns libspng off everywhere. Anything libspng refuses
+or that is not such a PNG goes through Pillow, so errors and their messages are Pillow's.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import io
 import os
 import stat
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +50,38 @@ MAX_SIDE = 65_535
 MAX_FILE_BYTES = 1 << 30
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+try:  # optional: in the batch and ray extras
+    import pyspng as _pyspng
+except ImportError:  # pragma: no cover - depends on the installation
+    _pyspng = None
+PNG_DECODERS = ("auto", "pillow", "libspng")
+#: decode 8-bit RGB/RGBA PNGs with libspng (see the module docstring; :func:`use_libspng` sets it)
+FAST_PNG = False
+
+
+def png_decoder_setting() -> str:
+    """``$LIDA_PNG_DECODER``: ``auto`` (the default), ``pillow`` or ``libspng``; ``ValueError`` otherwise."""
+    v = os.environ.get("LIDA_PNG_DECODER", "").strip().lower() or "auto"
+    if v not in PNG_DECODERS:
+        raise ValueError(f"LIDA_PNG_DECODER={v!r}: use one of {', '.join(PNG_DECODERS)}")
+    return v
+
+
+def use_libspng(where_auto: bool = False) -> bool:
+    """Decide this process' PNG decoder from ``$LIDA_PNG_DECODER``: libspng when it is ``libspng``, or
+    ``auto`` and ``where_auto`` (a caller with one decoding thread per core, such as a batch worker);
+    never without ``pyspng``. Returns whether libspng is now used."""
+    global FAST_PNG
+    setting = png_decoder_setting()
+    FAST_PNG = _pyspng is not None and (setting == "libspng" or (setting == "auto" and where_auto))
+    return FAST_PNG
+
+
+try:
+    use_libspng()
+except ValueError:  # reported where a command starts (lida_plugin.cli); Pillow until then
+    FAST_PNG = False
 
 _UNRELIABLE_MODES = {
     "P": "palette image: colours were quantised to a palette, the low bits are not the generator's",
@@ -160,13 +202,15 @@ def decode_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
                 raise InputError(name, f"malformed image structure: {type(exc).__name__}: {exc}") from None
             if frames > 1 and im.format != "MPO":
                 raise InputError(name, f"animated image ({frames} frames): only still images are analysed")
+            fast = _fast_png(data, fmt, im.mode, (w, h))
             try:
                 reasons, notes, quality = _codec_reliability(im, fmt, data)
-                im.load()
+                if fast is None:
+                    im.load()
             except Exception as exc:  # truncated / corrupt data
                 raise InputError(name, f"corrupt or truncated image data: {exc}") from None
             try:
-                pixels, mode_reasons, mode_notes = _to_rgb(im, name, data)
+                pixels, mode_reasons, mode_notes = _to_rgb(im, name, data) if fast is None else _fast_rgb(im, fast)
             except InputError:
                 raise
             except Exception as exc:  # a conversion of corrupt data (fuzzing)
@@ -186,6 +230,49 @@ def decode_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
         notes=notes,
         jpeg_quality=quality,
     )
+
+
+def _fast_png(data: bytes, fmt: str, mode: str, size: tuple[int, int]) -> np.ndarray | None:
+    """The pixels of an 8-bit RGB/RGBA PNG decoded by libspng, ``[H, W, 3]`` (alpha dropped, as
+    :func:`_to_rgb` does); ``None`` when that does not apply or libspng refuses the data (then Pillow
+    decodes it, and reports what is wrong)."""
+    if not FAST_PNG or fmt != "PNG" or mode not in ("RGB", "RGBA") or _png_bit_depth(data) != 8:
+        return None
+    if not _png_chunks_intact(data):  # pyspng does not check CRCs: a damaged file must not decode quietly
+        return None
+    try:
+        px = _pyspng.load(data)
+    except Exception:  # libspng is stricter or differently worded: Pillow decides
+        return None
+    w, h = size
+    if px.dtype != np.uint8 or px.ndim != 3 or px.shape[:2] != (h, w) or px.shape[2] not in (3, 4):
+        return None
+    return px
+
+
+def _png_chunks_intact(data: bytes) -> bool:
+    """Every chunk's CRC-32 up to ``IEND`` is right, and ``IEND`` is there (~0.3 ms for a 512x512 PNG).
+
+    libspng as pyspng builds it checks neither the chunk CRCs nor zlib's Adler-32 (a bit flipped inside
+    the image data decodes to a wrong pixel without an error, where Pillow refuses the file), so the
+    chunks are checked here; a file that fails goes to Pillow. What the CRCs cannot catch, a writer that
+    stored a bad deflate stream under correct CRCs, libspng may still decode where Pillow would refuse."""
+    view = memoryview(data)
+    pos, end = 8, len(data)
+    while pos + 12 <= end:
+        length = int.from_bytes(view[pos : pos + 4], "big")
+        stop = pos + 8 + length
+        if stop + 4 > end or zlib.crc32(view[pos + 4 : stop]) != int.from_bytes(view[stop : stop + 4], "big"):
+            return False
+        if view[pos + 4 : pos + 8] == b"IEND":
+            return True
+        pos = stop + 4
+    return False
+
+
+def _fast_rgb(im: Image.Image, px: np.ndarray) -> tuple[np.ndarray, list[str], list[str]]:
+    notes = [f"{im.mode}: alpha channel ignored (pixels not composited)"] if im.mode == "RGBA" else []
+    return np.ascontiguousarray(px[..., :3]), [], notes
 
 
 def _png_bit_depth(data: bytes) -> int | None:

@@ -13,6 +13,8 @@ Targets:
 
 * ``decode``: :func:`lida_plugin.decode.decode_bytes` (PNG/JPEG/WebP/TIFF/GIF/BMP headers, chunk lengths,
   ICC, EXIF, XMP blocks);
+* ``decode-libspng``: the same with libspng decoding 8-bit RGB/RGBA PNGs (as in ``lida batch``'s workers),
+  checked against Pillow's decoding of the same bytes: both refuse, or both give the same pixels;
 * ``c2pa``: the bytes as an asset file: :func:`lida_plugin.provenance.read_store` and
   :func:`lida_plugin.verify.verify` (the C2PA read path of ``lida attribute --manifest`` and ``lida verify``);
 * ``sidecar``: the bytes as a ``.c2pa`` sidecar of a fixed asset (``read_store(..., sidecar=...)``).
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SHARED = Path(os.environ.get("LIDA_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-TARGETS = ("decode", "evidence", "c2pa", "sidecar")
+TARGETS = ("decode", "decode-libspng", "evidence", "c2pa", "sidecar")
 #: Address-space limit of a worker: far above what a legitimate small input needs.
 MEMORY_LIMIT = 3 << 30
 #: Seconds one input may take (a loaded 2-core machine; a normal call takes milliseconds).
@@ -206,6 +208,22 @@ class _Worker:
             except LidaError as exc:
                 return f"error: {type(exc).__name__}"
             assert d.pixels.ndim == 3 and d.pixels.shape[2] == 3 and d.pixels.dtype.name == "uint8"
+            return "record"
+        if target == "decode-libspng":
+            import lida_plugin.decode as D
+
+            outs = []
+            for fast in (True, False):
+                D.FAST_PNG = fast
+                try:
+                    outs.append(D.decode_bytes(data, "fuzz-input").pixels)
+                except LidaError as exc:
+                    outs.append(f"error: {type(exc).__name__}: {exc}")
+            D.FAST_PNG = False
+            if isinstance(outs[0], str) or isinstance(outs[1], str):
+                assert outs[0] == outs[1], f"libspng: {str(outs[0])[:200]}; Pillow: {str(outs[1])[:200]}"
+                return outs[0].split(":")[0] + ": " + outs[0].split(":")[1].strip()
+            assert outs[0].shape == outs[1].shape and (outs[0] == outs[1]).all(), "libspng and Pillow pixels differ"
             return "record"
         if target == "evidence":  # the declared-provenance readers (C2PA, XMP, EXIF, PNG text, JPEG COM)
             from lida_plugin.evidence import read_evidence_bytes

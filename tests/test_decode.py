@@ -134,3 +134,97 @@ def test_decoding_never_modifies_the_file(tmp_path):
     before = (p.read_bytes(), p.stat().st_mtime_ns)
     decode_file(p)
     assert (p.read_bytes(), p.stat().st_mtime_ns) == before
+
+
+@pytest.fixture
+def libspng(monkeypatch):
+    """The libspng path on (as in a batch worker); skipped where pyspng is not installed."""
+    pytest.importorskip("pyspng")
+    import lida_plugin.decode as D
+
+    monkeypatch.setattr(D, "FAST_PNG", True)
+    return D
+
+
+def _both(data: bytes, name: str, monkeypatch):
+    import lida_plugin.decode as D
+
+    out = []
+    for fast in (True, False):
+        monkeypatch.setattr(D, "FAST_PNG", fast)
+        try:
+            out.append(decode_bytes(data, name))
+        except InputError as exc:
+            out.append(exc.reason)
+    return out
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
+    return np.array_equal(a.pixels, b.pixels) and (a.mode, a.notes, a.reasons, a.reliable, a.sha256) == (
+        b.mode, b.notes, b.reasons, b.reliable, b.sha256,
+    )  # fmt: skip
+
+
+def test_libspng_and_pillow_decode_the_same_pngs(libspng, monkeypatch):
+    rgba = np.dstack([RGB, np.random.default_rng(1).integers(0, 256, RGB.shape[:2], dtype=np.uint8)])
+    cases = {
+        "rgb": _png(RGB),
+        "rgba": _png(rgba),
+        "interlaced": _png(RGB, optimize=False, interlace=1) if False else None,  # Pillow cannot write Adam7
+        "rgb-trns": _png(RGB, transparency=(1, 2, 3)),
+        "compressed-9": _png(RGB, compress_level=9),
+        "gray": _png(RGB, mode="L"),
+        "palette": _png(RGB, mode="P"),
+        "16-bit gray": _png(np.arange(64 * 80, dtype=np.uint16).reshape(64, 80) * 13),
+    }
+    for name, data in cases.items():
+        if data is None:
+            continue
+        fast, pillow = _both(data, f"{name}.png", monkeypatch)
+        assert _same(fast, pillow), name
+    libspng.FAST_PNG = True
+    assert libspng._fast_png(cases["rgb"], "PNG", "RGB", (80, 64)) is not None  # taken by libspng
+    assert libspng._fast_png(cases["palette"], "PNG", "P", (80, 64)) is None  # left to Pillow
+    assert "alpha channel ignored" in decode_bytes(cases["rgba"], "a.png").notes[0]
+
+
+def test_libspng_leaves_broken_pngs_to_pillow(libspng, monkeypatch):
+    good = _png(RGB)
+    idat = good.index(b"IDAT")
+    flipped = bytearray(good)
+    flipped[idat + 40] ^= 0xFF  # a bit error inside the compressed data
+    crc = bytearray(good)
+    crc[idat + 4 + int.from_bytes(good[idat - 4 : idat], "big")] ^= 0x01  # the IDAT chunk's CRC
+    for name, data in {"truncated": good[: len(good) // 2], "flipped": bytes(flipped), "crc": bytes(crc)}.items():
+        fast, pillow = _both(data, f"{name}.png", monkeypatch)
+        assert _same(fast, pillow), name
+        if name == "truncated":
+            assert isinstance(fast, str) and "truncated" in fast
+
+
+def test_png_decoder_setting(monkeypatch):
+    pytest.importorskip("pyspng")
+    import lida_plugin.decode as D
+    from lida_plugin.batch.worker import setup_worker_process
+
+    for value, anywhere, in_workers in (("", False, True), ("auto", False, True), ("pillow", False, False),
+                                         ("libspng", True, True), (" LIBSPNG ", True, True)):  # fmt: skip
+        monkeypatch.setenv("LIDA_PNG_DECODER", value)
+        assert D.use_libspng() is anywhere
+        setup_worker_process(1)
+        assert D.FAST_PNG is in_workers, value
+    monkeypatch.setenv("LIDA_PNG_DECODER", "spng")
+    with pytest.raises(ValueError, match="LIDA_PNG_DECODER='spng': use one of auto, pillow, libspng"):
+        D.use_libspng()
+    monkeypatch.delenv("LIDA_PNG_DECODER")
+    D.use_libspng()
+
+
+def test_libspng_decodes_the_corpus_like_pillow(libspng, monkeypatch, shared_data):
+    files = sorted(shared_data.rglob("*.png"))[::7]
+    assert len(files) > 100
+    for f in files:
+        fast, pillow = _both(f.read_bytes(), str(f), monkeypatch)
+        assert _same(fast, pillow), f

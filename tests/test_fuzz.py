@@ -35,6 +35,7 @@ def seeds(tmp_path_factory) -> dict[str, dict[str, bytes]]:
     embedded, sidecars = signed_seeds(tmp_path_factory.mktemp("fuzz-keys"), gen)
     return {
         "decode": gen | real,
+        "decode-libspng": {k: v for k, v in (gen | real).items() if v[:8] == b"\x89PNG\r\n\x1a\n"},
         "evidence": gen | real | embedded,
         "c2pa": embedded
         | {k: v for k, v in real.items() if "c2pa-public-testfiles" in k}
@@ -61,9 +62,12 @@ def test_seeds_themselves_parse(sandbox, seeds):
         assert sandbox.call("sidecar", data, asset).detail == "record: present", name
 
 
-@pytest.mark.parametrize("target", ["decode", "evidence", "c2pa", "sidecar"])
+@pytest.mark.parametrize("target", ["decode", "decode-libspng", "evidence", "c2pa", "sidecar"])
 def test_fuzz_parser(sandbox, seeds, target):
+    if target == "decode-libspng":
+        pytest.importorskip("pyspng")
     names = sorted(seeds[target])
+    assert names, f"no seeds for {target}"
 
     @SETTINGS
     @given(st.sampled_from(names), st.randoms(use_true_random=False))
