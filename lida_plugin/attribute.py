@@ -100,6 +100,7 @@ class Prepared:
     decoded: Decoded
     crops: np.ndarray
     evidence: list[dict[str, Any]] = field(default_factory=list)  # declared provenance, read with the bytes
+    stage_inputs: np.ndarray | None = None  # the encoder's feature stage of the crops (Encoder.stage_inputs)
 
     @property
     def path(self) -> str:
@@ -212,6 +213,7 @@ class Attributor:
                 data = read_bytes(path)
             decoded = decode_bytes(data, path, max_pixels=self.max_pixels)
             crops = self.encoder.crops_for(decoded)
+            stage_inputs = self.encoder.stage_inputs(crops)  # here: in the caller's decode threads
         except InputError as exc:
             return error_result(path, exc.reason, self.model_id, self.store_id)
         except MemoryError:
@@ -232,7 +234,7 @@ class Attributor:
         # Keep the shape (width/height) but not the pixels: the crops are all the later stages need,
         # and a batch of prepared files waiting for the encoder must not hold whole images.
         decoded.pixels = np.broadcast_to(np.zeros((), np.uint8), decoded.pixels.shape)
-        return Prepared(decoded, crops, evidence)
+        return Prepared(decoded, crops, evidence, stage_inputs)
 
     def finish(self, batch: Sequence[Prepared | Result]) -> list[Result]:
         """The batch stages (embed, detect, retrieve, verdict) for what :meth:`prepare` returned, in
@@ -249,7 +251,7 @@ class Attributor:
     def _judge(self, items: list[Prepared]) -> list[Result]:
         if not items:
             return []
-        emb = self.encoder.embed_crop_sets([p.crops for p in items])
+        emb = self.encoder.embed_crop_sets([p.crops for p in items], [p.stage_inputs for p in items])
         dets = detect(emb, self.encoder.info)
         ranked = self.retriever.rank(emb, self.top_k, other_family=self.encoder.info.family_margin is not None)
         return [

@@ -160,14 +160,24 @@ class Encoder:
             return None
         return stage
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def stage_inputs(self, crops: np.ndarray) -> np.ndarray | None:
+        """What the feature stage makes of ``crops`` (the SPAM counts), computed now, in this thread, or
+        ``None`` when the graph takes the crops themselves. :meth:`Attributor.prepare` calls it, so the
+        counting runs in the decode threads, next to the decoding, not in the thread that runs the
+        encoder; :meth:`embed_crops` takes the result back."""
         stage = self.counts_input
         if stage is None:
-            return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+            return None
         counter = getattr(self._counters, "counter", None)
         if counter is None:
             counter = self._counters.counter = CropCounter(stage["T"], stage["colour"])
-        feed = {INPUT_NAME: batch[:0], stage["input"]: counter.counts(batch)}
+        return counter.counts(crops)
+
+    def _run(self, batch: np.ndarray, counts: np.ndarray | None) -> np.ndarray:
+        stage = self.counts_input
+        if stage is None:
+            return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        feed = {INPUT_NAME: batch[:0], stage["input"]: self.stage_inputs(batch) if counts is None else counts}
         return self.session.run([OUTPUT_NAME], feed)[0]
 
     @property
@@ -187,22 +197,32 @@ class Encoder:
             px = resize_square(px, i.input_resize)
         return extract_crops(px, i.crop_size, i.crop_count, i.crop_align, i.min_image_size, decoded.path)
 
-    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
-        """Per-crop embeddings ``float32 [N, D]`` (rows unit length), run in batches."""
+    def embed_crops(self, crops: np.ndarray, stage_inputs: np.ndarray | None = None) -> np.ndarray:
+        """Per-crop embeddings ``float32 [N, D]`` (rows unit length), run in batches; ``stage_inputs``:
+        :meth:`stage_inputs` of these crops when the caller computed them already."""
         crops = np.ascontiguousarray(crops, dtype=np.uint8)
         if crops.ndim != 4 or crops.shape[1:] != (3, self.info.crop_size, self.info.crop_size):
             raise ValueError(f"crops must be [N, 3, {self.info.crop_size}, {self.info.crop_size}], got {crops.shape}")
+        if stage_inputs is not None and self.counts_input is None:
+            stage_inputs = None  # made by an encoder that computes the stage (another process); this one does not
+        if stage_inputs is not None and len(stage_inputs) != len(crops):
+            raise ValueError(f"stage_inputs for {len(stage_inputs)} crops, given {len(crops)} crops")
         out = np.empty((len(crops), self.info.embedding_dim), dtype=np.float32)
         for start in range(0, len(crops), self.batch_size):
-            batch = crops[start : start + self.batch_size]
-            out[start : start + len(batch)] = self._run(batch)
+            stop = start + self.batch_size
+            counts = None if stage_inputs is None else stage_inputs[start:stop]
+            out[start : start + len(crops[start:stop])] = self._run(crops[start:stop], counts)
         return out
 
-    def embed_crop_sets(self, crop_sets: list[np.ndarray]) -> np.ndarray:
-        """One embedding per image from each image's crops, in one batched pass: ``[M, D]``."""
+    def embed_crop_sets(self, crop_sets: list[np.ndarray], stage_inputs: list | None = None) -> np.ndarray:
+        """One embedding per image from each image's crops, in one batched pass: ``[M, D]``;
+        ``stage_inputs``: each set's :meth:`stage_inputs` (all or none), when already computed."""
         if not crop_sets:
             return np.zeros((0, self.info.embedding_dim), dtype=np.float32)
-        per_crop = self.embed_crops(np.concatenate(crop_sets))
+        given = None
+        if stage_inputs is not None and all(x is not None for x in stage_inputs):
+            given = np.concatenate(stage_inputs)
+        per_crop = self.embed_crops(np.concatenate(crop_sets), given)
         bounds = np.cumsum([0] + [len(c) for c in crop_sets])
         means = np.stack([per_crop[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
         return normalize(means)

@@ -275,3 +275,34 @@ def test_doctor_checks_the_feature_stage_against_the_graph(tmp_path, monkeypatch
     assert main(["doctor", "--json", "--device", "cpu"]) == 3
     report = json.loads(capsys.readouterr().out)
     assert any("feature stage disagrees with the graph" in p and "LIDA_COUNTS=graph" in p for p in report["problems"])
+
+
+def test_prepare_counts_in_the_callers_thread_and_finish_uses_those_counts(tmp_path, monkeypatch):
+    """Attributor.prepare computes the feature stage (so lida attribute's decode threads do the counting);
+    finish gives the same records with them or without them (a packed item drops them)."""
+    from conftest import write_png
+
+    from lida_plugin.attribute import Attributor
+    from lida_plugin.batch.worker import pack, unpack
+    from lida_plugin.encoder import Encoder, bundled_model_path
+    from lida_plugin.store import open_stack
+
+    if not bundled_model_path().is_file():
+        pytest.skip("no bundled model in this checkout")
+    enc = Encoder(device="cpu", batch_size=8)
+    if enc.counts_input is None:
+        pytest.skip("the bundled model has no counts stage")
+    monkeypatch.setenv("LIDA_STORE", str(tmp_path / "none.sqlite"))  # no user store: the bundled one alone
+    stack = open_stack(enc, None, use_default=True)
+    att = Attributor(enc, stack)
+    paths = [write_png(tmp_path / f"{k}.png", k, 7, size=256) for k in ("gen-a", "real")]
+    prepared = [att.prepare(str(p)) for p in paths]
+    assert all(p.stage_inputs is not None and p.stage_inputs.shape == (len(p.crops), 4, 5, 343) for p in prepared)
+    light = [unpack(pack(p)) for p in prepared]
+    assert all(p.stage_inputs is None for p in light)
+    with_counts = [r.to_dict() for r in att.finish(prepared)]
+    without = [r.to_dict() for r in att.finish(light)]
+    assert with_counts == without
+    with pytest.raises(ValueError, match="stage_inputs for 3 crops"):
+        enc.embed_crops(prepared[0].crops, prepared[0].stage_inputs[:3])
+    stack.close()

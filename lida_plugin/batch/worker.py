@@ -75,13 +75,15 @@ def died_record(path: str, who: str, times: int) -> dict:
 # -- moving prepared assets between processes (Ray stages) ----------------------------------
 def pack(item: Prepared | Result) -> bytes:
     """Pickle what :meth:`Attributor.prepare` returned without the (zero-stride) pixel placeholder,
-    which pickle would otherwise expand to a full image of zeros; every other field travels."""
+    which pickle would otherwise expand to a full image of zeros, nor the feature stage's inputs;
+    every other field travels."""
     if isinstance(item, Result):
         return pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
     light = copy.copy(item)
     light.decoded = copy.copy(item.decoded)
     shape = light.decoded.pixels.shape
     light.decoded.pixels = None
+    light.stage_inputs = None  # derived from the crops, 2x their size: the receiving encoder redoes it if it needs it
     return pickle.dumps((light, shape), protocol=pickle.HIGHEST_PROTOCOL)
 
 
