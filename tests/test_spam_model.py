@@ -300,6 +300,10 @@ def test_prepare_counts_in_the_callers_thread_and_finish_uses_those_counts(tmp_p
     assert all(p.stage_inputs is not None and p.stage_inputs.shape == (len(p.crops), 4, 5, 343) for p in prepared)
     light = [unpack(pack(p)) for p in prepared]
     assert all(p.stage_inputs is None for p in light)
+    from lida_plugin.batch.worker import JobConfig, build_attributor
+
+    decode_only = build_attributor(JobConfig(model=None, device="cpu"), with_store=False)
+    assert decode_only.prepare(str(paths[0])).stage_inputs is None  # its items travel packed: no counting
     with_counts = [r.to_dict() for r in att.finish(prepared)]
     without = [r.to_dict() for r in att.finish(light)]
     assert with_counts == without

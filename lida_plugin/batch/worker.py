@@ -48,7 +48,9 @@ def build_attributor(cfg: JobConfig, *, with_store: bool = True) -> Attributor:
     from ..encoder import Encoder
     from ..store import StoreStack, open_stack
 
-    enc = Encoder(cfg.model, device=cfg.device, threads=cfg.threads or None, batch_size=cfg.batch_size)
+    # a decode-only stage hands its items on packed, without the feature stage's counts (pack): no counting there
+    enc = Encoder(cfg.model, device=cfg.device, threads=cfg.threads or None, batch_size=cfg.batch_size,
+                  feature_stage=with_store)  # fmt: skip
     stack = open_stack(enc, cfg.store, use_default=cfg.use_default_store) if with_store else StoreStack([], enc)
     return Attributor(enc, stack, top_k=cfg.top_k, force=cfg.force)
 
