@@ -251,7 +251,8 @@ def _fast_png(data: bytes, fmt: str, mode: str, size: tuple[int, int]) -> np.nda
 
 
 def _png_chunks_intact(data: bytes) -> bool:
-    """Every chunk's CRC-32 up to ``IEND`` is right, and ``IEND`` is there (~0.3 ms for a 512x512 PNG).
+    """Every chunk's CRC-32 up to ``IEND`` is right, and ``IEND`` is there (0.08 ms a file over 200 of the
+    corpus' 512x512 PNGs, 171 KB on average).
 
     libspng as pyspng builds it checks neither the chunk CRCs nor zlib's Adler-32 (a bit flipped inside
     the image data decodes to a wrong pixel without an error, where Pillow refuses the file), so the
