@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fuzz_harness import Sandbox, generated_seeds, mutate, real_seeds, signed_seeds  # noqa: E402
 
 #: Share of executions per target (decoding is the hottest path; c2pa reads are slower).
-WEIGHTS = {"decode": 0.45, "evidence": 0.2, "c2pa": 0.2, "sidecar": 0.15}
+WEIGHTS = {"decode": 0.45, "decode-libspng": 0.2, "evidence": 0.2, "c2pa": 0.2, "sidecar": 0.15}
 
 
 def build_corpus(max_real_bytes: int) -> dict[str, list[tuple[str, bytes, bytes | None]]]:
@@ -38,6 +38,7 @@ def build_corpus(max_real_bytes: int) -> dict[str, list[tuple[str, bytes, bytes 
     c2pa_real = {k: v for k, v in real.items() if "c2pa-public-testfiles" in k or k.endswith(".png")}
     return {
         "decode": [(k, v, None) for k, v in (gen | real).items()],
+        "decode-libspng": [(k, v, None) for k, v in (gen | real).items() if v[:8] == b"\x89PNG\r\n\x1a\n"],
         "evidence": [(k, v, None) for k, v in (gen | real | embedded).items()],
         "c2pa": [(k, v, None) for k, v in (embedded | c2pa_real | {"gen.png": gen["gen.png"]}).items()],
         "sidecar": [(k, v, gen[k.split("/", 1)[1]]) for k, v in sidecars.items()],
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--examples", type=int, default=10_000, help="total executions across the parsers")
     ap.add_argument("--start", type=int, default=0, help="first input index (replay: --start I --examples 1)")
-    ap.add_argument("--targets", default="decode,evidence,c2pa,sidecar")
+    ap.add_argument("--targets", default="decode,evidence,c2pa,sidecar",
+                    help="comma-separated; also decode-libspng (PNGs by libspng and Pillow, compared)")  # fmt: skip
     ap.add_argument("--max-real-bytes", type=int, default=700_000, help="skip larger real seed files")
     ap.add_argument(
         "--real-share",
