@@ -89,9 +89,8 @@ def stage_costs(files: list[Path], model: str | None, k: int = 200) -> dict[str,
     """ms per image for prepare (read+decode+crops) and finish (embed+detect+retrieve), one thread."""
     sys.path.insert(0, str(REPO))
     from lida_plugin.batch.command import WORKER_BATCH
-    from lida_plugin.batch.worker import JobConfig, build_attributor, setup_worker_process
+    from lida_plugin.batch.worker import JobConfig, build_attributor
 
-    setup_worker_process(1)  # as a worker: libspng for PNGs where LIDA_PNG_DECODER allows it
     att = build_attributor(JobConfig(model=model, threads=1, batch_size=WORKER_BATCH))  # as a lida batch worker
     sample = [str(f) for f in files[:k]]
     att.finish([att.prepare(p) for p in sample[:16]])  # warm-up

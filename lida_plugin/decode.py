@@ -15,14 +15,14 @@ Policy (``docs/input-policy.md`` says why):
 * Refused with an :class:`InputError` naming the file: missing, a directory, unreadable,
   empty, not an image, truncated, animated, a decompression bomb, absurd dimensions.
 
-Speed: Pillow reads the header and decides all of the above. An 8-bit RGB or RGBA PNG (what generators
-write) can then be decoded by libspng (``pyspng``, in the ``batch`` and ``ray`` extras): the same pixels at about half
-Pillow's CPU time, but holding the GIL where Pillow releases it. So it is used where one thread per
-process decodes while the cores are busy anyway: in ``lida batch``'s workers and Ray actors
-(:func:`use_libspng`), and everywhere with ``LIDA_PNG_DECODER=libspng``; ``lida attribute``'s decode
-threads, which overlap the encoder in one process, keep Pillow (with libspng it was slower:
-docs/benchmarks.md). ``LIDA_PNG_DECODER=pillow`` turns libspng off everywhere. Anything libspng refuses
-or that is not such a PNG goes through Pillow, so errors and their messages are Pillow's.
+Speed (opt-in): Pillow reads the header and decides all of the above. With ``LIDA_PNG_DECODER=libspng``
+(and ``pyspng`` installed: the ``png`` extra) the pixels of an 8-bit RGB or RGBA PNG are decoded by
+libspng instead: the same pixels at about half Pillow's CPU, after the chunk CRCs are checked here. Not
+the default, because pyspng does not check zlib's Adler-32: a file whose deflate stream is broken under
+correct chunk CRCs decodes to wrong pixels without an error, where Pillow refuses it (a CRC-repairing
+fuzz found such files in 4% of mutations, with up to half the pixels wrong; docs/input-policy.md). It
+also holds the GIL, where Pillow releases it. Anything libspng refuses or that is not such a PNG goes
+through Pillow, so errors and their messages are Pillow's.
 """
 
 from __future__ import annotations
@@ -51,30 +51,30 @@ MAX_FILE_BYTES = 1 << 30
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-try:  # optional: in the batch and ray extras
+try:  # optional: the png extra
     import pyspng as _pyspng
 except ImportError:  # pragma: no cover - depends on the installation
     _pyspng = None
-PNG_DECODERS = ("auto", "pillow", "libspng")
+PNG_DECODERS = ("pillow", "libspng")
 #: decode 8-bit RGB/RGBA PNGs with libspng (see the module docstring; :func:`use_libspng` sets it)
 FAST_PNG = False
 
 
 def png_decoder_setting() -> str:
-    """``$LIDA_PNG_DECODER``: ``auto`` (the default), ``pillow`` or ``libspng``; ``ValueError`` otherwise."""
-    v = os.environ.get("LIDA_PNG_DECODER", "").strip().lower() or "auto"
+    """``$LIDA_PNG_DECODER``: ``pillow`` (the default) or ``libspng`` (which needs ``pyspng``);
+    ``ValueError`` naming the variable otherwise."""
+    v = os.environ.get("LIDA_PNG_DECODER", "").strip().lower() or "pillow"
     if v not in PNG_DECODERS:
         raise ValueError(f"LIDA_PNG_DECODER={v!r}: use one of {', '.join(PNG_DECODERS)}")
+    if v == "libspng" and _pyspng is None:
+        raise ValueError("LIDA_PNG_DECODER=libspng needs pyspng: pip install 'lida-plugin[png]'")
     return v
 
 
-def use_libspng(where_auto: bool = False) -> bool:
-    """Decide this process' PNG decoder from ``$LIDA_PNG_DECODER``: libspng when it is ``libspng``, or
-    ``auto`` and ``where_auto`` (a caller with one decoding thread per core, such as a batch worker);
-    never without ``pyspng``. Returns whether libspng is now used."""
+def use_libspng() -> bool:
+    """Set this process' PNG decoder from ``$LIDA_PNG_DECODER``; whether libspng is now used."""
     global FAST_PNG
-    setting = png_decoder_setting()
-    FAST_PNG = _pyspng is not None and (setting == "libspng" or (setting == "auto" and where_auto))
+    FAST_PNG = png_decoder_setting() == "libspng"
     return FAST_PNG
 
 

@@ -13,8 +13,10 @@ Targets:
 
 * ``decode``: :func:`lida_plugin.decode.decode_bytes` (PNG/JPEG/WebP/TIFF/GIF/BMP headers, chunk lengths,
   ICC, EXIF, XMP blocks);
-* ``decode-libspng``: the same with libspng decoding 8-bit RGB/RGBA PNGs (as in ``lida batch``'s workers),
-  checked against Pillow's decoding of the same bytes: both refuse, or both give the same pixels;
+* ``decode-libspng``: the same with libspng decoding 8-bit RGB/RGBA PNGs (``LIDA_PNG_DECODER=libspng``),
+  checked against Pillow's decoding of the same bytes: both refuse, or both give the same pixels (the
+  mutations break chunk CRCs, which the libspng path checks first; with CRCs repaired the two differ:
+  lida_plugin.decode);
 * ``c2pa``: the bytes as an asset file: :func:`lida_plugin.provenance.read_store` and
   :func:`lida_plugin.verify.verify` (the C2PA read path of ``lida attribute --manifest`` and ``lida verify``);
 * ``sidecar``: the bytes as a ``.c2pa`` sidecar of a fixed asset (``read_store(..., sidecar=...)``).

@@ -28,7 +28,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from ..errors import LidaError
-from .worker import JobConfig, build_attributor, died_record, prepare_one, setup_worker_process
+from .worker import JobConfig, build_attributor, died_record, limit_threads, prepare_one
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def _worker_main(conn, cfg: JobConfig) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles ^C and stops us
-    setup_worker_process(cfg.threads)
+    limit_threads(cfg.threads)
     try:
         att = build_attributor(cfg)
     except Exception as exc:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LidaError
-from .worker import JobConfig, build_attributor, died_record, pack, prepare_one, setup_worker_process, unpack
+from .worker import JobConfig, build_attributor, died_record, limit_threads, pack, prepare_one, unpack
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def prepare_batch(batch: dict[str, np.ndarray], cfg: JobConfig) -> dict[str, np.
     actors do it themselves). One decode-only attributor per worker process gives the crop geometry."""
     att = _PREPARERS.get(cfg)
     if att is None:
-        setup_worker_process(cfg.threads)
+        limit_threads(cfg.threads)
         att = _PREPARERS[cfg] = build_attributor(cfg, with_store=False)
     blobs = [pack(prepare_one(att, str(p))) for p in batch["path"]]
     return {"path": batch["path"], "prepared": np.array(blobs, dtype=object)}
@@ -95,7 +95,7 @@ class EncodeStage:
     """Embed, detect, retrieve and judge a batch of prepared assets: one ORT session per actor."""
 
     def __init__(self, cfg: JobConfig) -> None:
-        setup_worker_process(cfg.threads)
+        limit_threads(cfg.threads)
         self.att = build_attributor(cfg)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

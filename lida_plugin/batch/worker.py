@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..attribute import Attributor, Prepared, Result, error_result
-from ..decode import use_libspng
 from ..errors import InputError
 from .sources import read_asset
 
@@ -32,14 +31,10 @@ class JobConfig:
     decode_threads: int = 1
 
 
-def setup_worker_process(threads: int) -> None:
-    """What a batch worker process (a local worker, a Ray actor or task) sets first: numpy/BLAS kept to
-    ``threads`` (ORT gets them through its session options), and libspng for PNGs where
-    ``$LIDA_PNG_DECODER`` is ``auto``: one decoding thread per core, so its holding the GIL costs nothing
-    here and its speed counts (:mod:`lida_plugin.decode`)."""
+def limit_threads(threads: int) -> None:
+    """Keep numpy/BLAS to ``threads`` in a worker (ORT gets ``threads`` through its session options)."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(max(1, threads)))
-    use_libspng(where_auto=True)
 
 
 def build_attributor(cfg: JobConfig, *, with_store: bool = True) -> Attributor:
