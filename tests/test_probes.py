@@ -26,7 +26,8 @@ def _rows(table: str) -> list[tuple[str, list[float]]]:
     for line in table.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         nums = cells[1:]
-        if len(cells) > 1 and all(re.fullmatch(r"-?\d+(\.\d+)?%?|nan", c) for c in nums):
+        nums = nums[:-1] if nums and re.fullmatch(r"(-?\d+(\.\d+)?|nan) .+", nums[-1]) else nums  # a named cell
+        if len(cells) > 1 and nums and all(re.fullmatch(r"-?\d+(\.\d+)?%?|nan", c) for c in nums):
             rows.append((cells[0], [float(c.rstrip("%")) for c in nums]))
     return rows
 
@@ -55,7 +56,8 @@ def test_resize_gate_thresholds_hold_on_train_originals(corpus, tiny_model, caps
     rows = _run(capsys, "resize-gate", "--data", str(corpus), "--model", str(tiny_model))
     assert [name for name, _ in rows] == ["encoder embedding"] * 2 + ["spectral + low-bit statistics"] * 2
     assert [r[0] for _, r in rows] == [5.0, 1.0, 5.0, 1.0]  # the share of train originals each threshold flags
-    assert all(len(r) == 5 and all(0 <= v <= 100 for v in r) for _, r in rows)
+    # held-out original, 0.5x, 0.75x, off-grid crop, and the originals of a family left out of the fit
+    assert all(len(r) == 6 and all(0 <= v <= 100 for v in r) for _, r in rows)
 
 
 def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):
