@@ -44,3 +44,36 @@ def test_similarity_probe_crop_level_aggregation():
     np.testing.assert_allclose(chamfer([0, 1], [2, 3, 4]), want, atol=1e-12)
     two = [np.vstack([c, -c]) for c in crops_of]  # a crop and its opposite: chamfer finds the matching one
     np.testing.assert_allclose(sp.crop_level(two, lambda p: p.max(2).mean(1))([0], [0]), [[1.0]], atol=1e-12)
+
+
+def _gram(x, mean, proj):
+    from lida_exporters.spam_model import apply_map
+
+    e = apply_map(x, mean, proj)
+    return e @ e.T
+
+
+def test_map_probe_mixed_scatter_is_fit_map_at_zero_and_differs_with_image_scatter():
+    """``map_probe.fit_mixed_scatter``: at ``alpha = 0`` the same retrieval space as ``fit_map`` (cosines
+    equal: the axes may differ in sign); with the image-level scatter mixed in, another one."""
+    from lida_exporters.map_probe import fit_mixed_scatter
+    from lida_exporters.spam_model import SpamRecipe, fit_map
+
+    rng = np.random.default_rng(1)
+    owner = np.repeat(np.arange(40), 6)  # 40 images of 6 crops
+    labels = np.array([f"g{i % 4}" for i in owner])
+    image_shift = rng.normal(size=(40, 30))[owner] * 2.0  # what varies between images of one class
+    x = (rng.normal(size=(240, 30)) + image_shift + rng.normal(size=(4, 30))[owner % 4]).astype(np.float32)
+    r = SpamRecipe(pca_dim=20, dim=10)
+    ref = _gram(x, *fit_map(x, labels, r, standardize=False))
+    assert np.allclose(_gram(x, *fit_mixed_scatter(x, labels, owner, 0.0, r)), ref, atol=1e-4)
+    assert not np.allclose(_gram(x, *fit_mixed_scatter(x, labels, owner, 1.0, r)), ref, atol=1e-2)
+
+
+def test_map_probe_centred_embeddings_are_unit_and_centred_on_the_rows():
+    from lida_exporters.map_probe import centred
+
+    e = np.random.default_rng(2).normal(size=(30, 8)) + 3.0
+    c = centred(e, np.arange(30) < 20)
+    assert np.allclose(np.linalg.norm(c, axis=1), 1.0)
+    assert np.allclose(c, (e - e[:20].mean(0)) / np.linalg.norm(e - e[:20].mean(0), axis=1, keepdims=True))
