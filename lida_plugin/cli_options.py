@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from .cores import check_parallel
 from .errors import LidaError
 from .files import is_image_name
 
@@ -32,15 +33,18 @@ class UsageError(LidaError):
 
 
 def threads_arg(value: str) -> int | None:
-    """``--threads`` / ``$LIDA_THREADS``: a whole number of threads; ``0`` or empty: every core (``None``)."""
+    """``--threads`` / ``$LIDA_THREADS``: a whole number of threads, at most :func:`parallel_limit`; ``0``
+    or empty: every core (``None``)."""
     if not value.strip():
         return None
     try:
         n = int(value)
     except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of threads (--threads or $LIDA_THREADS)")
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of threads (--threads or $LIDA_THREADS)") from None
+    try:
+        check_parallel(n, "the number of threads (--threads or $LIDA_THREADS)")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return n or None
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .contract import INPUT_NAME, OUTPUT_NAME, ContractError, ModelInfo, counts_stage, parse_metadata
+from .cores import check_parallel
 from .decode import Decoded
 from .errors import ModelError
 from .files import file_sha256
@@ -98,6 +99,7 @@ class Encoder:
         batch_size: int = 64,
         feature_stage: bool = True,
     ) -> None:
+        check_parallel(threads, "threads")
         self.path = resolve_model_path(model)
         self.batch_size = max(1, int(batch_size))
         providers = choose_providers(device)

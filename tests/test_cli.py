@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 
 from lida_plugin.cli import EXIT_FILE_ERRORS, EXIT_OK, EXIT_SETUP, main
+from lida_plugin.cores import parallel_limit
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "lida_plugin/schemas/attribution-result.schema.json").read_text())
 
@@ -155,16 +156,40 @@ def test_lida_threads_from_the_environment(isolated_env, images, monkeypatch, ca
     """$LIDA_THREADS: empty means unset; a value that is not a number of threads is a usage error naming
     it (it used to surface as 'plugin lida.commands failed to register its commands: ValueError')."""
     img = str(images["gen-a"][0])
-    for bad in ("abc", "-2"):
+    monkeypatch.setenv("LIDA_THREADS", "abc")
+    with pytest.raises(SystemExit) as exc:
+        main(["attribute", img])
+    assert exc.value.code == 2
+    assert "'abc' is not a number of threads (--threads or $LIDA_THREADS)" in capsys.readouterr().err
+    limit = parallel_limit()
+    for bad in ("-2", str(limit + 1), "100000"):  # 100000 used to start 100,000 ORT threads: minutes, 16 GB
         monkeypatch.setenv("LIDA_THREADS", bad)
         with pytest.raises(SystemExit) as exc:
             main(["attribute", img])
         assert exc.value.code == 2
-        assert f"'{bad}' is not a number of threads (--threads or $LIDA_THREADS)" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert f"(--threads or $LIDA_THREADS) must be between 0 and {limit}" in err and f"got {int(bad)}" in err
     for ok in ("", "0", "1"):
         monkeypatch.setenv("LIDA_THREADS", ok)
         assert main(["attribute", "--jsonl", img]) == EXIT_OK
         assert json.loads(capsys.readouterr().out)["path"] == img
+
+
+def test_parallel_counts_above_the_limit_are_refused_everywhere(isolated_env, images, tmp_path, capsys):
+    """--threads, local --workers (batch, watch) and Encoder(threads=): at most 4 x the usable cores."""
+    from lida_plugin.encoder import Encoder
+
+    too_many = parallel_limit() + 1
+    with pytest.raises(ValueError, match=f"threads must be between 0 and {too_many - 1}"):
+        Encoder(threads=too_many)
+    src = str(images["gen-a"][0])
+    with pytest.raises(SystemExit) as exc:
+        main(["batch", src, "--out", str(tmp_path / "out"), "--workers", str(too_many)])
+    assert exc.value.code == 2
+    assert f"--workers must be between 1 and {too_many - 1}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before anything was made
+    assert main(["watch", str(tmp_path), "--workers", str(too_many)]) == 2
+    assert f"--workers must be between 1 and {too_many - 1}" in capsys.readouterr().err
 
 
 def test_a_model_path_that_is_a_folder_is_named_as_one(isolated_env, images, tmp_path, capsys):

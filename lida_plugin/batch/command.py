@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import hookimpl
 from ..cli_options import UsageError, add_model_args, add_signing_args, add_store_args
+from ..cores import check_parallel
 
 log = logging.getLogger("lida.batch")
 
@@ -104,6 +105,11 @@ def _check_args(args: argparse.Namespace) -> None:
         v = getattr(args, name)
         if v is not None and v < (0 if name == "limit" else 1):
             _usage(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'limit' else '>= 1'}")
+    if args.engine == "local":  # Ray's actors run on the cluster's cores, not (only) on these
+        try:
+            check_parallel(args.workers, "--workers", low=1)
+        except ValueError as exc:
+            _usage(str(exc))
     if not args.part_seconds > 0:  # also NaN
         _usage("--part-seconds must be > 0")
     if args.sidecar_dir and args.manifest != "sidecar":

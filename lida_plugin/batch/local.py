@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any
 
+from ..cores import usable_cores
 from ..errors import LidaError
 from .worker import JobConfig, build_attributor, died_record, limit_threads, prepare_one
 
@@ -39,10 +40,7 @@ MAX_START_FAILURES = 3
 
 
 def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 @dataclass

@@ -20,6 +20,7 @@ from ..cli_options import (
     add_store_args,
     open_encoder,
 )
+from ..cores import check_parallel
 from ..errors import LidaError
 from .config import WatchConfig
 from .logs import event, setup_logging
@@ -107,6 +108,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from .service import Watcher
 
     setup_logging(args.log_json)
+    try:
+        check_parallel(args.workers, "--workers", low=1)
+    except ValueError as exc:
+        print(f"lida watch: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.workers < 1 or args.settle < 0 or args.close_settle < 0 or args.rescan <= 0 or args.stats_interval <= 0:
         print("lida watch: error: --workers must be >= 1 and the intervals positive", file=sys.stderr)
         return EXIT_USAGE
