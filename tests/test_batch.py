@@ -396,7 +396,9 @@ def test_batch_verbose_logs_its_start_up_and_rate(isolated_env, tmp_path, caplog
 @pytest.mark.parametrize(
     ("opt", "message"),
     [(["--workers", "0"], "--workers must be >= 1"), (["--limit", "-1"], "--limit must be >= 0"),
-     (["--part-seconds", "-1"], "--part-seconds must be > 0"), (["--part-seconds", "nan"], "must be > 0")],
+     (["--part-seconds", "-1"], "--part-seconds must be > 0"), (["--part-seconds", "nan"], "must be > 0"),
+     (["--workers", "100000"], "--workers must be between 1 and"),
+     (["--engine", "ray", "--workers", "100000"], "--workers must be between 1 and")],  # a local Ray: as many CPUs
 )  # fmt: skip
 def test_batch_refuses_option_values_that_cannot_work(isolated_env, tmp_path, capsys, opt, message):
     with pytest.raises(SystemExit) as exc:

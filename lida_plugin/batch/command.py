@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -105,7 +106,8 @@ def _check_args(args: argparse.Namespace) -> None:
         v = getattr(args, name)
         if v is not None and v < (0 if name == "limit" else 1):
             _usage(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'limit' else '>= 1'}")
-    if args.engine == "local":  # Ray's actors run on the cluster's cores, not (only) on these
+    joins_ray = args.engine == "ray" and (args.ray_address or os.environ.get("RAY_ADDRESS"))
+    if not joins_ray:  # local workers, or a local Ray started with --workers CPUs; a cluster has its own cores
         try:
             check_parallel(args.workers, "--workers", low=1)
         except ValueError as exc:
