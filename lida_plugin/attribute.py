@@ -182,10 +182,12 @@ class Attributor:
         images_per_batch: int = 8,
         decode_workers: int = 2,
     ) -> None:
+        if int(top_k) < 1:  # the nearest generator is the answer: k = 0 would leave none to name
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
         self.encoder = encoder
         self.stores = stores
         self.retriever = Retriever(stores.exemplars)
-        self.top_k = top_k
+        self.top_k = int(top_k)
         self.force = force
         self.max_pixels = max_pixels
         self.images_per_batch = max(1, images_per_batch)

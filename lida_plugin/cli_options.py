@@ -32,6 +32,18 @@ class UsageError(LidaError):
     """A combination of options that cannot work; the command line turns it into exit status 2."""
 
 
+def top_k_arg(value: str) -> int:
+    """``-k/--top-k``: how many registered generators a record lists, at least 1 (the nearest one is the
+    answer; 0 used to be taken and to turn every verdict into 'no generator is registered')."""
+    try:
+        k = int(value)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: --top-k must be a whole number >= 1")
+    return k
+
+
 def threads_arg(value: str) -> int | None:
     """``--threads`` / ``$LIDA_THREADS``: a whole number of threads, at most :func:`parallel_limit`; ``0``
     or empty: every core (``None``)."""

@@ -23,6 +23,7 @@ from .cli_options import (
     check_manifest_args,
     expand_paths,
     open_encoder,
+    top_k_arg,
 )
 
 log = logging.getLogger("lida")
@@ -254,7 +255,9 @@ def _attribute_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("attribute", help="detect and attribute images", description="Detect and attribute images.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders; - reads paths from stdin")
     p.add_argument("-r", "--recursive", action="store_true", help="walk folders")
-    p.add_argument("-k", "--top-k", type=int, default=5, help="registered generators to list per image (default 5)")
+    p.add_argument(
+        "-k", "--top-k", type=top_k_arg, default=5, help="registered generators to list per image (default 5)"
+    )
     p.add_argument(
         "--force", action="store_true", help="give a verdict even when the fingerprint is unreliable (lossy JPEG, ...)"
     )
@@ -337,7 +340,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         " with one JSON record line, flushed, before reading the next: a host that would otherwise start one"
         " process per asset pays the start once. Ends at end of input (exit 0).",
     )
-    p.add_argument("-k", "--top-k", type=int, default=5, help="registered generators to list per image (default 5)")
+    p.add_argument(
+        "-k", "--top-k", type=top_k_arg, default=5, help="registered generators to list per image (default 5)"
+    )
     p.add_argument("--force", action="store_true", help="give a verdict even when the fingerprint is unreliable")
     p.set_defaults(func=cmd_serve)
     add_model_args(p)

@@ -195,3 +195,22 @@ def test_parallel_counts_above_the_limit_are_refused_everywhere(isolated_env, im
 def test_a_model_path_that_is_a_folder_is_named_as_one(isolated_env, images, tmp_path, capsys):
     assert main(["attribute", "--model", str(tmp_path), str(images["gen-a"][0])]) == EXIT_SETUP
     assert f"encoder model {tmp_path} (from --model) is a folder, not an ONNX file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("k", ["0", "-3", "x"])
+def test_top_k_below_one_is_a_usage_error_not_another_verdict(isolated_env, images, capsys, k):
+    """-k 0 used to be taken and to change the verdict to 'no generator is registered'."""
+    with pytest.raises(SystemExit) as exc:
+        main(["attribute", "-k", k, str(images["gen-a"][0])])
+    assert exc.value.code == 2
+    assert "--top-k must be a whole number >= 1" in capsys.readouterr().err
+
+
+def test_attributor_refuses_top_k_below_one(isolated_env):
+    from lida_plugin.attribute import Attributor
+    from lida_plugin.encoder import Encoder
+    from lida_plugin.store import open_stack
+
+    enc = Encoder(threads=1)
+    with pytest.raises(ValueError, match="top_k must be >= 1"):
+        Attributor(enc, open_stack(enc), top_k=0)

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from .. import hookimpl
-from ..cli_options import UsageError, add_model_args, add_signing_args, add_store_args
+from ..cli_options import UsageError, add_model_args, add_signing_args, add_store_args, top_k_arg
 from ..cores import check_parallel
 
 log = logging.getLogger("lida.batch")
@@ -67,7 +67,9 @@ def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
         help="assets per work unit: per message to a local worker (default 16), per Ray Data batch (default 128,"
         " which amortises Ray's cost per task: 86 img/s against 69 at 16 on 2 cores)",
     )  # fmt: skip
-    p.add_argument("-k", "--top-k", type=int, default=5, help="registered generators to list per image (default 5)")
+    p.add_argument(
+        "-k", "--top-k", type=top_k_arg, default=5, help="registered generators to list per image (default 5)"
+    )
     p.add_argument("--force", action="store_true", help="give a verdict even when the fingerprint is unreliable")
     add_model_args(
         p,

@@ -19,6 +19,7 @@ from ..cli_options import (
     add_signing_args,
     add_store_args,
     open_encoder,
+    top_k_arg,
 )
 from ..cores import check_parallel
 from ..errors import LidaError
@@ -95,7 +96,9 @@ def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
     )
     p.add_argument("--polling", action="store_true", help="poll instead of OS events (network shares: NFS, CIFS)")
     p.add_argument("--log-json", action="store_true", help="log JSON lines instead of key=value text")
-    p.add_argument("-k", "--top-k", type=int, default=5, help="registered generators to list per image (default 5)")
+    p.add_argument(
+        "-k", "--top-k", type=top_k_arg, default=5, help="registered generators to list per image (default 5)"
+    )
     p.add_argument("--force", action="store_true", help="give a verdict even when the fingerprint is unreliable")
     p.set_defaults(func=cmd_watch)
     add_model_args(p)
