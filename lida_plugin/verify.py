@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,41 @@ class VerifyError(LidaError):
     """The file or a trust anchor cannot be read."""
 
 
-def _read_anchor(path: str) -> bytes:
+#: The largest sidecar or trust anchor read (a C2PA manifest store with its thumbnails is kilobytes to a few MB).
+MAX_SIDE_BYTES = 64 << 20
+
+
+def _not_a_file(p: Path) -> str | None:
+    """Why ``p`` cannot be read as a file (missing, a folder, a FIFO or device), or None when it is one."""
     try:
-        data = Path(path).expanduser().read_bytes()
+        st = p.stat()
+    except FileNotFoundError:
+        return "no such file"
     except OSError as exc:
-        raise VerifyError(f"{path}: cannot read the trust anchor: {exc.strerror or exc}") from None
+        return f"cannot read it: {exc.strerror or exc}"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a folder, not a file"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a FIFO, socket or device)"
+    return None
+
+
+def _read_small(path: Path, what: str) -> bytes:
+    """The bytes of ``path``, a regular file of at most :data:`MAX_SIDE_BYTES` (a FIFO would block, a
+    device such as /dev/zero never end), or :class:`VerifyError` naming it and ``what`` it was to be."""
+    why = _not_a_file(path)
+    if why is None and path.stat().st_size > MAX_SIDE_BYTES:
+        why = f"is {path.stat().st_size} bytes, more than a {what} can be ({MAX_SIDE_BYTES >> 20} MiB)"
+    if why is not None:
+        raise VerifyError(f"{path}: cannot read the {what}: {why}")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise VerifyError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
+
+
+def _read_anchor(path: str) -> bytes:
+    data = _read_small(Path(path).expanduser(), "trust anchor")
     if b"-----BEGIN CERTIFICATE-----" not in data:
         raise VerifyError(f"{path}: not a PEM certificate (expected e.g. the root-ca.pem from `lida keys init`)")
     return data
@@ -45,16 +76,12 @@ def verify(
 ) -> dict[str, Any]:
     """The verification report for ``path`` (see :func:`exit_code`)."""
     p = Path(path)
-    if not p.is_file():
-        raise VerifyError(f"{p}: no such file")
+    why = _not_a_file(p)
+    if why is not None:
+        raise VerifyError(f"{p}: {why}")
     anchors = [_read_anchor(a) for a in trust_anchors]
     side_path = Path(sidecar) if sidecar else None
-    side_bytes = None
-    if side_path is not None:
-        try:
-            side_bytes = side_path.read_bytes()
-        except OSError as exc:
-            raise VerifyError(f"{side_path}: cannot read the sidecar: {exc.strerror or exc}") from None
+    side_bytes = None if side_path is None else _read_small(side_path, "sidecar")
     ctx = make_context(anchors)
     try:
         mime = _sniff_mime(p)
@@ -62,7 +89,7 @@ def verify(
         where = "sidecar" if side_bytes is not None else "embedded"
         auto = p.with_suffix(".c2pa")
         if summary["status"] == "none" and side_bytes is None and auto.is_file():
-            summary, store = read_store(p, sidecar=auto.read_bytes(), mime=mime, context=ctx)
+            summary, store = read_store(p, sidecar=_read_small(auto, "sidecar"), mime=mime, context=ctx)
             where, side_path = "sidecar", auto
     finally:
         ctx.close()

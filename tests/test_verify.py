@@ -11,7 +11,7 @@ from provenance_helpers import record_for, write_image
 from lida_plugin.cli import EXIT_SETUP, main
 from lida_plugin.keys import ROOT_CERT, init_keys, load_signing_config
 from lida_plugin.manifest import ManifestWriter
-from lida_plugin.verify import EXIT_INVALID, EXIT_NO_MANIFEST, EXIT_TRUSTED, EXIT_VALID
+from lida_plugin.verify import EXIT_INVALID, EXIT_NO_MANIFEST, EXIT_TRUSTED, EXIT_VALID, MAX_SIDE_BYTES
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,27 @@ def test_setup_errors(signed, capsys, tmp_path):
     (tmp_path / "x.pem").write_text("not a cert")
     assert main(["verify", str(signed["embedded"]), "--trust-anchor", str(tmp_path / "x.pem")]) == EXIT_SETUP
     assert "not a PEM certificate" in capsys.readouterr().err
+
+
+def test_a_sidecar_or_asset_that_is_not_a_regular_file_is_named_not_read(signed, capsys, tmp_path):
+    """A FIFO given as --sidecar used to block for ever (and /dev/zero to fill memory); a folder or a FIFO
+    given as the asset was 'no such file'."""
+    import os
+
+    fifo = tmp_path / "side.c2pa"
+    os.mkfifo(fifo)
+    for side in (fifo, Path("/dev/zero")):
+        assert main(["verify", str(signed["sidecar_asset"]), "--sidecar", str(side)]) == EXIT_SETUP
+        assert f"{side}: cannot read the sidecar: is not a regular file" in capsys.readouterr().err
+    assert main(["verify", str(fifo)]) == EXIT_SETUP
+    assert "is not a regular file (a FIFO, socket or device)" in capsys.readouterr().err
+    assert main(["verify", str(tmp_path)]) == EXIT_SETUP
+    assert f"{tmp_path}: is a folder, not a file" in capsys.readouterr().err
+    big = tmp_path / "big.c2pa"
+    with open(big, "wb") as f:
+        f.truncate(MAX_SIDE_BYTES + 1)  # sparse: no disk used
+    assert main(["verify", str(signed["sidecar_asset"]), "--sidecar", str(big)]) == EXIT_SETUP
+    assert "more than a sidecar can be" in capsys.readouterr().err
 
 
 def test_corrupt_manifest_is_invalid_not_a_traceback(signed, capsys, tmp_path):
