@@ -487,10 +487,16 @@ class ManifestWriter:
         return plugin_assertions(self.pm, path=str(src), record=record, manifest=manifest)
 
     def _install(self, tmp: Path, dest: Path, src: Path, kind: str) -> Path | None:
-        """Rename ``tmp`` over ``dest``; when that replaces the original (or an earlier sidecar) keep a backup."""
+        """Rename ``tmp`` over ``dest``; when that replaces the original, an earlier sidecar or, for a signed
+        copy in ``--out``, a file that is not a signed copy lida made (someone's own file of that name), keep a
+        backup."""
         backup = None
         try:
-            if dest.exists() and (self.in_place and dest.resolve() == src.resolve() or kind == "sidecar"):
+            if dest.exists() and (
+                (self.in_place and dest.resolve() == src.resolve())
+                or kind == "sidecar"
+                or (kind == "embedded" and not _lida_signed(dest))
+            ):
                 backup = _free_name(dest.with_name(dest.name + BACKUP_SUFFIX))
                 try:
                     os.link(dest, backup)  # zero-copy: the original's bytes stay under the backup name
@@ -506,6 +512,18 @@ class ManifestWriter:
                     pass
             raise ManifestError(_os_reason(exc, dest)) from None
         return backup
+
+
+def _lida_signed(p: Path) -> bool:
+    """Whether ``p`` carries a manifest with lida's attribution assertion (a signed copy of an earlier run,
+    which a new one may replace without a backup)."""
+    from .provenance import read_store
+
+    try:
+        summary, _ = read_store(p)
+    except Exception:  # noqa: BLE001 - unreadable or not an image: not ours, so it is kept
+        return False
+    return summary.get("status") == "present" and bool(summary.get("lida_attribution"))
 
 
 def _free_name(p: Path) -> Path:

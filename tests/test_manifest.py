@@ -366,6 +366,24 @@ def test_same_output_name_twice_in_one_run(config, tmp_path):
         assert w.apply(record_for(b))
 
 
+def test_a_file_of_the_users_in_out_is_kept_and_an_earlier_signed_copy_replaced(config, tmp_path):
+    """A signed copy written over a file in --out that lida did not make keeps that file as .lida-bak (it
+    used to be replaced silently); a signed copy from an earlier run is replaced without one."""
+    src = write_image(tmp_path / "in" / "r.png", "png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "r.png").write_text("my precious notes")
+    with writer(config, out_dir=out) as w:
+        rec = record_for(src)
+        assert w.apply(rec), rec["manifest"]
+    backup = Path(rec["manifest"]["backup"])
+    assert backup == out / "r.png.lida-bak" and backup.read_text() == "my precious notes"
+    with writer(config, out_dir=out) as w:  # a rerun: the signed copy in out is lida's own
+        rec = record_for(src)
+        assert w.apply(rec), rec["manifest"]
+    assert "backup" not in rec["manifest"] and sorted(p.name for p in out.iterdir()) == ["r.png", "r.png.lida-bak"]
+
+
 def test_shared_signer_from_several_threads(config, keys, tmp_path):
     srcs = [write_image(tmp_path / f"t{i}.{ext}", ext, seed=i) for i, ext in enumerate(FORMATS * 2)]
     with writer(config, out_dir=tmp_path / "out") as w:
