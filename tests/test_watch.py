@@ -152,6 +152,28 @@ def test_restart_skips_done_and_moves_processed(tmp_path, attributor, pm):
     assert len(pm.recorder.calls) == 5
 
 
+def test_moved_originals_and_quarantined_files_are_never_replaced(tmp_path, attributor, pm):
+    """Two uploads of image.png (and two bad t.png) with --move-processed: the moved file is the user's only
+    copy, so the second one gets image.1.png (t.1.png) instead of replacing the first."""
+    inbox, out, done, quar = tmp_path / "in", tmp_path / "out", tmp_path / "done", tmp_path / "q"
+    inbox.mkdir()
+    done.mkdir()
+    (done / "image.png").write_bytes(b"someone's file already there")
+    cfg = WatchConfig(in_dir=inbox, out_dir=out, settle=0.2, move_processed=done, quarantine=quar)
+    firsts = {}
+    with Watcher(cfg, attributor, pm=pm) as w:
+        for i, seed in enumerate((21, 22)):
+            staged = write_png(tmp_path / f"staging{i}" / "image.png", "gen-a", seed)
+            firsts[i] = Path(staged).read_bytes()
+            Path(staged).rename(inbox / "image.png")  # arrives whole, as an upload's final rename
+            (inbox / "t.png").write_bytes(b"bad bytes %d" % i)
+            assert wait_for(lambda: not (inbox / "image.png").exists() and not (inbox / "t.png").exists() and w.idle())
+    assert (done / "image.png").read_bytes() == b"someone's file already there"
+    assert (done / "image.1.png").read_bytes() == firsts[0] and (done / "image.2.png").read_bytes() == firsts[1]
+    assert (quar / "t.png").read_bytes() == b"bad bytes 0" and (quar / "t.1.png").read_bytes() == b"bad bytes 1"
+    assert json.loads((quar / "t.1.png.error.json").read_text())["quarantined_as"] == str(quar / "t.1.png")
+
+
 def test_watch_command_refuses_manifest_without_out(tmp_path, isolated_env):
     from lida_plugin.cli import main
 

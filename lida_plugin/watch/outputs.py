@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -26,7 +27,8 @@ class Outputs:
         dest = self.cfg.quarantine / it.rel
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            if self.cfg.move_processed:
+            if self.cfg.move_processed:  # the quarantined file is then the user's only copy: never replace one
+                dest = unused_name(dest)
                 shutil.move(it.path, dest)  # a rename when on the same file system
             else:
                 tmp = dest.with_name(f"{TMP_PREFIX}{dest.name}")
@@ -43,6 +45,7 @@ class Outputs:
         dest = self.cfg.move_processed / rel
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
+            dest = unused_name(dest)  # an earlier file of the same name (or anyone's) stays where it is
             shutil.move(path, dest)
         except OSError as exc:
             event(logging.WARNING, "move_failed", path=path, error=exc.strerror or exc)
@@ -65,6 +68,19 @@ class Outputs:
                 if json.loads(err.read_text()).get("sha256") == (None if sha == "unreadable" else sha):
                     dest.unlink(missing_ok=True)
                     err.unlink()
+
+
+def unused_name(dest: Path) -> Path:
+    """``dest``, or when something of that name is there already ``<stem>.<n><suffix>`` with the first free
+    ``n``: a moved original is the user's only copy, so a second upload of ``image.png`` must not replace
+    the first one's (the watcher is the only writer of the folders it moves into)."""
+    if not os.path.lexists(dest):
+        return dest
+    for n in itertools.count(1):
+        q = dest.with_name(f"{dest.stem}.{n}{dest.suffix}")
+        if not os.path.lexists(q):
+            return q
+    raise AssertionError("unreachable")
 
 
 def read_report(path: str | None, sha256: str | None) -> dict[str, Any] | None:
