@@ -25,6 +25,7 @@ from .cli_options import (
     open_encoder,
     top_k_arg,
 )
+from .textsafe import utf8_safe
 
 log = logging.getLogger("lida")
 
@@ -76,14 +77,14 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         if manifests is not None:
             manifests.close()
     if args.output_format == "json":
-        json.dump(records, sys.stdout, indent=2)
+        json.dump(utf8_safe(records), sys.stdout, indent=2)
         sys.stdout.write("\n")
     return EXIT_FILE_ERRORS if errors else EXIT_OK
 
 
 def emit(record: dict, args: argparse.Namespace) -> None:
     if args.output_format == "jsonl":
-        sys.stdout.write(json.dumps(record) + "\n")
+        sys.stdout.write(json.dumps(utf8_safe(record)) + "\n")  # a name that is not UTF-8: \xHH (textsafe)
         sys.stdout.flush()
     elif args.output_format == "text":  # names escaped (textsafe): a newline in one must not forge a line
         from .textsafe import printable as esc
@@ -133,7 +134,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 record = attributor.attribute_file(path).to_dict()
             else:
                 record = error_result(line.strip()[:200], err, attributor.model_id, attributor.store_id).to_dict()
-            sys.stdout.write(json.dumps(record) + "\n")
+            sys.stdout.write(json.dumps(utf8_safe(record)) + "\n")
             sys.stdout.flush()
             if path is not None:
                 notify_asset_done(args.pm, path=path, record=record, outputs=record_outputs(record))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LidaError
+from .textsafe import text_path
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -91,12 +92,13 @@ class Journal:
         self.close()
 
     def seen_stat(self, path: str, size: int, mtime_ns: int) -> Entry | None:
-        """The entry of ``path`` whose recorded size and mtime match (the rescan's fast path: no hashing)."""
+        """The entry of ``path`` whose recorded size and mtime match (the rescan's fast path: no hashing).
+        Paths are kept as :func:`~lida_plugin.textsafe.text_path` (a name that is not UTF-8 with ``\\xHH``)."""
         with self._lock:
             row = self.conn.execute(
                 "SELECT path, sha256, state, report, duplicate_of, error FROM assets"
                 " WHERE path = ? AND size = ? AND mtime_ns = ? ORDER BY last_done DESC LIMIT 1",
-                (path, size, mtime_ns),
+                (text_path(path), size, mtime_ns),
             ).fetchone()
         return Entry(*row) if row else None
 
@@ -104,7 +106,7 @@ class Journal:
         with self._lock:
             row = self.conn.execute(
                 "SELECT path, sha256, state, report, duplicate_of, error FROM assets WHERE path = ? AND sha256 = ?",
-                (path, sha256),
+                (text_path(path), sha256),
             ).fetchone()
         return Entry(*row) if row else None
 
@@ -122,7 +124,8 @@ class Journal:
         """Same bytes, new size/mtime record (a touched file): keeps the rescan fast path fast."""
         with self._lock:
             self.conn.execute(
-                "UPDATE assets SET size = ?, mtime_ns = ? WHERE path = ? AND sha256 = ?", (size, mtime_ns, path, sha256)
+                "UPDATE assets SET size = ?, mtime_ns = ? WHERE path = ? AND sha256 = ?",
+                (size, mtime_ns, text_path(path), sha256),
             )
 
     def record(self, items: Iterable[Completion]) -> list[tuple[str, str]]:
@@ -134,15 +137,17 @@ class Journal:
         now = time.time()
         items = list(items)
         rows = [
-            (c.path, c.sha256, c.state, c.size, c.mtime_ns, c.report, c.duplicate_of, c.error, now, now) for c in items
-        ]
+            (text_path(c.path), c.sha256, c.state, c.size, c.mtime_ns, c.report and text_path(c.report),
+             c.duplicate_of and text_path(c.duplicate_of), c.error and text_path(c.error), now, now)
+            for c in items
+        ]  # fmt: skip
         with self._lock, self.conn:
             self.conn.execute("BEGIN")
             stale = []
             for c in items:
                 stale += self.conn.execute(
                     "DELETE FROM assets WHERE path = ? AND sha256 <> ? AND state = 'error' RETURNING path, sha256",
-                    (c.path, c.sha256),
+                    (text_path(c.path), c.sha256),
                 ).fetchall()
             self.conn.executemany(
                 "INSERT INTO assets (path, sha256, state, size, mtime_ns, report, duplicate_of, error,"
@@ -157,7 +162,9 @@ class Journal:
 
     def mark_notified(self, keys: Iterable[tuple[str, str]]) -> None:
         with self._lock:
-            self.conn.executemany("UPDATE assets SET notified = 1 WHERE path = ? AND sha256 = ?", list(keys))
+            self.conn.executemany(
+                "UPDATE assets SET notified = 1 WHERE path = ? AND sha256 = ?", [(text_path(p), h) for p, h in keys]
+            )
 
     def unnotified(self) -> list[Entry]:
         with self._lock:

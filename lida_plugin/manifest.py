@@ -46,6 +46,7 @@ from .files import file_sha256
 from .keys import SigningConfig, load_signing_config, make_signer
 from .provenance import ASSERTION_LABEL, TRAINED, compare, make_context, mime_for, read_store
 from .tempfiles import hold, sweep_stale_temps, temp_path
+from .textsafe import text_path, utf8_safe
 
 log = logging.getLogger(__name__)
 
@@ -428,13 +429,13 @@ class ManifestWriter:
         manifest_bytes = b""
         guard = _Guarded(out)
         try:
-            ingredient = {"title": src.name, "relationship": "parentOf", "label": "parent"}
+            ingredient = {"title": text_path(src.name), "relationship": "parentOf", "label": "parent"}
             corrupt = prior.get("status") == "corrupt" and prior.get("source") == "embedded"
             if corrupt:  # c2pa cannot parse it: the parent is described, not read
                 manifest["ingredients"] = [ingredient | {"format": mime}]
                 parent_note = "asset whose prior manifest is corrupt (not carried into the signed output)"
                 notes.append("the prior manifest could not be parsed; the signed output does not carry it")
-            with open(src, "rb") as s, c2pa.Builder(manifest, context=self.context) as builder:
+            with open(src, "rb") as s, c2pa.Builder(utf8_safe(manifest), context=self.context) as builder:
                 if not corrupt:
                     builder.add_ingredient(ingredient, mime, s)
                     s.seek(0)

@@ -56,6 +56,7 @@ from . import vectorcache
 from .decode import Decoded
 from .errors import StoreError
 from .fingerprint import lowbits
+from .textsafe import text_path
 
 log = logging.getLogger(__name__)
 
@@ -673,7 +674,7 @@ class ExemplarStore:
                 " SET family=COALESCE(excluded.family, family)",
                 (generator, family, _now()),
             )
-            row = _Row(decoded.sha256, generator, Path(decoded.path).name, decoded.width, decoded.height,
+            row = _Row(decoded.sha256, generator, text_path(Path(decoded.path).name), decoded.width, decoded.height,
                        np.asarray(embedding, np.float32).tobytes(), self._kept(crops))  # fmt: skip
             self._insert_rows([row], encoder.model_id)
         return True

@@ -446,3 +446,28 @@ def test_recursive_keeps_subfolders_and_skips_outputs_inside(tmp_path, attributo
     ]
     assert (quar / "a" / "bad.png").exists() and (quar / "a" / "bad.png.error.json").exists()
     assert len(pm.recorder.calls) == 3  # the quarantine copy inside the drop folder was not picked up
+
+
+def test_a_name_that_is_not_utf8_is_reported_and_journaled(tmp_path, attributor, pm):
+    """It used to stop the watcher at start-up (the journal's SQLite refused the name); see
+    test_non_utf8_names.py for the other commands."""
+    from test_non_utf8_names import RAW, odd
+
+    from lida_plugin.textsafe import text_path
+
+    folder = tmp_path / "src"
+    write_png(folder / "good.png", "gen-a", 1)
+    write_png(folder / "x.png", "gen-b", 2)
+    try:
+        os.rename(folder / "x.png", os.path.join(os.fsencode(folder), RAW))
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    out = tmp_path / "out"
+    cfg = WatchConfig(in_dir=folder, out_dir=out, settle=0.2)
+    with Watcher(cfg, attributor, pm=pm) as w:
+        assert wait_for(lambda: len(list(out.glob("*.json"))) == 2 and w.idle())
+    report = Path(os.fsdecode(os.path.join(os.fsencode(out), RAW + b".json")))
+    assert json.loads(report.read_text())["path"] == text_path(odd(folder))
+    with Watcher(cfg, attributor, pm=pm) as w:  # a restart: both journaled, nothing analysed again
+        assert wait_for(lambda: w.idle())
+    assert len(pm.recorder.calls) == 2

@@ -87,7 +87,7 @@ def prepare_batch(batch: dict[str, np.ndarray], cfg: JobConfig) -> dict[str, np.
     if att is None:
         limit_threads(cfg.threads)
         att = _PREPARERS[cfg] = build_attributor(cfg, with_store=False)
-    blobs = [pack(prepare_one(att, str(p))) for p in batch["path"]]
+    blobs = [pack(prepare_one(att, os.fsdecode(p))) for p in batch["path"]]
     return {"path": batch["path"], "prepared": np.array(blobs, dtype=object)}
 
 
@@ -102,7 +102,7 @@ class EncodeStage:
         if "prepared" in batch:  # from the prepare tasks (next to GPU actors)
             items = [unpack(b) for b in batch["prepared"]]
         else:  # on the CPU this actor reads and decodes too
-            items = [prepare_one(self.att, str(p)) for p in batch["path"]]
+            items = [prepare_one(self.att, os.fsdecode(p)) for p in batch["path"]]
         records = []
         for r in self.att.finish(items):
             if r.status != "ok":  # an error from the prepare stage: it had no store, this stage does
@@ -175,7 +175,9 @@ class RayEngine:
         self.start()
         n, gpus = self._shape
         bs = batch_size or self.chunk_size
-        items = [{"path": p} for p in paths]
+        # as bytes: Arrow's strings must be UTF-8 and a file name need not be (Python keeps its other bytes as
+        # surrogates, which os.fsencode turns back into them); the stages os.fsdecode it again
+        items = [{"path": os.fsencode(p)} for p in paths]
         # a batch size of one isolates each asset in a task of its own: one block per asset
         ds = ray.data.from_items(items, override_num_blocks=len(items)) if bs == 1 else ray.data.from_items(items)
         if gpus:  # read + decode + crops as CPU tasks beside the GPU actors (decode is then the bound)

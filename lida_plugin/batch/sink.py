@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LidaError
+from ..textsafe import text_path, utf8_safe
 
 log = logging.getLogger(__name__)
 
@@ -207,10 +208,12 @@ class PartSink:
         os.replace(tmp, path)
 
     def is_done(self, path: str) -> bool:
+        path = text_path(path)  # the Parquet column holds a name that is not UTF-8 with \xHH escapes
         return path in self.done or path in self._pending
 
     def add(self, record: dict[str, Any]) -> tuple[Path, list[dict[str, Any]]] | None:
         """Buffer one record; returns ``(part, records)`` when that made a part commit."""
+        record = utf8_safe(record)
         path = record["path"]
         if self.is_done(path):  # never twice: the engines hand each asset out once, this is the guard
             log.warning("%s: already written; the second result is dropped", path)

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..files import atomic_write
 from ..journal import Completion
+from ..textsafe import utf8_safe
 from .config import WRITE_GROUP
 from .items import Item, take_batch
 from .logs import event, log
@@ -102,11 +103,13 @@ class WriterStage:
             for it, record, outputs, _ in finished:
                 outputs["report"] = str(self._report_path(it.rel))
                 if not it.adopted:
-                    writes.append((self._report_path(it.rel), (json.dumps(record, indent=2) + "\n").encode()))
+                    writes.append(
+                        (self._report_path(it.rel), (json.dumps(utf8_safe(record), indent=2) + "\n").encode())
+                    )
             list(self._sync_pool.map(lambda w: atomic_write(*w), writes))  # parallel fsyncs share journal commits
         else:
             with self._stdout_lock:
-                sys.stdout.write("".join(json.dumps(r) + "\n" for _, r, _, _ in finished))
+                sys.stdout.write("".join(json.dumps(utf8_safe(r)) + "\n" for _, r, _, _ in finished))
                 sys.stdout.flush()
 
     def _release_claims(self, group: list[Item]) -> list[Item]:

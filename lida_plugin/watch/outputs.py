@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import TMP_PREFIX, atomic_write
+from ..textsafe import utf8_safe
 from .items import Item
 from .logs import event
 
@@ -38,7 +39,7 @@ class Outputs:
             event(logging.WARNING, "quarantine_copy_failed", path=it.path, error=exc.strerror or exc)
         err = {"path": it.path, "quarantined_as": str(dest), "error": record.get("error"), "sha256": it.sha256 or None,
                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "record": record}  # fmt: skip
-        atomic_write(dest.with_name(dest.name + ".error.json"), (json.dumps(err, indent=2) + "\n").encode())
+        atomic_write(dest.with_name(dest.name + ".error.json"), (json.dumps(utf8_safe(err), indent=2) + "\n").encode())
         return str(dest)
 
     def _move_processed(self, path: str, rel: str) -> str | None:
