@@ -357,6 +357,10 @@ class ExemplarStore:
         self.readonly = readonly
         if keep is not None and keep not in KEEP_MODES:
             raise StoreError(f"keep {keep!r}: one of {', '.join(KEEP_MODES)}")
+        if self.path.is_file() and not create and self.path.stat().st_size == 0:
+            # SQLite would take an empty file as an empty database and attribution would write a schema into
+            # whatever file the user named: only `lida register` (create) makes a store
+            raise StoreError(f"store {self.path} is an empty file, not a lida store (lida register makes one)")
         if not self.path.exists():
             if not create or readonly:
                 raise StoreError(f"store {self.path} does not exist")
@@ -1260,12 +1264,29 @@ class StoreStack:
             s.close()
 
 
+def _open_for_reading(path: Path) -> ExemplarStore:
+    """A user store for attribution: opened read-write as usual (SQLite's WAL wants its -shm file beside
+    it), else, on a read-only mount or in a folder this user may not write, read-only, else immutable (no
+    journal files looked for). When none opens, the first error is the one reported."""
+    try:
+        return ExemplarStore(path)
+    except StoreError as first:
+        for kwargs in ({"readonly": True}, {"immutable": True}):
+            try:
+                st = ExemplarStore(path, **kwargs)
+            except StoreError:
+                continue
+            log.info("store %s opened read-only (%s)", path, first)
+            return st
+        raise first from None
+
+
 def open_stack(encoder, store: str | os.PathLike[str] | None = None, *, use_default: bool = True) -> StoreStack:
     """Open the stores for attribution: the user store if its file exists, over the default."""
     stores = []
     upath = user_store_path(store)
     if upath.exists():
-        stores.append(ExemplarStore(upath))
+        stores.append(_open_for_reading(upath))
     elif store:
         raise StoreError(f"store {upath} does not exist (register a generator into it first)")
     dpath = bundled_store_path()

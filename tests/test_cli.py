@@ -214,3 +214,35 @@ def test_attributor_refuses_top_k_below_one(isolated_env):
     enc = Encoder(threads=1)
     with pytest.raises(ValueError, match="top_k must be >= 1"):
         Attributor(enc, open_stack(enc), top_k=0)
+
+
+def test_a_store_in_a_read_only_folder_serves_attribution(isolated_env, images, tmp_path, capsys):
+    """A user store on a read-only mount or in a folder this user may not write: attribution reads it
+    (it used to fail: 'not a readable lida store: attempt to write a readonly database')."""
+    import shutil
+
+    store = tmp_path / "ro" / "s.sqlite"
+    assert main(["register", "--store", str(store), "-g", "gen-x", str(images["gen-a"][0])]) == EXIT_OK
+    (tmp_path / "ro").chmod(0o555)
+    cmd = [sys.executable, "-m", "lida_plugin.cli", "attribute", "--jsonl", "--store", str(store),
+           str(images["gen-a"][0])]  # fmt: skip
+    if os.geteuid() == 0:  # root writes anywhere: run without the capability that lets it
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: cannot make a folder unwritable")
+        cmd = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *cmd]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=dict(os.environ, LIDA_THREADS="1"))
+    finally:
+        (tmp_path / "ro").chmod(0o755)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    rec = json.loads(proc.stdout)
+    assert rec["exact_match"]["generator"] == "gen-x"
+    assert sorted(p.name for p in (tmp_path / "ro").iterdir()) == ["s.sqlite"]  # nothing written beside it
+
+
+def test_an_empty_file_as_store_is_refused_not_filled(isolated_env, images, tmp_path, capsys):
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    assert main(["attribute", "--store", str(empty), str(images["gen-a"][0])]) == EXIT_SETUP
+    assert "is an empty file, not a lida store" in capsys.readouterr().err
+    assert empty.stat().st_size == 0
