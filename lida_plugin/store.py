@@ -38,6 +38,7 @@ Layering: :class:`StoreStack` searches a user store over the read-only bundled d
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -831,11 +832,18 @@ class ExemplarStore:
         dest = Path(dest)
         if dest.exists():
             raise StoreError(f"{dest} exists; not overwriting it")
-        out = sqlite3.connect(dest)
+        if not dest.parent.is_dir():
+            raise StoreError(f"{dest}: the folder {dest.parent} does not exist")
         try:
-            self.conn.backup(out)
-        finally:
-            out.close()
+            out = sqlite3.connect(dest)
+            try:
+                self.conn.backup(out)
+            finally:
+                out.close()
+        except sqlite3.Error as exc:
+            with contextlib.suppress(OSError):
+                dest.unlink(missing_ok=True)  # a partial copy is no copy
+            raise StoreError(f"{dest}: cannot write the copy: {exc}") from None
         return dest
 
     def _export_rows(self) -> Iterator[tuple]:

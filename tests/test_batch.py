@@ -86,6 +86,21 @@ def test_sources_folder_glob_lists_and_uri(tmp_path):
     pq.write_table(pa.table({"file": ["x"]}), tmp_path / "bad.parquet")
     with pytest.raises(SourceError, match="'path' column"):
         list_assets(str(tmp_path / "bad.parquet"))
+    pq.write_table(pa.table({"path": [1, 2]}), tmp_path / "ints.parquet")  # was an AttributeError traceback
+    with pytest.raises(SourceError, match="'path' column holds int64, not strings"):
+        list_assets(str(tmp_path / "ints.parquet"))
+
+
+def test_csv_lists_as_spreadsheets_write_them(tmp_path):
+    """A byte-order mark (Excel's "CSV UTF-8") is not part of the header; a quoted field keeps its newline."""
+    odd = write_png(tmp_path / "new\nline.png", "real", 3)
+    plain = write_png(tmp_path / "plain.png", "real", 4)
+    csvf = tmp_path / "list.csv"
+    csvf.write_bytes(b"\xef\xbb\xbfpath\n" + f'"{odd}"\n{plain}\n'.encode())
+    assert list_assets(str(csvf)) == [str(odd), str(plain)]
+    txt = tmp_path / "list.txt"
+    txt.write_bytes(b"\xef\xbb\xbf" + f"{plain}\n".encode())
+    assert list_assets(str(txt)) == [str(plain)]
 
 
 def test_read_asset_errors_name_the_asset(tmp_path):
@@ -231,6 +246,14 @@ def test_batch_cli_writes_parquet_resumes_and_keeps_error_rows(isolated_env, tmp
     assert main(args) == 0  # nothing left: a rerun writes nothing
     assert sorted(dest.glob("part-*.parquet")) == parts and sum(rows_by_path(dest).values()) == 31
     assert "0 to attribute" in capsys.readouterr().err
+
+
+def test_an_out_folder_that_cannot_be_written_is_a_setup_error(isolated_env, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.write_text("a file, not a folder")
+    assert main(["batch", str(tmp_path), "--out", str(out)]) == 3
+    assert f"--out {out}: cannot create it" in capsys.readouterr().err
+    assert out.read_text() == "a file, not a folder"
 
 
 def test_batch_setup_error_after_the_workers_started_stops_them(isolated_env, tmp_path, capsys):

@@ -246,3 +246,22 @@ def test_an_empty_file_as_store_is_refused_not_filled(isolated_env, images, tmp_
     assert main(["attribute", "--store", str(empty), str(images["gen-a"][0])]) == EXIT_SETUP
     assert "is an empty file, not a lida store" in capsys.readouterr().err
     assert empty.stat().st_size == 0
+
+
+def test_store_export_into_a_missing_folder_is_a_setup_error(isolated_env, images, tmp_path, capsys):
+    assert main(["register", "-g", "gen-x", str(images["gen-a"][0])]) == EXIT_OK
+    dest = tmp_path / "nope" / "copy.sqlite"
+    assert main(["store", "export", str(dest)]) == EXIT_SETUP  # was sqlite3.OperationalError
+    assert f"{dest}: the folder {dest.parent} does not exist" in capsys.readouterr().err
+
+
+def test_watch_outputs_that_are_files_are_setup_errors(isolated_env, tmp_path, capsys):
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    afile = tmp_path / "a-file"
+    afile.write_text("mine")
+    for opt in ("--out", "--quarantine"):
+        args = ["watch", str(inbox), opt, str(afile)] + (["--out", str(tmp_path / "o")] if opt != "--out" else [])
+        assert main(args) == EXIT_SETUP  # was FileExistsError
+        assert f"{afile} exists and is not a folder" in capsys.readouterr().err
+    assert afile.read_text() == "mine"

@@ -162,7 +162,10 @@ class PartSink:
             self.dest.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DestError(f"--out {self.dest}: cannot create it: {exc.strerror or exc}") from None
-        self._lock = open(self.dest / LOCK_FILE, "a+")  # noqa: SIM115 (held until close)
+        try:
+            self._lock = open(self.dest / LOCK_FILE, "a+")  # noqa: SIM115 (held until close)
+        except OSError as exc:
+            raise DestError(f"--out {self.dest}: cannot write into it: {exc.strerror or exc}") from None
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import logging
 import os
 import re
@@ -192,15 +193,21 @@ def _read_list(name: str, suffix: str, fs) -> list[str]:
     """Paths from a ``.txt``/``.lst``/``.csv``/``.parquet`` list (``fs``: a pyarrow filesystem, or None for local)."""
     try:
         if suffix == ".parquet":
+            import pyarrow as pa
             import pyarrow.parquet as pq
 
             table = pq.read_table(name, columns=["path"], filesystem=fs)
+            kind = table.schema.field("path").type
+            if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+                raise SourceError(f"{name}: the Parquet list's 'path' column holds {kind}, not strings")
             return [v for v in table.column("path").to_pylist() if v]
         if fs is None:
-            text = Path(name).read_text(encoding="utf-8")
+            text = Path(name).read_text(encoding="utf-8-sig")  # -sig: the byte-order mark Excel writes
         else:
             with fs.open_input_stream(name) as f:
-                text = f.read().decode("utf-8")
+                text = f.read().decode("utf-8-sig")
+    except SourceError:
+        raise
     except KeyError:
         raise SourceError(f"{name}: a Parquet list needs a 'path' column") from None
     except UnicodeDecodeError:
@@ -210,7 +217,7 @@ def _read_list(name: str, suffix: str, fs) -> list[str]:
             raise SourceError(f"{name}: a Parquet list needs a 'path' column ({exc})") from None
         raise SourceError(f"{name}: cannot read the list: {exc}") from None
     if suffix == ".csv":
-        rows = list(csv.reader(text.splitlines()))
+        rows = list(csv.reader(io.StringIO(text, newline="")))  # a quoted field may hold a newline
         if not rows:
             return []
         header = [h.strip().lower() for h in rows[0]]

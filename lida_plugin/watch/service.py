@@ -87,10 +87,17 @@ class Watcher(SchedulerStage, AnalysisStages, WriterStage, Outputs):
         cfg = self.cfg
         if not cfg.in_dir.is_dir():
             raise LidaError(f"watch folder {cfg.in_dir} does not exist or is not a folder")
-        for d in cfg.excluded_dirs():
-            d.mkdir(parents=True, exist_ok=True)
-        cfg.journal.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file = exclusive_lock(Path(str(cfg.journal) + ".lock"))
+        for d in [*cfg.excluded_dirs(), cfg.journal.parent]:
+            if d.exists() and not d.is_dir():
+                raise LidaError(f"{d} exists and is not a folder (the watcher writes into it)")
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise LidaError(f"cannot create the folder {d}: {exc.strerror or exc}") from None
+        try:
+            self._lock_file = exclusive_lock(Path(str(cfg.journal) + ".lock"))
+        except PermissionError as exc:
+            raise LidaError(f"cannot write the journal's lock {exc.filename}: {exc.strerror}") from None
         try:
             self.journal = Journal(cfg.journal)
         except LidaError:
