@@ -17,6 +17,7 @@ from . import hookimpl
 from .cli_options import (
     EXIT_FILE_ERRORS,
     EXIT_OK,
+    UsageError,
     add_manifest_args,
     add_model_args,
     add_store_args,
@@ -155,19 +156,29 @@ def cmd_register(args: argparse.Namespace) -> int:
     encoder = open_encoder(args)
     path = user_store_path(args.store)
     errors = added = 0
+    if not args.generator.strip():
+        raise UsageError("-g/--generator needs a non-empty name")
     with ExemplarStore(path, create=True, keep=args.keep) as store:
         store.check_model(encoder)
+        existed = any(g.name == args.generator.strip() for g in store.generators())
         store.add_generator(args.generator, args.family, args.notes)
         for p, err in expand_paths(args.paths, args.recursive):
             try:
                 if err:
                     raise InputError(p, err)
-                new = store.register(encoder, decode_file(p), args.generator, args.family)
+                decoded = decode_file(p)
+                new = store.register(encoder, decoded, args.generator, args.family)
                 added += new
                 print(f"{esc(p)}\t{'registered' if new else 'already registered'}\t{esc(args.generator)}")
+                if new and not decoded.reliable:  # kept (the user chose it) but said: it will match poorly
+                    log.warning("%s: registered, but its low bits are not the generator's (%s): a weak exemplar",
+                                esc(p), "; ".join(decoded.reasons) or "lossy or re-encoded")  # fmt: skip
             except (InputError, StoreError, sqlite3.Error, OSError) as exc:  # one file's error, never a traceback
                 errors += 1
                 print(f"{esc(p)}\terror\t{esc(exc)}", file=sys.stderr)
+        if not existed and not any(g.name == args.generator.strip() and g.exemplars for g in store.generators()):
+            store.remove_generator(args.generator.strip(), backup=False)  # made by this call, nothing in it
+            print(f"no exemplar registered; generator {args.generator!r} not created", file=sys.stderr)
         print(f"{added} exemplar(s) added to {args.generator!r} in {path}", file=sys.stderr)
         if added:
             log.info("index: %s", store.update_index())
@@ -176,6 +187,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 def cmd_generators(args: argparse.Namespace) -> int:
     from .store import open_stack
+    from .textsafe import printable as esc
 
     stack = open_stack(open_encoder(args), args.store, use_default=not args.no_default_store)
     try:
@@ -186,7 +198,7 @@ def cmd_generators(args: argparse.Namespace) -> int:
         print(json.dumps([g.__dict__ for g in gens], indent=2))
     else:
         for g in gens:
-            print(f"{g.name}\t{g.family or '-'}\t{g.exemplars} exemplar(s)\t{g.store}")
+            print(f"{esc(g.name)}\t{esc(g.family or '-')}\t{g.exemplars} exemplar(s)\t{esc(g.store)}")
         if not gens:
             print("no generators registered", file=sys.stderr)
     return EXIT_OK

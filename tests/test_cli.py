@@ -265,3 +265,27 @@ def test_watch_outputs_that_are_files_are_setup_errors(isolated_env, tmp_path, c
         assert main(args) == EXIT_SETUP  # was FileExistsError
         assert f"{afile} exists and is not a folder" in capsys.readouterr().err
     assert afile.read_text() == "mine"
+
+
+def test_register_leaves_no_empty_generator_and_names_a_weak_exemplar(isolated_env, images, tmp_path, capsys, caplog):
+    assert main(["register", "-g", "typo-gen", str(tmp_path / "nope.png")]) == EXIT_FILE_ERRORS
+    assert "generator 'typo-gen' not created" in capsys.readouterr().err
+    assert main(["generators", "--json", "--no-default-store"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out) == []
+    with pytest.raises(SystemExit) as exc:
+        main(["register", "-g", " ", str(images["gen-a"][0])])
+    assert exc.value.code == 2 and "needs a non-empty name" in capsys.readouterr().err
+    from PIL import Image
+
+    jpg = tmp_path / "lossy.jpg"
+    Image.open(images["gen-a"][0]).convert("RGB").save(jpg, quality=90)
+    assert main(["register", "-g", "gen-j", str(jpg)]) == EXIT_OK
+    assert any("registered, but its low bits are not the generator's" in r.getMessage() for r in caplog.records)
+
+
+def test_generators_text_output_escapes_names(isolated_env, images, capsys):
+    assert main(["register", "-g", "evil\n\x1b[2J", str(images["gen-a"][0])]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["generators", "--no-default-store"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "\x1b" not in out and out.startswith("evil\\n\\x1b[2J\t")
