@@ -55,6 +55,7 @@ def build_parser(pm) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, pm=None) -> int:
     """Run ``lida`` with ``argv``; ``pm``: a plugin manager to use (a host's own; default: a new one with
     lida's plugins and every installed one)."""
+    from .cli_options import check_environment
     from .decode import png_decoder_setting
     from .manager import new_plugin_manager
 
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None, pm=None) -> int:
     args.pm = pm
     try:
         png_decoder_setting()
+        check_environment()
     except ValueError as exc:  # an environment variable a worker process would otherwise die on
         parser.exit(EXIT_USAGE, f"lida {args.command}: error: {exc}\n")
     level = logging.WARNING - 10 * min(args.verbose, 2)

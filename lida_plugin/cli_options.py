@@ -32,16 +32,39 @@ class UsageError(LidaError):
     """A combination of options that cannot work; the command line turns it into exit status 2."""
 
 
-def top_k_arg(value: str) -> int:
-    """``-k/--top-k``: how many registered generators a record lists, at least 1 (the nearest one is the
-    answer; 0 used to be taken and to turn every verdict into 'no generator is registered')."""
-    try:
-        k = int(value)
-    except ValueError:
-        k = 0
-    if k < 1:
-        raise argparse.ArgumentTypeError(f"{value!r}: --top-k must be a whole number >= 1")
-    return k
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+
+
+def check_environment() -> None:
+    """``ValueError`` naming the variable when ``$LIDA_DEVICE`` or ``$LIDA_COUNTS`` holds a value no command
+    takes (empty counts as unset, as for every ``LIDA_*``): checked when a command starts, so the answer is
+    a usage error (exit 2), not a setup error deep in a worker."""
+    device = os.environ.get("LIDA_DEVICE", "").strip()
+    if device and device not in DEVICES:
+        raise ValueError(f"LIDA_DEVICE={device!r}: use one of {', '.join(DEVICES)}")
+    counts = os.environ.get("LIDA_COUNTS", "").strip()
+    if counts and counts not in ("auto", "graph"):
+        raise ValueError(f"LIDA_COUNTS={counts!r}: use 'auto' (the default) or 'graph'")
+
+
+def _at_least_one(option: str):
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"{value!r}: {option} must be a whole number >= 1")
+        return n
+
+    return parse
+
+
+#: ``-k/--top-k``: how many registered generators a record lists, at least 1 (the nearest one is the answer;
+#: 0 used to be taken and to turn every verdict into 'no generator is registered').
+top_k_arg = _at_least_one("--top-k")
+#: ``--batch-size``: crops per encoder call, at least 1 (0 or less used to be taken as 1 without a word).
+batch_size_arg = _at_least_one("--batch-size")
 
 
 def threads_arg(value: str) -> int | None:
@@ -75,12 +98,12 @@ def add_model_args(
     ``lida batch``'s one thread per worker, passes them); returns the argument group."""
     g = p.add_argument_group("model")
     g.add_argument("--model", help="encoder ONNX file (default: $LIDA_MODEL, else the bundled model)")
-    g.add_argument("--device", default=os.environ.get("LIDA_DEVICE", device_default),
-                   choices=["auto", "cpu", "cuda", "tensorrt"], help=device_help)  # fmt: skip
+    g.add_argument("--device", default=os.environ.get("LIDA_DEVICE", "").strip() or device_default,
+                   choices=list(DEVICES), help=device_help)  # fmt: skip
     # a string default goes through threads_arg too, so a bad $LIDA_THREADS is a usage error naming it
     default = threads_default or os.environ.get("LIDA_THREADS") or None
     g.add_argument("--threads", type=threads_arg, default=default, help=threads_help)
-    g.add_argument("--batch-size", type=int, default=batch_size_default, help=batch_size_help)
+    g.add_argument("--batch-size", type=batch_size_arg, default=batch_size_default, help=batch_size_help)
     return g
 
 

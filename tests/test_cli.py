@@ -289,3 +289,25 @@ def test_generators_text_output_escapes_names(isolated_env, images, capsys):
     assert main(["generators", "--no-default-store"]) == EXIT_OK
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "\x1b" not in out and out.startswith("evil\\n\\x1b[2J\t")
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [("LIDA_DEVICE", "xyz", "LIDA_DEVICE='xyz': use one of auto, cpu, cuda, tensorrt"),
+     ("LIDA_COUNTS", "zz", "LIDA_COUNTS='zz': use 'auto'")],
+)  # fmt: skip
+def test_environment_values_no_command_takes_are_usage_errors(isolated_env, images, monkeypatch, capsys, var, value,
+                                                             message):  # fmt: skip
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SystemExit) as exc:
+        main(["attribute", str(images["gen-a"][0])])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_empty_lida_device_means_unset_and_batch_size_must_be_positive(isolated_env, images, monkeypatch, capsys):
+    monkeypatch.setenv("LIDA_DEVICE", " ")
+    assert main(["attribute", "--jsonl", str(images["gen-a"][0])]) == EXIT_OK
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["attribute", "--batch-size", "0", str(images["gen-a"][0])])
+    assert exc.value.code == 2 and "--batch-size must be a whole number >= 1" in capsys.readouterr().err
