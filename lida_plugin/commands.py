@@ -52,6 +52,8 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     items = list(expand_paths(args.paths, args.recursive))
     if not items:
         log.error("no files to analyse")
+        if args.output_format == "json":
+            sys.stdout.write("[]\n")  # still a JSON document: a reader parses an empty list, not nothing
         return EXIT_FILE_ERRORS
     good = [p for p, err in items if err is None]
     errors = 0

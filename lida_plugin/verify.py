@@ -84,8 +84,14 @@ def verify(
     side_bytes = None if side_path is None else _read_small(side_path, "sidecar")
     ctx = make_context(anchors)
     try:
-        mime = _sniff_mime(p)
+        mime, is_image = _sniff_mime(p)
         summary, store = read_store(p, sidecar=side_bytes, mime=mime, context=ctx)
+        if summary["status"] == "corrupt" and not is_image and side_bytes is None:
+            # an empty or a text file is no asset with a broken manifest ("Invalid", exit 5, read as
+            # "altered"): say what it is
+            raise VerifyError(
+                f"{p}: not an image (Pillow cannot open it) and c2pa cannot read it: {summary.get('error')}"
+            )
         where = "sidecar" if side_bytes is not None else "embedded"
         auto = p.with_suffix(".c2pa")
         if summary["status"] == "none" and side_bytes is None and auto.is_file():
@@ -118,14 +124,15 @@ def verify(
     return report
 
 
-def _sniff_mime(p: Path) -> str:
+def _sniff_mime(p: Path) -> tuple[str, bool]:
+    """``(MIME type, whether Pillow opens the file as an image)``."""
     try:
         from PIL import Image
 
         with Image.open(p) as im:
-            return mime_for(p, im.format)
+            return mime_for(p, im.format), True
     except Exception:  # not an image Pillow knows: trust the suffix
-        return mime_for(p)
+        return mime_for(p), False
 
 
 def _all_codes(store: dict | None) -> dict[str, list[str]]:

@@ -311,3 +311,9 @@ def test_empty_lida_device_means_unset_and_batch_size_must_be_positive(isolated_
     with pytest.raises(SystemExit) as exc:
         main(["attribute", "--batch-size", "0", str(images["gen-a"][0])])
     assert exc.value.code == 2 and "--batch-size must be a whole number >= 1" in capsys.readouterr().err
+
+
+def test_no_files_with_json_is_still_a_json_document(isolated_env, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["attribute", "--json", "-r", str(tmp_path / "empty")]) == EXIT_FILE_ERRORS
+    assert json.loads(capsys.readouterr().out) == []

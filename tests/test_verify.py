@@ -121,6 +121,13 @@ def test_a_sidecar_or_asset_that_is_not_a_regular_file_is_named_not_read(signed,
     assert "more than a sidecar can be" in capsys.readouterr().err
 
 
+def test_an_empty_or_text_file_is_named_as_not_an_image_not_as_altered(capsys, tmp_path):
+    for name, data in (("e.png", b""), ("t.png", b"hello\n")):
+        (tmp_path / name).write_bytes(data)
+        assert main(["verify", str(tmp_path / name)]) == EXIT_SETUP  # was "Invalid", exit 5 ("altered")
+        assert "not an image (Pillow cannot open it)" in capsys.readouterr().err
+
+
 def test_corrupt_manifest_is_invalid_not_a_traceback(signed, capsys, tmp_path):
     data = bytearray(signed["embedded"].read_bytes())
     k = data.index(b"c2pa.signature") + 200
