@@ -241,9 +241,14 @@ def cmd_store(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.store_cmd == "import":
         encoder = open_encoder(args)
-        with ExemplarStore(args.source, readonly=True) as src, ExemplarStore(path, create=True) as dst:
-            added, skipped = dst.import_from(src, encoder, set(args.generator) if args.generator else None)
-            log.info("index: %s", dst.update_index())
+        with ExemplarStore(args.source, readonly=True) as src:
+            missing = sorted(set(args.generator or ()) - {g.name for g in src.generators()})
+            if missing:  # a typo imported nothing and said "imported 0": name it instead
+                raise UsageError(f"{args.source} has no generator {', '.join(map(repr, missing))}"
+                                 " (lida generators --store SOURCE lists them)")  # fmt: skip
+            with ExemplarStore(path, create=True) as dst:
+                added, skipped = dst.import_from(src, encoder, set(args.generator) if args.generator else None)
+                log.info("index: %s", dst.update_index())
         print(f"imported {added} exemplar(s) from {args.source} into {path} ({skipped} already there)")
         return EXIT_OK
     if args.store_cmd == "index":

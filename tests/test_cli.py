@@ -110,6 +110,10 @@ def test_generators_store_info_export_import_and_doctor(isolated_env, images, tm
     other = tmp_path / "other.sqlite"
     assert main(["store", "import", str(out), "--store", str(other)]) == EXIT_OK
     assert "imported 3 exemplar(s)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:  # a typo used to import nothing and exit 0
+        main(["store", "import", str(out), "--store", str(tmp_path / "third.sqlite"), "--generator", "gen-typo"])
+    assert exc.value.code == 2 and "has no generator 'gen-typo'" in capsys.readouterr().err
+    assert not (tmp_path / "third.sqlite").exists()
     assert main(["doctor", "--json"]) == EXIT_OK
     doc = json.loads(capsys.readouterr().out)
     assert doc["model"]["self_test"] == "ok" and not doc["problems"]
