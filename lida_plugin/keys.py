@@ -125,8 +125,12 @@ def _alg_for_key(key) -> set[str]:
     return set()
 
 
-def check_certificate(chain_pem: bytes, key_pem: bytes, alg: str, where: str, now: dt.datetime | None = None) -> dict:
-    """Raise :class:`KeysError` unless the chain's first certificate can sign C2PA manifests with this key."""
+def check_certificate(
+    chain_pem: bytes, key_pem: bytes, alg: str, where: str, now: dt.datetime | None = None, key_where: str | None = None
+) -> dict:
+    """Raise :class:`KeysError` unless the chain's first certificate can sign C2PA manifests with this key;
+    ``where`` names the chain in messages, ``key_where`` the key file (default: ``where``)."""
+    key_where = key_where or where
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
     from cryptography.x509.oid import ExtensionOID
@@ -172,12 +176,14 @@ def check_certificate(chain_pem: bytes, key_pem: bytes, alg: str, where: str, no
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError) as exc:
-        raise KeysError(f"{where}: the private key cannot be read ({exc}); an unencrypted PEM key is needed") from None
+        raise KeysError(
+            f"{key_where}: the private key cannot be read ({exc}); an unencrypted PEM key is needed"
+        ) from None
     pub = serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(serialization.Encoding.DER, pub) != cert.public_key().public_bytes(
         serialization.Encoding.DER, pub
     ):
-        raise KeysError(f"{where}: the private key does not belong to the certificate {subject}")
+        raise KeysError(f"{key_where}: the private key does not belong to the certificate {subject} ({where})")
     ok_algs = _alg_for_key(cert.public_key())
     if alg not in ok_algs:
         raise KeysError(f"{where}: algorithm {alg!r} does not fit this key (use one of {sorted(ok_algs) or 'none'})")
@@ -196,7 +202,7 @@ def load_signing_config(keys: str | os.PathLike[str] | None = None, *, test_sign
     tsa = cfg.get("tsa_url") or None
     if tsa is not None and not str(tsa).startswith(("http://", "https://")):
         raise KeysError(f"{path}: tsa_url must be an http(s) URL, got {tsa!r}")
-    info = check_certificate(chain, key, alg, str(chain_path))
+    info = check_certificate(chain, key, alg, str(chain_path), key_where=str(key_path))
     anchor = cfg.get("trust_anchor", ROOT_CERT if (base / ROOT_CERT).is_file() else None)
     config = SigningConfig(
         chain_pem=chain,

@@ -122,6 +122,13 @@ def test_key_not_matching_certificate(keys, tmp_path):
         load_signing_config(d)
 
 
+def test_an_unreadable_key_is_named_not_the_chain(keys, tmp_path):
+    d = _issue(keys, tmp_path)
+    (d / KEY).write_text("garbage")
+    with pytest.raises(KeysError, match=f"^{d / KEY}: the private key cannot be read"):  # named the chain before
+        load_signing_config(d)
+
+
 def test_wrong_algorithm_for_key(keys, tmp_path):
     cfg = tmp_path / "k.json"
     cfg.write_text(json.dumps({"chain": str(keys / CHAIN), "key": str(keys / KEY), "alg": "ps256"}))
