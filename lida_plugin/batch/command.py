@@ -47,7 +47,8 @@ def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
     p.add_argument(
         "source",
         metavar="SOURCE",
-        help="a folder, a glob ('photos/**/*.png'), a .txt/.csv/.parquet list of paths, or a URI (s3://bucket/dir/)",
+        help="a folder, a glob ('photos/**/*.png'), a .txt/.csv/.parquet list of paths (in a .txt, lines starting"
+        " with # are comments), or a URI (s3://bucket/dir/)",
     )
     p.add_argument("--out", required=True, metavar="DEST", help="folder for the Parquet parts (created if missing)")
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="local processes (default) or Ray")
