@@ -428,3 +428,31 @@ def test_batch_refuses_option_values_that_cannot_work(isolated_env, tmp_path, ca
         main(["batch", str(tmp_path), "--out", str(tmp_path / "out"), *opt])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+_STARTING = """
+import os, signal, sys, time
+from lida_plugin.batch.local import LocalEngine
+from lida_plugin.batch.worker import JobConfig
+if __name__ == "__main__":
+    eng = LocalEngine(JobConfig(model=os.environ["LIDA_MODEL"]), workers=2)
+    eng.start()
+    time.sleep(float(sys.argv[2]))  # the workers are importing now
+    try:
+        os.killpg(0, signal.SIGINT)  # ^C in a terminal: the whole process group
+        time.sleep(2)
+    except KeyboardInterrupt:
+        print("driver interrupted", file=sys.stderr)
+    time.sleep(float(sys.argv[1]))  # the workers' tracebacks, if any, come meanwhile
+    eng.close()
+"""
+
+
+def test_ctrl_c_while_workers_start_prints_no_worker_traceback(isolated_env, tmp_path):
+    """A ^C while spawned workers were still importing printed their KeyboardInterrupt tracebacks."""
+    script = tmp_path / "starting.py"
+    script.write_text(_STARTING)
+    proc = subprocess.run([sys.executable, str(script), "2", "0.3"], capture_output=True, text=True, timeout=120,
+                          start_new_session=True, env=os.environ.copy())  # fmt: skip
+    assert "driver interrupted" in proc.stderr
+    assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr, proc.stderr

@@ -16,10 +16,12 @@ what it has.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -57,6 +59,21 @@ class _Worker:
     conn: Any
     ready: bool = False
     held: dict[int, _Chunk] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _sigint_ignored_by_children():
+    """Processes started inside inherit SIGINT ignored; this process's own ^C waits (blocked) until the end."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield  # signal.signal works in the main thread only
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _worker_main(conn, cfg: JobConfig) -> None:
@@ -119,7 +136,12 @@ class LocalEngine:
     def _spawn(self) -> _Worker:
         parent, child = self.ctx.Pipe()
         proc = self.ctx.Process(target=_worker_main, args=(child, self.cfg), name="lida-batch-worker", daemon=True)
-        proc.start()
+        # ^C goes to the whole process group. A worker ignores it once _worker_main runs, but a spawned one
+        # imports for a second before that, and a ^C then printed a KeyboardInterrupt traceback. An ignored
+        # SIGINT is kept across exec and Python leaves it ignored, so the child starts with it ignored; ours
+        # is blocked meanwhile, so a ^C in this window is delivered (to the restored handler) afterwards.
+        with _sigint_ignored_by_children():
+            proc.start()
         child.close()
         w = _Worker(proc, parent)
         self.pool.append(w)
