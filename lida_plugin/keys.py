@@ -132,7 +132,6 @@ def check_certificate(
     ``where`` names the chain in messages, ``key_where`` the key file (default: ``where``)."""
     key_where = key_where or where
     from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
     from cryptography.x509.oid import ExtensionOID
 
     now = now or dt.datetime.now(dt.timezone.utc)
@@ -173,6 +172,17 @@ def check_certificate(
         raise KeysError(f"{where}: {subject} expired on {na.isoformat()} (renew it: lida keys init NEWDIR)")
     if (na - now).days < EXPIRY_WARNING_DAYS:
         log.warning("%s: signing certificate expires on %s", where, na.isoformat())
+    _check_key(cert, key_pem, key_where, f"{subject} ({where})")
+    ok_algs = _alg_for_key(cert.public_key())
+    if alg not in ok_algs:
+        raise KeysError(f"{where}: algorithm {alg!r} does not fit this key (use one of {sorted(ok_algs) or 'none'})")
+    return {"subject": subject, "not_after": na.isoformat()}
+
+
+def _check_key(cert, key_pem: bytes, key_where: str, cert_name: str) -> None:
+    """:class:`KeysError` naming ``key_where`` unless ``key_pem`` is an unencrypted PEM key of ``cert``."""
+    from cryptography.hazmat.primitives import serialization
+
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError) as exc:
@@ -180,14 +190,9 @@ def check_certificate(
             f"{key_where}: the private key cannot be read ({exc}); an unencrypted PEM key is needed"
         ) from None
     pub = serialization.PublicFormat.SubjectPublicKeyInfo
-    if key.public_key().public_bytes(serialization.Encoding.DER, pub) != cert.public_key().public_bytes(
-        serialization.Encoding.DER, pub
-    ):
-        raise KeysError(f"{key_where}: the private key does not belong to the certificate {subject} ({where})")
-    ok_algs = _alg_for_key(cert.public_key())
-    if alg not in ok_algs:
-        raise KeysError(f"{where}: algorithm {alg!r} does not fit this key (use one of {sorted(ok_algs) or 'none'})")
-    return {"subject": subject, "not_after": na.isoformat()}
+    der = serialization.Encoding.DER
+    if key.public_key().public_bytes(der, pub) != cert.public_key().public_bytes(der, pub):
+        raise KeysError(f"{key_where}: the private key does not belong to the certificate {cert_name}")
 
 
 def load_signing_config(keys: str | os.PathLike[str] | None = None, *, test_sign: bool = True) -> SigningConfig:
