@@ -471,3 +471,36 @@ def test_a_name_that_is_not_utf8_is_reported_and_journaled(tmp_path, attributor,
     with Watcher(cfg, attributor, pm=pm) as w:  # a restart: both journaled, nothing analysed again
         assert wait_for(lambda: w.idle())
     assert len(pm.recorder.calls) == 2
+
+
+def test_quarantine_does_not_copy_what_a_link_points_at(tmp_path, attributor, pm):
+    """A link to /dev/zero filled the disk (the copy never ended, nothing else was processed); a link to a
+    file outside the watched folder copied that file into the quarantine."""
+    inbox, out, quar = tmp_path / "in", tmp_path / "out", tmp_path / "q"
+    inbox.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the quarantine")
+    cfg = WatchConfig(in_dir=inbox, out_dir=out, settle=0.2, quarantine=quar)
+    with Watcher(cfg, attributor, pm=pm) as w:
+        (inbox / "zero.png").symlink_to("/dev/zero")
+        (inbox / "bad.png").symlink_to(secret)
+        assert wait_for(lambda: (quar / "zero.png.error.json").exists() and (quar / "bad.png.error.json").exists())
+        write_png(inbox / "after.png", "gen-a", 5)
+        assert wait_for(lambda: (out / "after.png.json").exists() and w.idle())
+    assert not (quar / "zero.png").exists() and not (quar / "bad.png").exists()
+    assert not [p for p in quar.iterdir() if p.name.startswith(".lida-tmp")]
+    err = json.loads((quar / "bad.png.error.json").read_text())
+    assert err["quarantined_as"] is None and "symbolic link" in err["not_copied"]
+    assert json.loads((out / "after.png.json").read_text())["status"] == "ok"
+
+
+def test_an_output_folder_that_holds_the_watched_folder_is_a_usage_error(tmp_path, isolated_env, capsys):
+    """--out at or above IN_DIR excluded the watched folder itself: 'ready', then nothing ever analysed."""
+    from lida_plugin.cli import main
+
+    inbox = tmp_path / "w" / "in"
+    inbox.mkdir(parents=True)
+    for opt, folder in (("--out", tmp_path / "w"), ("--out", inbox), ("--quarantine", inbox),
+                        ("--move-processed", tmp_path)):  # fmt: skip
+        assert main(["watch", str(inbox), opt, str(folder), "--no-default-store"]) == 2
+        assert "is the watched folder or a folder above it" in capsys.readouterr().err

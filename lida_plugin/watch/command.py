@@ -123,21 +123,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
         print(f"lida watch: error: --manifest {args.manifest} needs --out OUT_DIR (manifests go beside the reports)",
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
-    cfg = WatchConfig(
-        in_dir=args.in_dir,
-        out_dir=args.out,
-        quarantine=args.quarantine,
-        move_processed=args.move_processed,
-        manifest=args.manifest,
-        workers=args.workers,
-        settle=args.settle,
-        close_settle=args.close_settle,
-        rescan=args.rescan,
-        stats_interval=args.stats_interval,
-        recursive=args.recursive,
-        polling=args.polling,
-        journal=args.journal,
-    )
+    try:
+        cfg = _config(args)
+    except ValueError as exc:
+        print(f"lida watch: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     encoder = open_encoder(args)
     writer = manifest_writer_for(args, encoder, args.pm)  # keys are checked before anything is watched
     stack = open_stack(encoder, args.store, use_default=not args.no_default_store)
@@ -163,3 +153,21 @@ def cmd_watch(args: argparse.Namespace) -> int:
         if writer is not None:
             writer.close()
     return EXIT_OK
+
+
+def _config(args: argparse.Namespace) -> WatchConfig:
+    return WatchConfig(
+        in_dir=args.in_dir,
+        out_dir=args.out,
+        quarantine=args.quarantine,
+        move_processed=args.move_processed,
+        manifest=args.manifest,
+        workers=args.workers,
+        settle=args.settle,
+        close_settle=args.close_settle,
+        rescan=args.rescan,
+        stats_interval=args.stats_interval,
+        recursive=args.recursive,
+        polling=args.polling,
+        journal=args.journal,
+    )

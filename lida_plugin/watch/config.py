@@ -46,6 +46,14 @@ class WatchConfig:
                 setattr(self, name, Path(v).resolve())
         if self.journal is None:
             self.journal = (self.out_dir or self.in_dir) / ".lida-watch.sqlite"
+        for name, opt in (("out_dir", "--out"), ("quarantine", "--quarantine"), ("move_processed", "--move-processed")):
+            v = getattr(self, name)
+            if v is not None and (v == self.in_dir or v in self.in_dir.parents):
+                # its files are not watched (excluded_dirs): the watched folder itself would be, and nothing
+                # would ever be analysed
+                raise ValueError(
+                    f"{opt} {v} is the watched folder or a folder above it; use a folder beside or inside it"
+                )
         if self.manifest not in MANIFEST_MODES:
             raise ValueError(f"manifest must be one of {MANIFEST_MODES}")
         self.workers = max(1, int(self.workers))

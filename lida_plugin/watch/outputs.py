@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -26,21 +27,32 @@ class Outputs:
 
     def _quarantine(self, it: Item, record: dict[str, Any]) -> str | None:
         dest = self.cfg.quarantine / it.rel
+        not_copied = None
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            if self.cfg.move_processed:  # the quarantined file is then the user's only copy: never replace one
+            st = os.lstat(it.path)
+            if stat.S_ISLNK(st.st_mode) and not self.cfg.move_processed:
+                # a copy would read what the link points at: a device such as /dev/zero without end, or a file
+                # outside the watched folder into the quarantine; the link is named in the error file instead
+                not_copied = f"a symbolic link to {os.readlink(it.path)!r}: not copied"
+            elif not stat.S_ISREG(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+                not_copied = "not a regular file: not copied or moved"
+            elif self.cfg.move_processed:  # the quarantined file is then the user's only copy: never replace one
                 dest = unused_name(dest)
-                shutil.move(it.path, dest)  # a rename when on the same file system
+                shutil.move(it.path, dest)  # a rename on the same file system; a link moves as a link
             else:
                 tmp = dest.with_name(f"{TMP_PREFIX}{dest.name}")
-                shutil.copy2(it.path, tmp)
+                shutil.copy2(it.path, tmp, follow_symlinks=False)
                 os.replace(tmp, dest)
         except OSError as exc:
             event(logging.WARNING, "quarantine_copy_failed", path=it.path, error=exc.strerror or exc)
-        err = {"path": it.path, "quarantined_as": str(dest), "error": record.get("error"), "sha256": it.sha256 or None,
-               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "record": record}  # fmt: skip
+        if not_copied:
+            event(logging.WARNING, "quarantine_not_copied", path=it.path, reason=not_copied)
+        err = {"path": it.path, "quarantined_as": None if not_copied else str(dest), "error": record.get("error"),
+               "sha256": it.sha256 or None, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "record": record} | ({"not_copied": not_copied} if not_copied else {})  # fmt: skip
         atomic_write(dest.with_name(dest.name + ".error.json"), (json.dumps(utf8_safe(err), indent=2) + "\n").encode())
-        return str(dest)
+        return None if not_copied else str(dest)
 
     def _move_processed(self, path: str, rel: str) -> str | None:
         dest = self.cfg.move_processed / rel
