@@ -18,10 +18,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from . import __version__
-from .cli_options import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP, EXIT_USAGE, UsageError
+from .cli_options import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FILE_ERRORS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SETUP,
+    EXIT_USAGE,
+    UsageError,
+)
 from .errors import LidaError
 
 __all__ = ["EXIT_FILE_ERRORS", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SETUP", "EXIT_USAGE", "build_parser", "main"]
@@ -85,7 +94,12 @@ def main(argv: list[str] | None = None, pm=None) -> int:
         print("lida: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        return EXIT_OK
+        # the reader went away (`lida verify X | head -1`): not success, which for verify would read as
+        # "Trusted"; the status a shell gives a process that SIGPIPE ended. Output goes nowhere from now on,
+        # so that flushing at exit cannot raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

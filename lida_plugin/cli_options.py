@@ -21,6 +21,8 @@ from .files import is_image_name
 log = logging.getLogger("lida")
 
 EXIT_OK, EXIT_FILE_ERRORS, EXIT_USAGE, EXIT_SETUP, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+#: The reader of the output went away (a closed pipe): 128 + SIGPIPE, what a shell reports for such a process.
+EXIT_BROKEN_PIPE = 141
 
 #: ``--manifest`` choices: no manifest, a ``.c2pa`` sidecar beside the asset, or a signed embedded copy.
 MANIFEST_MODES = ("none", "sidecar", "embed")

@@ -321,3 +321,16 @@ def test_no_files_with_json_is_still_a_json_document(isolated_env, tmp_path, cap
     (tmp_path / "empty").mkdir()
     assert main(["attribute", "--json", "-r", str(tmp_path / "empty")]) == EXIT_FILE_ERRORS
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_a_reader_that_went_away_is_not_success(isolated_env, images):
+    """`lida ... | head -1`: a closed pipe used to exit 0, which for `lida verify` reads as "Trusted"."""
+    from lida_plugin.cli_options import EXIT_BROKEN_PIPE
+
+    cmd = [sys.executable, "-m", "lida_plugin.cli", "attribute", str(images["gen-a"][0])]
+    env = dict(os.environ, LIDA_THREADS="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader is gone before the first line (the process takes a second to start)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_BROKEN_PIPE == 141, err
+    assert b"Traceback" not in err
