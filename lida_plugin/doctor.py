@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from importlib import metadata
@@ -66,6 +67,9 @@ def run_doctor(args: argparse.Namespace) -> int:
     except LidaError as exc:
         report["problems"].append(str(exc))
     report["store_paths"] = {"user": str(user_store_path(args.store)), "default": str(bundled_store_path())}
+    if not args.store and os.environ.get("LIDA_STORE") and not user_store_path().exists():
+        # a warning, not a problem: a deployment may set it before its first `lida register`
+        report["warnings"] = [f"LIDA_STORE={os.environ['LIDA_STORE']} does not exist (yet): no user store is searched"]
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -102,6 +106,8 @@ def _print_text(report: dict) -> None:
         counts = f"{s['generators']} generators, {s['exemplars']} exemplars"
         print(f"store: {s['path']} ({role}): {counts}, model {s['model_id']}")
     for w in report["warnings"]:
+        print(f"warning: {w}")
+    for w in report.get("warnings", []):
         print(f"warning: {w}")
     for p in report["problems"]:
         print(f"problem: {p}")

@@ -1297,6 +1297,8 @@ def open_stack(encoder, store: str | os.PathLike[str] | None = None, *, use_defa
         stores.append(_open_for_reading(upath))
     elif store:
         raise StoreError(f"store {upath} does not exist (register a generator into it first)")
+    elif os.environ.get("LIDA_STORE"):  # a deployment may set it before the first register: said, not refused
+        log.warning("LIDA_STORE=%s does not exist (yet): only the bundled default store is searched", upath)
     dpath = bundled_store_path()
     if use_default and dpath.exists() and dpath.resolve() != upath.resolve():
         default = ExemplarStore(dpath, immutable=True)

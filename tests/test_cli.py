@@ -334,3 +334,10 @@ def test_a_reader_that_went_away_is_not_success(isolated_env, images):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_BROKEN_PIPE == 141, err
     assert b"Traceback" not in err
+
+
+def test_a_lida_store_that_does_not_exist_is_said(isolated_env, images, caplog):
+    """A typo in $LIDA_STORE used to leave the user's generators out without a word (--store refuses it)."""
+    assert main(["attribute", "--jsonl", str(images["gen-a"][0])]) == EXIT_OK
+    assert any("does not exist (yet): only the bundled default store is searched" in r.getMessage()
+               for r in caplog.records)  # fmt: skip

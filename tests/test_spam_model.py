@@ -268,7 +268,11 @@ def test_doctor_checks_the_feature_stage_against_the_graph(tmp_path, monkeypatch
     monkeypatch.delenv("LIDA_MODEL", raising=False)
     monkeypatch.setenv("LIDA_STORE", str(tmp_path / "user.sqlite"))
     assert main(["doctor", "--json", "--device", "cpu"]) == 0
-    model = json.loads(capsys.readouterr().out)["model"]
+    report = json.loads(capsys.readouterr().out)
+    model = report["model"]
+    assert report["warnings"] == [
+        f"LIDA_STORE={tmp_path / 'user.sqlite'} does not exist (yet): no user store is searched"
+    ]
     assert model["threads"] == 1 and model["feature_stage"] == "numpy (spam-counts/1, agrees with the graph)"
     real = CropCounter.counts
     monkeypatch.setattr(CropCounter, "counts", lambda self, crops: real(self, crops[:, ::-1].copy()))  # BGR: wrong
