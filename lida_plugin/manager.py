@@ -18,6 +18,7 @@ A host::
 
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
 import os
@@ -136,11 +137,17 @@ def plugin_assertions(
     """
     out = []
     try:
-        parts = pm.hook.lida_manifest_assertions(path=str(path), record=record, manifest=manifest)
+        # copies: a plugin reads them; one that changed lida's own assertion in place would change what is signed
+        parts = pm.hook.lida_manifest_assertions(
+            path=str(path), record=copy.deepcopy(record), manifest=copy.deepcopy(manifest)
+        )
     except Exception:
         log.exception("a lida_manifest_assertions plugin failed for %s; no plugin assertions added", path)
         return []
     for part in parts:
+        if part is not None and not isinstance(part, list | tuple):
+            log.warning("dropped a lida_manifest_assertions result that is not a list of assertions: %r", part)
+            continue
         for a in part or []:
             label = a.get("label") if isinstance(a, dict) else None
             if not isinstance(label, str) or not label or not isinstance(a.get("data"), dict):

@@ -128,6 +128,31 @@ def test_plugin_assertions_drop_reserved_and_malformed():
     assert plugin_assertions(pm, path="a", record={}, manifest={}) == []
 
 
+def test_plugin_assertions_cannot_change_ours_and_a_wrong_result_type_is_dropped():
+    """A plugin that edited lida's assertion in place changed what was signed; one that returned 5 stopped
+    the manifest ("'int' object is not iterable") and the other plugins' assertions with it."""
+
+    class Mutates:
+        @hookimpl
+        def lida_manifest_assertions(self, path, record, manifest):
+            manifest["assertions"][0]["data"]["verdict"] = "real"
+            record["verdict"] = "real"
+            return 5
+
+    class Fine:
+        @hookimpl
+        def lida_manifest_assertions(self):
+            return [{"label": "org.ok", "data": {"n": 1}}]
+
+    pm = new_plugin_manager(load_entrypoints=False)
+    pm.register(Mutates())
+    pm.register(Fine())
+    manifest = {"assertions": [{"label": "org.lida.attribution", "data": {"verdict": "ai-generated"}}]}
+    record = {"verdict": "ai-generated"}
+    assert plugin_assertions(pm, path="a", record=record, manifest=manifest) == [{"label": "org.ok", "data": {"n": 1}}]
+    assert manifest["assertions"][0]["data"]["verdict"] == "ai-generated" and record["verdict"] == "ai-generated"
+
+
 def test_trace_env_prints_hook_calls(monkeypatch, capsys):
     monkeypatch.setenv("LIDA_TRACE_PLUGINS", "1")
     pm = new_plugin_manager(load_entrypoints=False)
