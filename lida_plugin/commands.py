@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from collections.abc import Iterator
 
 from . import hookimpl
 from .cli_options import (
@@ -105,14 +107,40 @@ def emit(record: dict, args: argparse.Namespace) -> None:
 
 
 # -- serve -----------------------------------------------------------------------------------
+#: The longest ``lida serve`` request line read (a Linux path is at most 4 KiB); a longer one is skipped in
+#: bounded pieces and answered with an error record (a 300 MB line used to take 3.9 GB and echo it back).
+MAX_REQUEST_BYTES = 1 << 16
+
+
+def serve_lines(stream) -> Iterator[tuple[str | None, str | None]]:
+    """``(line, None)`` for each line of the binary ``stream`` (undecodable bytes kept as a file name keeps
+    them), or ``(its first 200 bytes, error)`` for a line longer than :data:`MAX_REQUEST_BYTES`, never read
+    whole."""
+    while True:
+        raw = stream.readline(MAX_REQUEST_BYTES + 1)
+        if not raw:
+            return
+        if len(raw) > MAX_REQUEST_BYTES and not raw.endswith(b"\n"):
+            while (rest := stream.readline(MAX_REQUEST_BYTES)) and not rest.endswith(b"\n"):
+                pass
+            yield os.fsdecode(raw[:200]), f"request line longer than {MAX_REQUEST_BYTES} bytes"
+            continue
+        yield os.fsdecode(raw.rstrip(b"\r\n")), None
+
+
 def serve_request(line: str) -> tuple[str | None, str | None]:
-    """``(path, error)`` of one ``lida serve`` input line: a path, or a JSON object with a string ``path``."""
+    """``(path, error)`` of one ``lida serve`` input line: a path, or a JSON object with a string ``path``
+    (a line that starts with ``{`` but is no JSON is a path when such a file exists: ``{draft}.png``)."""
     line = line.rstrip("\r\n")
+    if not line.strip():
+        return None, 'empty request (send a path, or a JSON object with a string "path")'
     if not line.lstrip().startswith("{"):
         return line, None
     try:
         req = json.loads(line)
     except ValueError as exc:
+        if os.path.lexists(line):
+            return line, None
         return None, f"not a JSON object: {exc}"
     if not isinstance(req, dict) or not isinstance(req.get("path"), str) or not req["path"]:
         return None, 'a JSON request needs a non-empty string "path"'
@@ -129,14 +157,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     stack = open_stack(encoder, args.store, use_default=not args.no_default_store)
     attributor = Attributor(encoder, stack, top_k=args.top_k, force=args.force)
     try:
-        for line in sys.stdin:
-            if not line.strip():
-                continue
-            path, err = serve_request(line)
+        for line, err in serve_lines(sys.stdin.buffer):  # one answer per line, blank lines too
+            path = None
+            if err is None:
+                path, err = serve_request(line)
             if err is None:
                 record = attributor.attribute_file(path).to_dict()
             else:
-                record = error_result(line.strip()[:200], err, attributor.model_id, attributor.store_id).to_dict()
+                shown = (line or "").strip()[:200]
+                record = error_result(shown, err, attributor.model_id, attributor.store_id).to_dict()
             sys.stdout.write(json.dumps(utf8_safe(record)) + "\n")
             sys.stdout.flush()
             if path is not None:

@@ -143,7 +143,9 @@ def test_serve_answers_each_line_before_the_next_is_sent(isolated_env, images):
     )  # fmt: skip
     try:
         answers = []
-        for req in (str(images["gen-a"][0]), json.dumps({"path": str(images["real"][0])}), "{oops", "/no/such.png"):
+        reqs = (str(images["gen-a"][0]), json.dumps({"path": str(images["real"][0])}), "{oops", "/no/such.png",
+                "", "x" * 200_000, str(images["gen-a"][1]))  # fmt: skip
+        for req in reqs:
             p.stdin.write(req + "\n")
             p.stdin.flush()
             answers.append(json.loads(p.stdout.readline()))  # blocks until this one request is answered
@@ -151,9 +153,11 @@ def test_serve_answers_each_line_before_the_next_is_sent(isolated_env, images):
         assert p.wait(timeout=60) == 0
     finally:
         p.kill()
-    assert [a["status"] for a in answers] == ["ok", "ok", "error", "error"]
+    assert [a["status"] for a in answers] == ["ok", "ok", "error", "error", "error", "error", "ok"]
     assert answers[1]["verdict"] == "real" and answers[0]["verdict"] == "ai-generated"
     assert "JSON" in answers[2]["error"] and answers[3]["error"] == "no such file"
+    assert answers[4]["error"].startswith("empty request")  # a blank line is answered too: one line in, one out
+    assert answers[5]["error"] == "request line longer than 65536 bytes" and len(answers[5]["path"]) == 200
 
 
 def test_lida_threads_from_the_environment(isolated_env, images, monkeypatch, capsys):
