@@ -125,6 +125,18 @@ def _alg_for_key(key) -> set[str]:
     return set()
 
 
+def _days_arg(value: str) -> int:
+    """``lida keys init --days``: at least 1 (0 wrote keys that had already expired, a negative number
+    ended in a traceback, each leaving a folder that then blocked a plain re-init)."""
+    try:
+        days = int(value)
+    except ValueError:
+        days = 0
+    if days < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: --days must be a whole number >= 1")
+    return days
+
+
 def check_certificate(
     chain_pem: bytes, key_pem: bytes, alg: str, where: str, now: dt.datetime | None = None, key_where: str | None = None
 ) -> dict:
@@ -277,6 +289,9 @@ def init_keys(
     """Create a development root CA and an ES256 end-entity signing certificate in ``dest``."""
     from cryptography.hazmat.primitives import serialization
 
+    if days < 1:
+        raise KeysError(f"days must be >= 1, got {days}")
+
     d = _keys_folder(Path(dest).expanduser(), force)
     ca, ca_key, ee, ee_key = _development_chain(org, days)
     pem = serialization.Encoding.PEM
@@ -409,7 +424,9 @@ def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
                       "They verify as Valid but show as untrusted in public viewers.")  # fmt: skip
     s.add_argument("dir", metavar="DIR")
     s.add_argument("--org", default="LIDA development", help="organisation name in the certificates")
-    s.add_argument("--days", type=int, default=825, help="validity of the signing certificate in days (default 825)")
+    s.add_argument(
+        "--days", type=_days_arg, default=825, help="validity of the signing certificate in days (default 825)"
+    )
     s.add_argument("--force", action="store_true", help="replace keys already in DIR")
     s = ks.add_parser("check", help="check the signing configuration (--keys, $LIDA_KEYS or the default folder)")
     s.add_argument("--keys", metavar="PATH", help="keys folder or JSON config file")

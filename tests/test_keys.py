@@ -146,3 +146,15 @@ def test_attribute_with_bad_keys_exits_3_before_touching_anything(isolated_env, 
     assert "expired" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
     assert png.read_bytes() == before
+
+
+@pytest.mark.parametrize("days", ["0", "-5"])
+def test_keys_init_refuses_days_below_one_and_writes_nothing(tmp_path, capsys, days):
+    from lida_plugin.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["keys", "init", str(tmp_path / "k"), "--days", days])
+    assert exc.value.code == 2 and "--days must be a whole number >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "k").exists()
+    with pytest.raises(KeysError, match="days must be >= 1"):
+        init_keys(tmp_path / "k2", days=0)
