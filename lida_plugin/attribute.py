@@ -38,6 +38,7 @@ from .store import StoreStack
 log = logging.getLogger(__name__)
 
 REAL, AI, INCONCLUSIVE = "real", "ai-generated", "inconclusive"
+_END = object()  # the end of an iterator of paths
 
 
 @dataclass
@@ -327,9 +328,13 @@ class Attributor:
             pending: deque[Future] = deque()
             chunk: list[Prepared | Result] = []
             it = iter(paths)
-            while True:
-                while len(pending) < ahead and (p := next(it, None)) is not None:
-                    pending.append(pool.submit(self.prepare, p))
+            while True:  # a sentinel, not None: a None among the paths must get its record, not end the run
+                while len(pending) < ahead and (p := next(it, _END)) is not _END:
+                    if isinstance(p, str | os.PathLike):
+                        pending.append(pool.submit(self.prepare, p))
+                    else:
+                        bad = error_result(repr(p), f"not a path: {type(p).__name__}", self.model_id, self.store_id)
+                        pending.append(pool.submit(lambda r=bad: r))
                 if not pending:
                     break
                 chunk.append(pending.popleft().result())

@@ -74,6 +74,34 @@ def test_host_loads_lida_by_entry_point_and_calls_the_hooks(isolated_env, images
     assert pm.hook.lida_manifest_assertions(path=path, record=record, manifest={}) == []
 
 
+@pytest.mark.parametrize(
+    ("config", "error", "message"),
+    [({"force": "false"}, TypeError, "'force' must be bool, got str"),
+     ({"use_default_store": "false"}, TypeError, "'use_default_store' must be bool"),
+     ({"top_k": 0}, ValueError, "'top_k' must be >= 1"), ({"threads": "x"}, TypeError, "'threads' must be int"),
+     ({"threads": True}, TypeError, "'threads' must be int"), ([("force", True)], TypeError, "must be a dict")],
+)  # fmt: skip
+def test_host_config_of_the_wrong_type_is_refused_not_coerced(isolated_env, images, builtin_closed, config, error,
+                                                              message):  # fmt: skip
+    """A string "false" for force used to count as true (a forced verdict), top_k 0 became 5 silently, a bad
+    threads value was "'<' not supported"."""
+    from lida_plugin import plugin
+
+    with pytest.raises(error, match=message):
+        plugin.lida_analyze_asset(path=str(images["gen-a"][0]), config=config)
+
+
+def test_a_path_that_is_not_one_is_refused_or_gets_its_record(isolated_env, images, builtin_closed):
+    from lida_plugin import plugin
+
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike, got NoneType"):
+        plugin.lida_analyze_asset(path=None, config={"use_default_store": False})
+    att = plugin.attributor_for({"use_default_store": False, "threads": 1})
+    got = list(att.attribute_paths([str(images["gen-a"][0]), None, str(images["gen-a"][1])]))
+    assert [r.status for r in got] == ["ok", "error", "ok"]  # a None used to end the run: 1 record for 3
+    assert got[1].error == "not a path: NoneType"
+
+
 def test_host_plugin_overrides_analysis_first():
     class Remote:
         @hookimpl
