@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store", help="user exemplar store (default $LIDA_STORE, else the per-user one)")
     ap.add_argument("--no-default-store", action="store_true", help="do not search the bundled default store")
     args = ap.parse_args(argv)
+    if not args.folder.is_dir():
+        ap.error(f"{args.folder} is not a folder")  # exit 2, not a traceback
     if args.sink:
         os.environ["LIDA_EXAMPLE_SINK"] = args.sink
     config = {"model": args.model, "store": args.store, "use_default_store": not args.no_default_store}

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,7 +31,7 @@ import numpy as np
 from .decode import DEFAULT_MAX_PIXELS, Decoded, decode_bytes, read_bytes
 from .detect import Detection, detect
 from .encoder import Encoder
-from .errors import InputError
+from .errors import InputError, LidaError
 from .evidence import apply_evidence, check_setup, read_evidence
 from .lossy import load_detector, lossy_evidence
 from .retrieve import Neighbor, Retriever
@@ -186,8 +188,9 @@ class Attributor:
         if int(top_k) < 1:  # the nearest generator is the answer: k = 0 would leave none to name
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         self.encoder = encoder
-        self.stores = stores
-        self.retriever = Retriever(stores.exemplars)
+        # the stores and their index as one value, swapped whole when the store files change (_current)
+        self._snap: tuple[StoreStack, Retriever] = (stores, Retriever(stores.exemplars))
+        self._reload_lock = threading.Lock()
         self.top_k = int(top_k)
         self.force = force
         self.max_pixels = max_pixels
@@ -201,8 +204,41 @@ class Attributor:
         return self.encoder.model_id
 
     @property
+    def stores(self) -> StoreStack:
+        return self._snap[0]
+
+    @property
+    def retriever(self) -> Retriever:
+        return self._snap[1]
+
+    @property
     def store_id(self) -> str:
         return self.stores.store_id
+
+    def _current(self) -> tuple[StoreStack, Retriever]:
+        """The stores and index to judge with: read again when another process changed a store file since
+        (a register or a remove while ``lida serve``/``lida watch``/a host runs: their verdicts used to stay
+        those of the start). Two ``stat`` calls when nothing changed."""
+        stores, _ = snap = self._snap
+        if not stores.changed():
+            return snap
+        with self._reload_lock:
+            stores, _ = snap = self._snap
+            if not stores.changed():  # another thread reloaded meanwhile
+                return snap
+            try:
+                fresh = stores.reopened()
+            except LidaError as exc:
+                log.warning("a store changed and could not be read again (%s); going on with what was read", exc)
+                stores.accept_current()
+                return snap
+            log.info("store changed: read again (%d exemplars)", len(fresh.exemplars))
+            self._snap = snap = (fresh, Retriever(fresh.exemplars))
+            try:
+                stores.close()
+            except sqlite3.ProgrammingError:  # opened in another thread: it goes with the object
+                pass
+            return snap
 
     def prepare(self, source: str | os.PathLike[str], data: bytes | None = None) -> Prepared | Result:
         """Per-file work, safe to run in parallel threads: read (unless ``data`` is given), hash,
@@ -256,16 +292,17 @@ class Attributor:
             return []
         emb = self.encoder.embed_crop_sets([p.crops for p in items], [p.stage_inputs for p in items])
         dets = detect(emb, self.encoder.info)
-        ranked = self.retriever.rank(emb, self.top_k, other_family=self.encoder.info.family_margin is not None)
+        stores, retriever = self._current()
+        ranked = retriever.rank(emb, self.top_k, other_family=self.encoder.info.family_margin is not None)
         return [
-            self._result(p, det, neigh) for p, det, neigh in zip(items, dets, ranked, strict=True)
+            self._result(p, det, neigh, stores) for p, det, neigh in zip(items, dets, ranked, strict=True)
         ]  # fmt: skip
 
-    def _result(self, p: Prepared, det: Detection, neigh: list[Neighbor]) -> Result:
+    def _result(self, p: Prepared, det: Detection, neigh: list[Neighbor], stores: StoreStack) -> Result:
         dec = p.decoded
         info = self.encoder.info
         v, gen, fam, score, reason = verdict(dec, det, neigh, info.open_set_threshold, self.force, info.family_margin)
-        known = self._exact_match(dec.sha256)
+        known = self._exact_match(dec.sha256, stores)
         if known is not None:
             reason += (
                 f"; these exact bytes are a registered exemplar of {known['generator']}"
@@ -312,12 +349,13 @@ class Attributor:
         )
         return apply_evidence(result, p.evidence)
 
-    def _exact_match(self, sha256: str) -> dict[str, Any] | None:
+    @staticmethod
+    def _exact_match(sha256: str, stores: StoreStack) -> dict[str, Any] | None:
         """The registered exemplar with these very bytes (``generator``, ``family``, ``exemplar``, ``store_id``)."""
-        i = self.stores.exact_match(sha256)
+        i = stores.exact_match(sha256)
         if i is None:
             return None
-        ex = self.stores.exemplars
+        ex = stores.exemplars
         return {"generator": ex.generators[i], "family": ex.families[i], "exemplar": ex.sources[i],
                 "store_id": ex.store_ids[i]}  # fmt: skip
 

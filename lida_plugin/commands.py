@@ -259,6 +259,8 @@ def cmd_store(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.store_cmd == "remove":
         with ExemplarStore(path) as s:
+            if not any(g.name == args.generator for g in s.generators()):  # a typo: usage, like store import
+                raise UsageError(f"{path} has no generator {args.generator!r} (lida generators lists them)")
             n = s.remove_generator(args.generator)
             log.info("index: %s", s.update_index())
         print(f"removed generator {args.generator!r} and {n} exemplar(s) from {path} (a backup copy was kept)")

@@ -157,7 +157,7 @@ _SPECIAL = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a 
 def _regular(p: Path, st: os.stat_result) -> None:
     """Refuse anything but a regular file of a sane size, before reading it."""
     if stat.S_ISDIR(st.st_mode):
-        raise InputError(p, "is a directory (pass --recursive to walk it)")
+        raise InputError(p, "is a directory, not an image file")
     if not stat.S_ISREG(st.st_mode):
         raise InputError(p, f"not a regular file ({_SPECIAL.get(stat.S_IFMT(st.st_mode), 'special file')})")
     if st.st_size == 0:

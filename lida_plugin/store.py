@@ -356,19 +356,10 @@ class ExemplarStore:
         readonly = readonly or immutable
         self.path = Path(path)
         self.readonly = readonly
+        self.immutable = immutable
         if keep is not None and keep not in KEEP_MODES:
             raise StoreError(f"keep {keep!r}: one of {', '.join(KEEP_MODES)}")
-        if self.path.is_file() and not create and self.path.stat().st_size == 0:
-            # SQLite would take an empty file as an empty database and attribution would write a schema into
-            # whatever file the user named: only `lida register` (create) makes a store
-            raise StoreError(f"store {self.path} is an empty file, not a lida store (lida register makes one)")
-        if not self.path.exists():
-            if not create or readonly:
-                raise StoreError(f"store {self.path} does not exist")
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create store folder {self.path.parent}: {exc.strerror or exc}") from None
+        self._check_file(create and not readonly)
         try:
             if readonly:
                 flags = "mode=ro&immutable=1" if immutable else "mode=ro"
@@ -401,6 +392,20 @@ class ExemplarStore:
         if keep is not None and keep != self.keep:
             self.set_keep(keep)
 
+    def _check_file(self, create: bool) -> None:
+        """``StoreError`` unless the file is there (or, with ``create``, its folder can be made)."""
+        if self.path.is_file() and not create and self.path.stat().st_size == 0:
+            # SQLite would take an empty file as an empty database and attribution would write a schema into
+            # whatever file the user named: only `lida register` (create) makes a store
+            raise StoreError(f"store {self.path} is an empty file, not a lida store (lida register makes one)")
+        if not self.path.exists():
+            if not create:
+                raise StoreError(f"store {self.path} does not exist")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create store folder {self.path.parent}: {exc.strerror or exc}") from None
+
     def __enter__(self) -> ExemplarStore:
         return self
 
@@ -409,6 +414,18 @@ class ExemplarStore:
 
     def close(self) -> None:
         self.conn.close()
+
+    def file_state(self) -> tuple:
+        """What changes when another process commits to this store: the sizes and times of the file and of
+        its write-ahead log (two ``stat`` calls; :meth:`StoreStack.changed`)."""
+        out = []
+        for f in (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                st = f.stat()
+                out.append((st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append(None)
+        return tuple(out)
 
     # -- identity -------------------------------------------------------------------------
     @property
@@ -1244,10 +1261,34 @@ class StoreStack:
         for s in stores:
             s.check_model(encoder)
         self.stores = stores
+        self.encoder = encoder
+        self._states = [s.file_state() for s in stores]  # before reading: a commit meanwhile shows as a change
         self.exemplars = Exemplars.concat((s.exemplars() for s in stores), encoder.info.embedding_dim)
         keys = np.concatenate([s.content_keys() for s in stores]) if stores else np.zeros(0, np.uint64)
         self._key_order = np.argsort(keys, kind="stable")
         self._keys = keys[self._key_order]
+
+    def changed(self) -> bool:
+        """Whether a store file changed since this stack read it (another process registered or removed
+        exemplars): a long-running process (``lida serve``, ``lida watch``, a host) then reads it again."""
+        return any(not s.immutable and s.file_state() != st for s, st in zip(self.stores, self._states, strict=True))
+
+    def reopened(self) -> StoreStack:
+        """A new stack over the same files, read now, with connections of the calling thread (read-only: an
+        attributing process does not write); :class:`StoreError` when one no longer opens."""
+        fresh: list[ExemplarStore] = []
+        try:
+            for s in self.stores:
+                fresh.append(ExemplarStore(s.path, readonly=True, immutable=s.immutable))
+            return StoreStack(fresh, self.encoder)
+        except BaseException:
+            for f in fresh:
+                f.close()
+            raise
+
+    def accept_current(self) -> None:
+        """Take the files' present state as seen (after a reload that failed: not retried on every call)."""
+        self._states = [s.file_state() for s in self.stores]
 
     def exact_match(self, sha256: str) -> int | None:
         """Index (into :attr:`exemplars`) of the exemplar whose bytes hash to ``sha256``, or None. Matched on

@@ -114,6 +114,9 @@ def test_generators_store_info_export_import_and_doctor(isolated_env, images, tm
         main(["store", "import", str(out), "--store", str(tmp_path / "third.sqlite"), "--generator", "gen-typo"])
     assert exc.value.code == 2 and "has no generator 'gen-typo'" in capsys.readouterr().err
     assert not (tmp_path / "third.sqlite").exists()
+    with pytest.raises(SystemExit) as exc:  # likewise for remove (was exit 3, a setup error)
+        main(["store", "remove", "gen-typo", "--store", str(other)])
+    assert exc.value.code == 2 and "has no generator 'gen-typo'" in capsys.readouterr().err
     assert main(["doctor", "--json"]) == EXIT_OK
     doc = json.loads(capsys.readouterr().out)
     assert doc["model"]["self_test"] == "ok" and not doc["problems"]
@@ -345,3 +348,26 @@ def test_a_lida_store_that_does_not_exist_is_said(isolated_env, images, caplog):
     assert main(["attribute", "--jsonl", str(images["gen-a"][0])]) == EXIT_OK
     assert any("does not exist (yet): only the bundled default store is searched" in r.getMessage()
                for r in caplog.records)  # fmt: skip
+
+
+def test_a_long_running_attributor_sees_a_register_and_a_remove_by_another_process(isolated_env, images, tmp_path):
+    """`lida serve`, `lida watch` and hosts keep one Attributor: it used to answer with the store as it was at
+    its start (a newly registered exemplar unknown, a removed one still an exact match)."""
+    from lida_plugin.attribute import Attributor
+    from lida_plugin.decode import decode_file
+    from lida_plugin.encoder import Encoder
+    from lida_plugin.store import ExemplarStore, open_stack
+
+    enc = Encoder(threads=1)
+    a, b = str(images["gen-a"][0]), str(images["gen-b"][0])
+    assert main(["register", "-g", "gen-x", a]) == EXIT_OK
+    att = Attributor(enc, open_stack(enc, use_default=False))
+    assert att.attribute_file(b).exact_match is None
+    with ExemplarStore(isolated_env) as other:  # another connection: what `lida register` in a shell does
+        other.register(enc, decode_file(b), "gen-y")
+    rec = att.attribute_file(b)
+    assert rec.exact_match["generator"] == "gen-y" and rec.generator == "gen-y"
+    with ExemplarStore(isolated_env) as other:
+        other.remove_generator("gen-y", backup=False)
+    assert att.attribute_file(b).exact_match is None
+    assert att.attribute_file(a).exact_match["generator"] == "gen-x"  # what stayed is still there
