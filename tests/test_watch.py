@@ -504,3 +504,26 @@ def test_an_output_folder_that_holds_the_watched_folder_is_a_usage_error(tmp_pat
                         ("--move-processed", tmp_path)):  # fmt: skip
         assert main(["watch", str(inbox), opt, str(folder), "--no-default-store"]) == 2
         assert "is the watched folder or a folder above it" in capsys.readouterr().err
+
+
+def test_watch_without_out_stops_when_its_reader_goes_away(tmp_path, isolated_env):
+    """Records on stdout, reader gone: it used to log a BrokenPipeError traceback per file and analyse the
+    unjournaled files again at every rescan, for ever. Now it stops (exit 141) and journals nothing unsent."""
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    cmd = [sys.executable, "-m", "lida_plugin.cli", "watch", str(inbox), "--no-default-store", "--settle", "0.2",
+           "--rescan", "1"]  # fmt: skip
+    env = dict(os.environ, LIDA_THREADS="1", PYTHONUNBUFFERED="1")
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        p.stdout.close()  # the reader is gone
+        time.sleep(3)  # started and watching
+        write_png(inbox / "a.png", "gen-a", 1)
+        rc = p.wait(timeout=60)
+    finally:
+        p.kill()
+    err = p.stderr.read().decode()
+    assert rc == 141, err
+    assert "stdout_closed" in err and "Traceback" not in err
+    with sqlite3.connect(inbox / ".lida-watch.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM assets").fetchone() == (0,)  # delivered to nobody: not done

@@ -31,6 +31,9 @@ class WriterStage:
             group, last = take_batch(self._write_q, item, WRITE_GROUP)
             try:
                 self._complete(group)
+            except BrokenPipeError:  # stdout's reader went away: said once, the watcher stops (service.run)
+                for it in group + self._release_claims(group):
+                    self._release(it.path)
             except Exception:  # e.g. disk full: nothing journaled, so the next rescan retries these files
                 log.exception("event=writer_error files=%d", len(group))
                 for it in group + self._release_claims(group):
@@ -109,8 +112,17 @@ class WriterStage:
             list(self._sync_pool.map(lambda w: atomic_write(*w), writes))  # parallel fsyncs share journal commits
         else:
             with self._stdout_lock:
-                sys.stdout.write("".join(json.dumps(utf8_safe(r)) + "\n" for _, r, _, _ in finished))
-                sys.stdout.flush()
+                try:
+                    sys.stdout.write("".join(json.dumps(utf8_safe(r)) + "\n" for _, r, _, _ in finished))
+                    sys.stdout.flush()
+                except BrokenPipeError:
+                    # nobody reads the records any more: stop rather than analyse (and lose) every file again;
+                    # nothing of this group is journaled, so the next start delivers it
+                    if not self.output_closed:
+                        event(logging.WARNING, "stdout_closed", files=len(finished))
+                    self.output_closed = True
+                    self._stop.set()
+                    raise
 
     def _release_claims(self, group: list[Item]) -> list[Item]:
         """Forget the group's claims on their bytes; the items that waited on them."""

@@ -68,6 +68,7 @@ class Watcher(SchedulerStage, AnalysisStages, WriterStage, Outputs):
         self.stats = Stats()
         self.journal: Journal | None = None
         self._stop = threading.Event()
+        self.output_closed = False  # stdout (the records, without --out) lost its reader: run() stops
         self._rescan_now = threading.Event()
         self._inflight: set[str] = set()
         self._inflight_lock = threading.Lock()
@@ -205,8 +206,10 @@ class Watcher(SchedulerStage, AnalysisStages, WriterStage, Outputs):
             while not stop.wait(0.5) and not self._stop.is_set():
                 pass
         finally:
-            crashed = self._stop.is_set() and not stop.is_set()
+            crashed = self._stop.is_set() and not stop.is_set() and not self.output_closed
             self.stop()
+        if self.output_closed:
+            raise BrokenPipeError("the records' reader went away (stdout closed); nothing undelivered is journaled")
         if crashed:
             raise LidaError("the watcher's scheduler failed (see the log); restart it: nothing journaled is lost")
 
