@@ -49,7 +49,9 @@ def check_environment() -> None:
         raise ValueError(f"LIDA_COUNTS={counts!r}: use 'auto' (the default) or 'graph'")
 
 
-def _at_least_one(option: str):
+def at_least_one(option: str):
+    """An argparse ``type`` for ``option``: a whole number >= 1, else a usage error naming the option."""
+
     def parse(value: str) -> int:
         try:
             n = int(value)
@@ -64,9 +66,9 @@ def _at_least_one(option: str):
 
 #: ``-k/--top-k``: how many registered generators a record lists, at least 1 (the nearest one is the answer;
 #: 0 used to be taken and to turn every verdict into 'no generator is registered').
-top_k_arg = _at_least_one("--top-k")
+top_k_arg = at_least_one("--top-k")
 #: ``--batch-size``: crops per encoder call, at least 1 (0 or less used to be taken as 1 without a word).
-batch_size_arg = _at_least_one("--batch-size")
+batch_size_arg = at_least_one("--batch-size")
 
 
 def threads_arg(value: str) -> int | None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import hookimpl
+from .cli_options import at_least_one
 from .errors import LidaError
 
 log = logging.getLogger(__name__)
@@ -123,18 +124,6 @@ def _alg_for_key(key) -> set[str]:
     if isinstance(key, ed25519.Ed25519PublicKey):
         return {"ed25519"}
     return set()
-
-
-def _days_arg(value: str) -> int:
-    """``lida keys init --days``: at least 1 (0 wrote keys that had already expired, a negative number
-    ended in a traceback, each leaving a folder that then blocked a plain re-init)."""
-    try:
-        days = int(value)
-    except ValueError:
-        days = 0
-    if days < 1:
-        raise argparse.ArgumentTypeError(f"{value!r}: --days must be a whole number >= 1")
-    return days
 
 
 def check_certificate(
@@ -425,7 +414,10 @@ def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
     s.add_argument("dir", metavar="DIR")
     s.add_argument("--org", default="LIDA development", help="organisation name in the certificates")
     s.add_argument(
-        "--days", type=_days_arg, default=825, help="validity of the signing certificate in days (default 825)"
+        "--days",
+        type=at_least_one("--days"),
+        default=825,
+        help="validity of the signing certificate in days (default 825)",
     )
     s.add_argument("--force", action="store_true", help="replace keys already in DIR")
     s = ks.add_parser("check", help="check the signing configuration (--keys, $LIDA_KEYS or the default folder)")
