@@ -527,3 +527,18 @@ def test_watch_without_out_stops_when_its_reader_goes_away(tmp_path, isolated_en
     assert "stdout_closed" in err and "Traceback" not in err
     with sqlite3.connect(inbox / ".lida-watch.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM assets").fetchone() == (0,)  # delivered to nobody: not done
+
+
+def test_a_watched_folder_renamed_away_and_made_again_is_watched_again(tmp_path, attributor, pm):
+    """`mv in in_old; mkdir in`: the observer kept watching the old folder; new files waited for the next
+    rescan (60 s by default) without a word."""
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    cfg = WatchConfig(in_dir=inbox, out_dir=out, settle=0.2, rescan=3600)  # no rescan would find it
+    with Watcher(cfg, attributor, pm=pm) as w:
+        assert wait_for(w.idle)
+        inbox.rename(tmp_path / "in_old")
+        inbox.mkdir()
+        time.sleep(1.5)  # the folder check runs once a second
+        write_png(inbox / "new.png", "gen-a", 7)
+        assert wait_for(lambda: (out / "new.png.json").exists(), timeout=20)

@@ -85,9 +85,13 @@ class SchedulerStage:
         event(logging.INFO, "scan", new=n, initial=True)
         next_rescan = time.monotonic() + self.cfg.rescan
         next_stats = time.monotonic() + self.cfg.stats_interval
+        next_folder_check = time.monotonic() + 1.0
         while not self._stop.wait(self.cfg.tick):
             try:
                 now = time.monotonic()
+                if now >= next_folder_check:  # one stat a second
+                    next_folder_check = now + 1.0
+                    self._rewatch_if_replaced()
                 self._dispatch_due(now)
                 if now >= next_rescan or self._rescan_now.is_set():
                     self._rescan_now.clear()

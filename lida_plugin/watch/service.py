@@ -79,6 +79,8 @@ class Watcher(SchedulerStage, AnalysisStages, WriterStage, Outputs):
         self._write_q: queue.Queue[Item | None] = queue.Queue()
         self.threads: dict[str, list[threading.Thread]] = {}
         self._observer = None
+        self._observer_events: list = []
+        self._in_dir_id: tuple[int, int] | None = None
         self._stdout_lock = threading.Lock()
         self._excluded = [str(p) + os.sep for p in config.excluded_dirs()]
         self._started = False
@@ -183,6 +185,8 @@ class Watcher(SchedulerStage, AnalysisStages, WriterStage, Outputs):
         events = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent, FileDeletedEvent, DirMovedEvent]
         if type(self._observer).__name__ == "InotifyObserver":  # close events say when a write ends: one event
             events.remove(FileModifiedEvent)  # per file instead of one per written chunk (the settle stat still runs)
+        self._observer_events = events
+        self._in_dir_id = _folder_id(cfg.in_dir)
         try:
             self._observer.schedule(make_handler(self), str(cfg.in_dir), recursive=cfg.recursive, event_filter=events)
             self._observer.start()  # before the scan, so nothing written during the scan is missed
@@ -194,6 +198,21 @@ class Watcher(SchedulerStage, AnalysisStages, WriterStage, Outputs):
             self.journal.close()
             self._lock_file.close()
             raise
+
+    def _rewatch_if_replaced(self) -> bool:
+        """When the watched folder was renamed away and made again (another inode), the observer still
+        watches the old one and new files waited for the next rescan without a word: watch the new folder
+        and rescan now. True when that happened."""
+        now = _folder_id(self.cfg.in_dir)
+        if now is None or now == self._in_dir_id:
+            return False
+        event(logging.WARNING, "watched_folder_replaced", dir=self.cfg.in_dir)
+        self._in_dir_id = now
+        self._observer.unschedule_all()
+        self._observer.schedule(make_handler(self), str(self.cfg.in_dir), recursive=self.cfg.recursive,
+                                event_filter=self._observer_events)  # fmt: skip
+        self.request_rescan()
+        return True
 
     def _join(self, role: str) -> None:
         for t in self.threads.get(role, []):
@@ -227,6 +246,15 @@ class Watcher(SchedulerStage, AnalysisStages, WriterStage, Outputs):
         """Nothing pending, queued or being analysed (for tests and benchmarks)."""
         with self._inflight_lock:
             return not self._inflight and not len(self.tracker)
+
+
+def _folder_id(path: Path) -> tuple[int, int] | None:
+    """``(device, inode)`` of a folder, or None when it is not there (a rescan logs that)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def exclusive_lock(path: Path):
