@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from .cores import check_parallel
+from .cores import DEVICES, check_parallel, counts_setting
 from .errors import LidaError
 from .files import is_image_name
 
@@ -34,9 +34,6 @@ class UsageError(LidaError):
     """A combination of options that cannot work; the command line turns it into exit status 2."""
 
 
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")
-
-
 def check_environment() -> None:
     """``ValueError`` naming the variable when ``$LIDA_DEVICE`` or ``$LIDA_COUNTS`` holds a value no command
     takes (empty counts as unset, as for every ``LIDA_*``): checked when a command starts, so the answer is
@@ -44,9 +41,7 @@ def check_environment() -> None:
     device = os.environ.get("LIDA_DEVICE", "").strip()
     if device and device not in DEVICES:
         raise ValueError(f"LIDA_DEVICE={device!r}: use one of {', '.join(DEVICES)}")
-    counts = os.environ.get("LIDA_COUNTS", "").strip()
-    if counts and counts not in ("auto", "graph"):
-        raise ValueError(f"LIDA_COUNTS={counts!r}: use 'auto' (the default) or 'graph'")
+    counts_setting()
 
 
 def at_least_one(option: str):

@@ -1,5 +1,6 @@
-"""How many threads or processes a command may start: the cores this process may use, and a ceiling
-for counts a user gives (``--threads``, ``$LIDA_THREADS``, ``--workers``, ``Encoder(threads=...)``)."""
+"""Where and how the encoder may run, with nothing heavy imported (the command line checks these before it
+loads a model): the cores this process may use and a ceiling for counts a user gives (``--threads``,
+``$LIDA_THREADS``, ``--workers``, ``Encoder(threads=...)``), the devices, and ``$LIDA_COUNTS``."""
 
 from __future__ import annotations
 
@@ -33,3 +34,17 @@ def check_parallel(n: int | None, what: str, low: int = 0) -> None:
         raise ValueError(
             f"{what} must be between {low} and {limit} ({PARALLEL_PER_CORE} x the {usable_cores()} cores here), got {n}"
         )
+
+
+#: ``--device`` / ``$LIDA_DEVICE`` / ``Encoder(device=...)``.
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+#: ``$LIDA_COUNTS``: who computes a residual model's SPAM counts (docs/model-contract.md, "The feature stage").
+COUNTS_SETTINGS = ("auto", "graph")
+
+
+def counts_setting() -> str:
+    """``$LIDA_COUNTS`` (empty or unset: ``auto``), or ``ValueError`` naming a value no command takes."""
+    how = os.environ.get("LIDA_COUNTS", "").strip() or "auto"
+    if how not in COUNTS_SETTINGS:
+        raise ValueError(f"LIDA_COUNTS={how!r}: use 'auto' (the default) or 'graph'")
+    return how

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .contract import INPUT_NAME, OUTPUT_NAME, ContractError, ModelInfo, counts_stage, parse_metadata
-from .cores import check_parallel
+from .cores import DEVICES, check_parallel, counts_setting
 from .decode import Decoded
 from .errors import ModelError
 from .files import file_sha256
@@ -32,8 +32,6 @@ from .fingerprint import extract_crops, require_size, resize_square
 from .residual import CropCounter
 
 log = logging.getLogger(__name__)
-
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 
 
 def bundled_model_path() -> Path:
@@ -151,9 +149,10 @@ class Encoder:
 
     def _counts_input(self) -> dict | None:
         """The feature stage this encoder computes itself (``None``: the graph gets crops)."""
-        how = os.environ.get("LIDA_COUNTS", "").strip() or "auto"
-        if how not in ("auto", "graph"):
-            raise ModelError(f"LIDA_COUNTS={how!r}: use 'auto' (the default) or 'graph'")
+        try:
+            how = counts_setting()
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
         stage = counts_stage(self.info)
         if stage is None or self.on_gpu or how == "graph":
             return None

@@ -35,8 +35,9 @@ class VerifyError(LidaError):
 MAX_SIDE_BYTES = 64 << 20
 
 
-def _not_a_file(p: Path) -> str | None:
-    """Why ``p`` cannot be read as a file (missing, a folder, a FIFO or device), or None when it is one."""
+def _not_a_file(p: Path, max_bytes: int | None = None, what: str = "") -> str | None:
+    """Why ``p`` cannot be read as a file (missing, a folder, a FIFO or device, with ``max_bytes`` larger
+    than that ``what`` can be), or None when it can."""
     try:
         st = p.stat()
     except FileNotFoundError:
@@ -47,15 +48,15 @@ def _not_a_file(p: Path) -> str | None:
         return "is a folder, not a file"
     if not stat.S_ISREG(st.st_mode):
         return "is not a regular file (a FIFO, socket or device)"
+    if max_bytes is not None and st.st_size > max_bytes:
+        return f"is {st.st_size} bytes, more than a {what} can be ({max_bytes >> 20} MiB)"
     return None
 
 
 def _read_small(path: Path, what: str) -> bytes:
     """The bytes of ``path``, a regular file of at most :data:`MAX_SIDE_BYTES` (a FIFO would block, a
     device such as /dev/zero never end), or :class:`VerifyError` naming it and ``what`` it was to be."""
-    why = _not_a_file(path)
-    if why is None and path.stat().st_size > MAX_SIDE_BYTES:
-        why = f"is {path.stat().st_size} bytes, more than a {what} can be ({MAX_SIDE_BYTES >> 20} MiB)"
+    why = _not_a_file(path, MAX_SIDE_BYTES, what)
     if why is not None:
         raise VerifyError(f"{path}: cannot read the {what}: {why}")
     try:

@@ -116,8 +116,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"lida watch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.workers < 1 or args.settle < 0 or args.close_settle < 0 or args.rescan <= 0 or args.stats_interval <= 0:
-        print("lida watch: error: --workers must be >= 1 and the intervals positive", file=sys.stderr)
+    if args.settle < 0 or args.close_settle < 0 or args.rescan <= 0 or args.stats_interval <= 0:
+        print("lida watch: error: --settle and --close-settle must be >= 0, --rescan and --stats-interval > 0",
+              file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     if args.manifest != "none" and not args.out:
         print(f"lida watch: error: --manifest {args.manifest} needs --out OUT_DIR (manifests go beside the reports)",
