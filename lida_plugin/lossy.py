@@ -74,8 +74,70 @@ def spam_y(rgb: np.ndarray, T: int = 3) -> np.ndarray:
     return _spam_blocks(luma(rgb)[None], T).reshape(-1).astype(np.float32)
 
 
+def ycbcr(rgb: np.ndarray) -> np.ndarray:
+    """``[3, H, W]`` ``uint8``: JPEG's Y, Cb and Cr (ITU-R BT.601, full range, as libjpeg converts)."""
+    px = np.asarray(rgb, dtype=np.float32)
+    r, g, b = px[..., 0], px[..., 1], px[..., 2]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = 128.0 - 0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 128.0 + 0.5 * r - 0.418688 * g - 0.081312 * b
+    return np.clip(np.rint(np.stack([y, cb, cr])), 0, 255).astype(np.uint8)
+
+
+def half_scale(channel: np.ndarray) -> np.ndarray:
+    """A channel's 2x2 block means, rounded (``uint8``): the scale where JPEG's quantisation has left
+    more of the residual's texture than at full resolution."""
+    h, w = (channel.shape[0] // 2) * 2, (channel.shape[1] // 2) * 2
+    c = channel[:h, :w].astype(np.uint16)
+    s = c[0::2, 0::2] + c[1::2, 0::2] + c[0::2, 1::2] + c[1::2, 1::2]
+    return ((s + 2) // 4).astype(np.uint8)
+
+
+def spam_ycc(rgb: np.ndarray, T: int = 3) -> np.ndarray:
+    """SPAM on Y, Cb and Cr: ``3 x 2 (2T+1)^3`` values (luma first, as :func:`spam_y`)."""
+    return _spam_blocks(ycbcr(rgb), T).reshape(-1).astype(np.float32)
+
+
+def spam_y2(rgb: np.ndarray, T: int = 3) -> np.ndarray:
+    """SPAM on the luma at full and at half resolution: ``2 x 2 (2T+1)^3`` values."""
+    y = luma(rgb)
+    return np.concatenate([_spam_blocks(y[None], T).reshape(-1), _spam_blocks(half_scale(y)[None], T).reshape(-1)]
+                          ).astype(np.float32)  # fmt: skip
+
+
+def spam_ycc2(rgb: np.ndarray, T: int = 3) -> np.ndarray:
+    """:func:`spam_ycc` and the half-resolution luma block of :func:`spam_y2`: ``4 x 2 (2T+1)^3`` values."""
+    c = ycbcr(rgb)
+    return np.concatenate([_spam_blocks(c, T).reshape(-1), _spam_blocks(half_scale(c[0])[None], T).reshape(-1)]
+                          ).astype(np.float32)  # fmt: skip
+
+
+def spam_ycch(rgb: np.ndarray, T: int = 3) -> np.ndarray:
+    """SPAM on the luma at full resolution and on Cb and Cr at half (:func:`half_scale`: the grid 4:2:0
+    chroma is stored on): ``3 x 2 (2T+1)^3`` values."""
+    c = ycbcr(rgb)
+    half = np.stack([half_scale(c[1]), half_scale(c[2])])
+    return np.concatenate([_spam_blocks(c[:1], T).reshape(-1), _spam_blocks(half, T).reshape(-1)]).astype(np.float32)
+
+
+def spam_ycd(rgb: np.ndarray, T: int = 3) -> np.ndarray:
+    """SPAM on the luma and on the colour differences R - G and B - G (the bundled encoder's colour
+    channels): ``3 x 2 (2T+1)^3`` values."""
+    x = np.asarray(rgb).astype(np.int16)
+    ch = np.stack([luma(rgb).astype(np.int16), x[..., 0] - x[..., 1], x[..., 2] - x[..., 1]])
+    return _spam_blocks(ch, T).reshape(-1).astype(np.float32)
+
+
+def spam_yccd(rgb: np.ndarray, T: int = 3) -> np.ndarray:
+    """:func:`spam_ycc` then the two colour-difference blocks of :func:`spam_ycd`: ``5 x 2 (2T+1)^3``."""
+    x = np.asarray(rgb).astype(np.int16)
+    ch = np.concatenate([ycbcr(rgb).astype(np.int16), np.stack([x[..., 0] - x[..., 1], x[..., 2] - x[..., 1]])])
+    return _spam_blocks(ch, T).reshape(-1).astype(np.float32)
+
+
 #: feature name -> function of (H x W x 3 uint8 pixels, T)
-FEATURES = {"spam-rgb": spam_features, "spam-y": spam_y}
+FEATURES = {"spam-rgb": spam_features, "spam-y": spam_y, "spam-ycc": spam_ycc, "spam-y2": spam_y2,
+            "spam-ycc2": spam_ycc2, "spam-ycch": spam_ycch, "spam-ycd": spam_ycd, "spam-yccd": spam_yccd}  # fmt: skip
 
 
 def features(pixels: np.ndarray, feature: str = "spam-rgb", T: int = 3, max_side: int = 0) -> np.ndarray:

@@ -82,7 +82,8 @@ def build_assertion(record: dict[str, Any], *, model_sha256: str | None) -> dict
         "score": record.get("score"),
         "reason": record.get("reason"),
         "digital_source_type": TRAINED if is_ai else None,
-        "detection": {"ai_score": det.get("ai_score"), "threshold": det.get("threshold")},
+        "detection": {"ai_score": det.get("ai_score"), "threshold": det.get("threshold")}
+        | ({"detector": det["detector"]} if det.get("detector") else {}),
         "neighbors": [
             {"generator": n.get("generator"), "family": n.get("family"), "similarity": n.get("similarity")}
             for n in record.get("neighbors") or []

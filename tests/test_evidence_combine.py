@@ -14,7 +14,7 @@ from lida_plugin.evidence.items import make_item
 ITEM_SCHEMA = json.loads((REPO / "lida_plugin/schemas/evidence-item.schema.json").read_text())
 
 
-def record(verdict="real", generator=None, family=None, reliable=True, ai_score=0.2):
+def record(verdict="real", generator=None, family=None, reliable=True, ai_score=0.2, forced=False):
     return {
         "path": "x.png",
         "status": "ok",
@@ -25,7 +25,7 @@ def record(verdict="real", generator=None, family=None, reliable=True, ai_score=
         "reason": "fingerprint says so",
         "detection": {"ai_score": ai_score, "threshold": 0.5},
         "neighbors": [],
-        "reliability": {"reliable": reliable, "forced": False, "reasons": [], "notes": []},
+        "reliability": {"reliable": reliable, "forced": forced, "reasons": [], "notes": []},
         "model_id": "m",
         "store_id": "s",
     }
@@ -159,6 +159,35 @@ def test_lossy_detector_calibrated_decides_detection_only():
     assert hint["verdict"] == "inconclusive" and hint["decided_by"] is None  # a hint only
     # a reliable fingerprint is not overridden by the lossy detector
     assert full(record("real"), [lossy("ai-generated", True)])["verdict"] == "real"
+
+
+@pytest.mark.parametrize("fingerprint_says", ["real", "ai-generated"])
+@pytest.mark.parametrize("calibrated", [True, False])
+def test_a_forced_verdict_on_lossy_input_is_the_lossy_detectors(fingerprint_says, calibrated):
+    # --force on a JPEG: the fingerprint's detection is at chance there, so the lossy detector decides
+    rec = record(fingerprint_says, generator="sd-1.5" if fingerprint_says == "ai-generated" else None,
+                 family="stable-diffusion-1", reliable=False, forced=True, ai_score=0.3)  # fmt: skip
+    out = full(rec, [lossy("ai-generated", calibrated, score=0.91)])
+    assert (out["verdict"], out["generator"], out["family"], out["decided_by"], out["score"]) == (
+        "ai-generated", None, None, "lossy-detector", 0.91)  # fmt: skip
+    assert f"fingerprint's forced verdict ({fingerprint_says}) is not used" in out["reason"]
+    assert ("uncalibrated" in out["reason"]) is not calibrated
+    assert out["detection"] == {"ai_score": 0.91, "threshold": 0.6, "detector": "lossy-detector"}
+    fp = out["evidence"][0]  # the fingerprint's own score is kept in its item
+    assert (fp["source"], fp["score"], fp["threshold"], fp["calibrated"]) == ("fingerprint", 0.3, 0.5, False)
+    real = full(rec, [lossy("not-detected", calibrated, score=0.2)])
+    assert (real["verdict"], real["score"], real["generator"]) == ("real", 0.8, None)
+
+
+def test_detection_names_its_detector_and_a_forced_verdict_without_a_lossy_score_stays():
+    # an unreliable input the lossy detector does not score (e.g. a palette PNG): the forced fingerprint stands
+    forced = full(record("ai-generated", generator="sd-1.5", reliable=False, forced=True, ai_score=0.7), [])
+    assert (forced["verdict"], forced["generator"], forced["decided_by"]) == ("ai-generated", "sd-1.5", "fingerprint")
+    assert forced["detection"] == {"ai_score": 0.7, "threshold": 0.5, "detector": "fingerprint"}
+    # not forced: the verdict stays inconclusive, and detection carries the lossy detector's hint
+    hint = full(record("inconclusive", reliable=False, ai_score=0.3), [lossy("not-detected", False, score=0.2)])
+    assert hint["verdict"] == "inconclusive"
+    assert hint["detection"] == {"ai_score": 0.2, "threshold": 0.6, "detector": "lossy-detector"}
 
 
 def test_lossy_detector_real_plus_declaration_reports_the_conflict():

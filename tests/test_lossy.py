@@ -64,6 +64,20 @@ def test_spam_y_of_a_gray_image_is_spam_of_any_channel():
     assert np.array_equal(lossy.spam_y(gray), spam_features(gray)[:686])
 
 
+def test_colour_features_read_jpegs_channels():
+    px = synthetic_pixels("gen-a", 3, 64)
+    ycc = lossy.ycbcr(px)
+    pil = np.asarray(Image.fromarray(px).convert("YCbCr")).transpose(2, 0, 1).astype(int)
+    assert np.abs(ycc.astype(int) - pil).max() <= 1  # Pillow's (libjpeg's) conversion, to rounding
+    assert np.array_equal(ycc[0], lossy.luma(px))
+    f = lossy.features(px, "spam-ycc")
+    assert f.shape == (2058,) and np.array_equal(f[:686], lossy.spam_y(px))  # luma block first
+    assert np.array_equal(lossy.features(px, "spam-yccd")[:2058], f)
+    assert np.array_equal(lossy.half_scale(np.array([[0, 1], [2, 3]], np.uint8)), [[2]])  # (6 + 2) // 4
+    for name in lossy.FEATURES:  # every feature runs on a gray image and an odd size
+        assert np.all(np.isfinite(lossy.features(px[:37, :51], name)))
+
+
 def test_centre_crop_keeps_the_8px_grid_and_small_images():
     px = np.arange(300 * 200 * 3, dtype=np.uint32).reshape(300, 200, 3)
     c = lossy.centre_crop(px, 64)
@@ -264,3 +278,17 @@ def test_train_write_load_and_eval_on_a_tiny_corpus(tiny_corpus, tmp_path):
     assert "| q85 |" in text and ("hint only" in text) != d["calibrated"]
     # the same recipe gives the same file
     assert train(r, tiny_corpus, cache_dir=None, images=images)["parameters"] == d["parameters"]
+
+
+def test_forced_runtime_measures_the_records_lida_attribute_writes(tiny_corpus):
+    from lida_plugin.evaluate.corpus import load_corpus
+    from lida_plugin.evaluate.lossy import ARRIVALS, forced_markdown, forced_runtime
+
+    res = forced_runtime(load_corpus(tiny_corpus), quality=85)
+    assert len(res["arrivals"]) == len(ARRIVALS)
+    assert all(a["n_real"] == 6 and a["n_generated"] == 8 for a in res["arrivals"].values())  # held-out halves
+    rates = res["rates"]
+    assert rates["real jpeg"]["decided_by"] == ["lossy-detector"] == rates["generated jpeg"]["decided_by"]
+    assert rates["real png"]["decided_by"] == ["fingerprint"]
+    assert all(r["ai-generated"] + r["real"] == pytest.approx(1.0) for r in rates.values())  # forced: no inconclusive
+    assert "| jpeg | png |" in "\n".join(forced_markdown(res))

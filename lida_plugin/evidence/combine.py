@@ -3,10 +3,14 @@ tests/test_evidence_combine.py).
 
 :func:`combine` is pure: ``(record, items) -> changes``. In order:
 
-1. **Measured.** The fingerprint's verdict stands when it is ``real`` or ``ai-generated``. When it is
-   ``inconclusive`` (lossy input), a *calibrated* ``lossy-detector`` item gives the detection verdict
-   (``ai-generated`` with no generator: attribution stays inconclusive, or ``real``); an uncalibrated one is
-   a hint only and changes nothing.
+1. **Measured.** The fingerprint's verdict stands when it is ``real`` or ``ai-generated`` from a reliable
+   fingerprint. When it is ``inconclusive`` (lossy input), a *calibrated* ``lossy-detector`` item gives the
+   detection verdict (``ai-generated`` with no generator: attribution stays inconclusive, or ``real``); an
+   uncalibrated one is a hint only and changes nothing. When the user forced a verdict on a lossy input
+   (``--force``), the lossy detector gives it, calibrated or not: on such input the fingerprint's
+   detection is at chance (held-out AUC 0.50 at JPEG q90, docs/evaluation.md), the lossy detector's is not.
+   Whenever a ``lossy-detector`` item is there, the record's ``detection`` is that detector's score and
+   threshold (``detection.detector``); the fingerprint's own stay in its evidence item.
 2. **Bound declaration.** An AI claim (``ai-generated`` / ``composite-ai``) that is cryptographically bound
    (a C2PA manifest whose signature and hashes validate) decides ``ai-generated`` whatever the pixels say;
    its generator, when it names one, is the record's generator.
@@ -87,8 +91,9 @@ def combine(record: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, An
         "fingerprint" if verdict in (AI, REAL) else None,
     )
     evidence = [fingerprint_item(record)] + [dict(i) for i in items if i.get("source") != "fingerprint"]
-    if v.verdict == INCONCLUSIVE:
-        _step_measured(v, evidence)  # 1.
+    forced = bool((record.get("reliability") or {}).get("forced"))
+    if v.verdict == INCONCLUSIVE or (forced and v.verdict in (AI, REAL)):
+        _step_measured(v, evidence, forced)  # 1.
     declared = [i for i in evidence if not i.get("measured")]
     ai_decl = [i for i in declared if i["claim"] in AI_CLAIMS]
     capture = [i for i in declared if i["claim"] == "camera-capture"]
@@ -106,6 +111,7 @@ def combine(record: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, An
     if v.notes:
         reason = "; ".join(v.notes) + (f"; fingerprint: {reason}" if reason else "")
     return {
+        "detection": _detection(record.get("detection"), evidence),
         "verdict": v.verdict,
         "generator": v.generator if v.verdict == AI else None,
         "family": v.family if v.verdict == AI else None,
@@ -117,21 +123,40 @@ def combine(record: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, An
     }
 
 
-def _step_measured(v: _Verdict, evidence: list[dict[str, Any]]) -> None:
-    """Rule 1: a calibrated lossy detector answers when the fingerprint cannot (``inconclusive``)."""
-    lossy = [i for i in evidence if i["source"] == "lossy-detector" and i.get("measured") and i.get("calibrated")]
-    if not lossy or lossy[0]["claim"] not in ("ai-generated", "not-detected"):
+def _lossy_item(evidence: list[dict[str, Any]]) -> dict[str, Any] | None:
+    found = [i for i in evidence if i["source"] == "lossy-detector" and i.get("measured")]
+    return found[0] if found and found[0]["claim"] in ("ai-generated", "not-detected") else None
+
+
+def _step_measured(v: _Verdict, evidence: list[dict[str, Any]], forced: bool) -> None:
+    """Rule 1: the lossy detector answers when the fingerprint cannot (``inconclusive``: a calibrated one
+    only) or when a verdict on a lossy input was forced (any)."""
+    li = _lossy_item(evidence)
+    if li is None or not (li.get("calibrated") or forced):
         return
-    li = lossy[0]
+    was = v.verdict
     s, t = li.get("score"), li.get("threshold")
     v.verdict = AI if li["claim"] == "ai-generated" else REAL
     v.generator = v.family = None
     v.score = None if s is None else round(float(s) if v.verdict == AI else 1.0 - float(s), 6)
     v.decided_by = "lossy-detector"
-    v.notes.append(
-        f"lossy detector: score {s} {'>=' if v.verdict == AI else '<'} its calibrated threshold {t}"
-        f"{'; generator not attributed (fingerprint unreliable)' if v.verdict == AI else ''}"
-    )
+    grade = "calibrated" if li.get("calibrated") else "uncalibrated (a hint-grade detector; forced)"
+    note = f"lossy detector: score {s} {'>=' if v.verdict == AI else '<'} its {grade} threshold {t}"
+    if v.verdict == AI:
+        note += "; generator not attributed (fingerprint unreliable)"
+    if was in (AI, REAL):
+        note += f"; the fingerprint's forced verdict ({was}) is not used: its detection is at chance on lossy input"
+    v.notes.append(note)
+
+
+def _detection(det: dict[str, Any] | None, evidence: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Rule 1: the record's ``detection`` is the lossy detector's where it scored the input."""
+    if det is None:
+        return None
+    li = _lossy_item(evidence)
+    if li is None or li.get("score") is None or li.get("threshold") is None:
+        return {**det, "detector": "fingerprint"}
+    return {**det, "ai_score": li["score"], "threshold": li["threshold"], "detector": "lossy-detector"}
 
 
 def _step_disagreements(
