@@ -292,3 +292,20 @@ def test_forced_runtime_measures_the_records_lida_attribute_writes(tiny_corpus):
     assert rates["real png"]["decided_by"] == ["fingerprint"]
     assert all(r["ai-generated"] + r["real"] == pytest.approx(1.0) for r in rates.values())  # forced: no inconclusive
     assert "| jpeg | png |" in "\n".join(forced_markdown(res))
+
+
+def test_leave_real_set_out_scores_each_set_with_a_detector_that_never_saw_it(tiny_corpus):
+    pytest.importorskip("torch")
+    from lida_exporters.lossy import Experiment, FeatureCache, LossyRecipe, load_images
+
+    r = LossyRecipe(feature="spam-y", max_side=0, copies=1)
+    one = Experiment(load_images(tiny_corpus), r, FeatureCache(None, [("spam-y", 3, 0)]))
+    assert one.leave_real_set_out() is None  # one real set: nothing left to calibrate on
+    for i in range(6):
+        write_png(tiny_corpus / "real" / "other" / f"o{i}.png", "real", 900 + i, size=96)
+    ex = Experiment(load_images(tiny_corpus), r, FeatureCache(None, [("spam-y", 3, 0)]))
+    res = ex.leave_real_set_out()
+    assert set(res["per_set"]) == {"set", "other"}
+    assert res["per_set"]["other"]["n"] == 6 * 2 and res["per_set"]["set"]["n"] == 12 * 2  # both halves, q85 x 2
+    assert all(0.0 <= v["fpr"] <= 1.0 for v in res["per_set"].values())
+    assert res["max_fpr"] == max(v["fpr"] for v in res["per_set"].values())
