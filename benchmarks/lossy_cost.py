@@ -23,7 +23,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from lida_plugin.decode import decode_bytes  # noqa: E402
-from lida_plugin.lossy import features, jpeg_bytes, load_detector, lossy_evidence  # noqa: E402
+from lida_plugin.lossy import FEATURES, features, jpeg_bytes, load_detector, lossy_evidence  # noqa: E402
 
 
 def images(n: int, size: int) -> list:
@@ -60,7 +60,7 @@ def main() -> None:
     decs = images(args.images, args.size)
     rows = {f"lossy_evidence ({det.feature}, window {det.max_side or 'whole'})": timed(
         lambda d: lossy_evidence(d, det), decs)}  # fmt: skip
-    for feat, side in (("spam-rgb", 0), ("spam-rgb", 256), ("spam-y", 0), ("spam-y", 256)):
+    for feat, side in [("spam-rgb", 0), ("spam-y", 256)] + [(f, 512) for f in FEATURES]:
         fn = functools.partial(lambda d, f, s: features(d.pixels, f, 3, s), f=feat, s=side)
         rows[f"features only: {feat}, window {side or 'whole'}"] = timed(fn, decs)
     print(json.dumps({"images": args.images, "size": args.size, "rows": rows}, indent=1))

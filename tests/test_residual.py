@@ -62,7 +62,9 @@ def test_bad_input_is_refused():
         spam_features(np.zeros((8, 8, 3), np.float32))
 
 
-@pytest.mark.parametrize("shape", [(64, 48, 3), (7, 9, 3), (3, 3, 3), (4, 5, 3), (1, 7, 3), (9, 2, 3), (33, 17, 3)])
+@pytest.mark.parametrize(
+    "shape", [(64, 48, 3), (7, 9, 3), (3, 3, 3), (4, 5, 3), (1, 7, 3), (9, 2, 3), (33, 17, 3), (260, 257, 3)]
+)  # 260 x 257: above the size where channels are counted one at a time
 def test_fast_path_equals_the_eight_direction_definition(shape):
     from lida_plugin.residual import DIAGONAL, STRAIGHT
 
