@@ -11,7 +11,9 @@ The fitted parameters live in ``lida_plugin/data/lossy-detector.json`` (schema
 ``schemas/lossy-detector.schema.json``), with the AUC measured per quality band on the held-out
 half of the corpus and, as the estimate for generators the detector never saw, with each
 generator family left out of training. ``calibrated`` is true only when both clear
-:data:`VERDICT_AUC` at JPEG q85; otherwise the score is reported as a hint (``calibrated: false``).
+:data:`VERDICT_AUC` at JPEG q85, it catches :data:`VERDICT_TPR` of the held-out generated images there,
+and its false-positive rate holds on real photos of a kind it never saw (:func:`verdict_misses`);
+otherwise the score is reported as a hint (``calibrated: false``).
 
 :func:`lossy_evidence` returns the record's evidence item (source ``lossy-detector``) for a
 decoded lossy input, or ``None`` where the detector does not apply. The degradations used to
@@ -42,6 +44,12 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "lossy-detector.sche
 VERDICT_AUC = 0.85
 #: the band whose AUCs decide ``calibrated``
 VERDICT_BAND = "q85"
+#: ... and the share of generated images it must catch there at its threshold (held-out): below it, a score
+#: under the threshold says little (the product's detection bar: FPR <= 5% at TPR >= 90%)
+VERDICT_TPR = 0.9
+#: ... and the false-positive rate on photos of a kind it never saw (leave-real-set-out, pooled) may be at
+#: most this multiple of its stated rate
+VERDICT_UNSEEN_REAL_FPR = 2.0
 #: containers whose pixels went through a lossy codec when :mod:`.decode` marks them unreliable
 LOSSY_FORMATS = {"JPEG", "MPO", "WEBP", "AVIF", "HEIF", "HEIC", "JPEG2000", "JXL", "TIFF"}
 #: formats the detector was trained on (others get the score with a note in ``value``)
@@ -75,13 +83,16 @@ def spam_y(rgb: np.ndarray, T: int = 3) -> np.ndarray:
 
 
 def ycbcr(rgb: np.ndarray) -> np.ndarray:
-    """``[3, H, W]`` ``uint8``: JPEG's Y, Cb and Cr (ITU-R BT.601, full range, as libjpeg converts)."""
-    px = np.asarray(rgb, dtype=np.float32)
-    r, g, b = px[..., 0], px[..., 1], px[..., 2]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    cb = 128.0 - 0.168736 * r - 0.331264 * g + 0.5 * b
-    cr = 128.0 + 0.5 * r - 0.418688 * g - 0.081312 * b
-    return np.clip(np.rint(np.stack([y, cb, cr])), 0, 255).astype(np.uint8)
+    """``[3, H, W]`` ``uint8``: JPEG's Y, Cb and Cr, in libjpeg's 16-bit fixed point (``jccolor.c``: what a
+    JPEG encoder stores before subsampling; Pillow's ``convert("YCbCr")`` differs by at most 1), integer
+    arithmetic only."""
+    px = np.asarray(rgb)
+    r, g, b = (px[..., c].astype(np.int32) for c in range(3))
+    half, off = 1 << 15, 128 << 16
+    y = (19595 * r + 38470 * g + 7471 * b + half) >> 16
+    cb = (-11059 * r - 21709 * g + 32768 * b + off + half - 1) >> 16
+    cr = (32768 * r - 27439 * g - 5329 * b + off + half - 1) >> 16
+    return np.stack([y, cb, cr]).astype(np.uint8)
 
 
 def half_scale(channel: np.ndarray) -> np.ndarray:
@@ -243,13 +254,9 @@ class LossyDetector:
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(w)) and np.all(scale > 0)):
             raise ModelError(f"{path}: lossy detector: non-finite parameters or a non-positive scale")
         auc = d["auc"]
-        band = auc.get(VERDICT_BAND, {})
-        verdict_grade = min(band.get("heldout") or 0.0, band.get("leave_family_out") or 0.0) >= VERDICT_AUC
-        if d["calibrated"] and not verdict_grade:
-            raise ModelError(
-                f"{path}: lossy detector says calibrated but its {VERDICT_BAND} AUCs {band} do not both reach "
-                f"{VERDICT_AUC}"
-            )
+        missed = verdict_misses(d)
+        if d["calibrated"] and missed:
+            raise ModelError(f"{path}: lossy detector says calibrated but {'; '.join(missed)}")
         return cls(d["feature"], int(d["T"]), int(d["max_side"]), mean, scale, w, float(p["b"]),
                    float(d["threshold"]), float(d["fpr"]), bool(d["calibrated"]), auc, path, d)  # fmt: skip
 
@@ -263,6 +270,25 @@ class LossyDetector:
 
     def score(self, pixels: np.ndarray) -> float:
         return float(self.score_features(self.features(pixels)))
+
+
+def verdict_misses(d: dict) -> list[str]:
+    """What keeps a detector file from verdict grade (``calibrated: true``); empty when nothing does. The
+    rule: at :data:`VERDICT_BAND`, held-out and leave-family-out AUC >= :data:`VERDICT_AUC` and held-out TPR
+    at the threshold >= :data:`VERDICT_TPR`; photos of an unseen real set flagged (``leave_real_set_out``,
+    pooled) at most :data:`VERDICT_UNSEEN_REAL_FPR` x ``fpr``."""
+    band = (d.get("auc") or {}).get(VERDICT_BAND) or {}
+    out = []
+    for k, what in (("heldout", "held-out"), ("leave_family_out", "leave-family-out")):
+        if (band.get(k) or 0.0) < VERDICT_AUC:
+            out.append(f"{what} AUC at {VERDICT_BAND} {band.get(k)} < {VERDICT_AUC}")
+    if (band.get("tpr_at_threshold") or 0.0) < VERDICT_TPR:
+        out.append(f"held-out TPR at the threshold at {VERDICT_BAND} {band.get('tpr_at_threshold')} < {VERDICT_TPR}")
+    lro = d.get("leave_real_set_out") or {}
+    bar = VERDICT_UNSEEN_REAL_FPR * float(d.get("fpr") or 0.0)
+    if lro.get("pooled_fpr") is None or lro["pooled_fpr"] > bar:
+        out.append(f"photos of an unseen real set flagged {lro.get('pooled_fpr')} > {bar:g}")
+    return out
 
 
 def _validate(d: dict, path: str) -> None:
