@@ -315,13 +315,15 @@ def _fit_detector(items, feats, counts, train: np.ndarray, r):
     return np.asarray(head_score(emb, fit_head(emb[train], gen[train], r.head_l2)), dtype=np.float64)
 
 
-def real_set_out(data: Path, model: str | None, threads: int, cache: Path = Path("runs/cache")) -> str:
-    """Long because it is one table: the all-sets fit, then one fit per left-out real set."""
+def real_set_out(data: Path, model: str | None, threads: int, cache: Path | None = Path("runs/cache"),
+                 recipe=None) -> str:  # fmt: skip
+    """Long because it is one table: the all-sets fit, then one fit per left-out real set. ``recipe``: the
+    bundled model's (``SpamRecipe()``) unless given; ``model`` is not used (the recipe is fitted afresh)."""
     from lida_plugin.detect import calibrate_threshold
 
     from .spam_model import SpamRecipe, corpus_features
 
-    r = SpamRecipe()
+    r = recipe or SpamRecipe()
     items = load_corpus(data)
     _, feats, counts = corpus_features(items, r, cache, progress=False)
     train = np.array([it.split == "train" for it in items])

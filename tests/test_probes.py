@@ -60,6 +60,24 @@ def test_resize_gate_thresholds_hold_on_train_originals(corpus, tiny_model, caps
     assert all(len(r) == 6 and all(0 <= v <= 100 for v in r) for _, r in rows)
 
 
+def test_real_set_out_fits_without_each_real_set(corpus):
+    from lida_exporters.spam_model import SpamRecipe
+
+    for i in range(6):
+        write_png(corpus / "real" / "r2" / f"other-{i}.png", "real", 900 + i)
+    r = SpamRecipe(T=1, colour=False, pca_dim=8, dim=4)
+    table = probes.real_set_out(corpus, None, 1, cache=None, recipe=r)
+    rows = [
+        [c.strip() for c in ln.strip("|").split("|")]
+        for ln in table.splitlines()
+        if ln.startswith("| r") and "real set" not in ln
+    ]
+    assert [(c[0], c[1].split()[0], int(c[2])) for c in rows] == [
+        ("r1", "in", 3), ("r2", "in", 3), ("r1", "left", 6), ("r2", "left", 6)]  # fmt: skip
+    for c in rows:  # flagged, TPR, threshold
+        assert 0 <= float(c[3].rstrip("%")) <= 100 and 0 <= float(c[4].rstrip("%")) <= 100 and 0 <= float(c[5]) <= 1
+
+
 def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):
     assert probes.main(["ceiling", "--data", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
