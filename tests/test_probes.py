@@ -65,6 +65,7 @@ def test_real_set_out_fits_without_each_real_set(corpus):
 
     for i in range(6):
         write_png(corpus / "real" / "r2" / f"other-{i}.png", "real", 900 + i)
+        write_png(corpus / "real" / "r3" / f"third-{i}.png", "real", 950 + i)
     r = SpamRecipe(T=1, colour=False, pca_dim=8, dim=4)
     table = probes.real_set_out(corpus, None, 1, cache=None, recipe=r)
     rows = [
@@ -72,8 +73,9 @@ def test_real_set_out_fits_without_each_real_set(corpus):
         for ln in table.splitlines()
         if ln.startswith("| r") and "real set" not in ln
     ]
-    assert [(c[0], c[1].split()[0], int(c[2])) for c in rows] == [
-        ("r1", "in", 3), ("r2", "in", 3), ("r1", "left", 6), ("r2", "left", 6)]  # fmt: skip
+    assert [(c[0], c[1].split(",")[-1].split()[0], int(c[2])) for c in rows] == [
+        ("r1", "in", 3), ("r2", "in", 3), ("r3", "in", 3), ("r1", "left", 6), ("r2", "left", 6), ("r3", "left", 6),
+        ("r1", "threshold", 6), ("r2", "threshold", 6), ("r3", "threshold", 6)]  # fmt: skip
     for c in rows:  # flagged, TPR, threshold
         assert 0 <= float(c[3].rstrip("%")) <= 100 and 0 <= float(c[4].rstrip("%")) <= 100 and 0 <= float(c[5]) <= 1
 
