@@ -359,14 +359,16 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--out", default=str(REPO / "lida_plugin" / "data" / "lossy-detector.json"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--feature", default="spam-y", help="a feature of lida_plugin.lossy.FEATURES (default: %(default)s)")
+    p.add_argument(
+        "--feature", default="spam-yccd", help="a feature of lida_plugin.lossy.FEATURES (default: %(default)s)"
+    )
     p.add_argument("--max-side", type=int, default=512, help="centre window the features read (default: %(default)s)")
     p.add_argument("--copies", type=int, default=4, help="random JPEG/resized copies per train image (default: 4)")
     p.add_argument("--l2", type=float, default=1e-2, help="L2 weight of the logistic regression (default: 0.01)")
     p.add_argument("--per-image-weights", action="store_true", help="weight generated images equally, not families")
     p.add_argument("--no-lofo", action="store_true", help="skip leave-family-out (then it cannot be calibrated)")
     p.add_argument("--no-cache", action="store_true", help="do not cache features under runs/lossy")
-    p.add_argument("--threshold-from", choices=("heldout", "real-set-out"), default="heldout",
+    p.add_argument("--threshold-from", choices=("heldout", "real-set-out"), default="real-set-out",
                    help="calibrate the threshold on the held-out real photos, or on each real set scored by a "
                    "detector fitted without it (default: %(default)s)")  # fmt: skip
     p.add_argument("--probe", type=_variants, help="compare FEATURE:MAX_SIDE:family|image,... (writes no file)")

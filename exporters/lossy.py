@@ -70,7 +70,7 @@ METHODS = ("bicubic", "bilinear", "lanczos")
 @dataclass
 class LossyRecipe:
     seed: int = 0
-    feature: str = "spam-y"
+    feature: str = "spam-yccd"
     T: int = 3
     max_side: int = 512
     copies: int = 4
@@ -85,7 +85,7 @@ class LossyRecipe:
     lofo_min_images: int = 3
     # where the threshold's FPR is measured: "heldout" (the held-out real photos' copies) or "real-set-out"
     # (cross-fitted: each real set scored by a detector that never saw it; Experiment.threshold)
-    threshold_from: str = "heldout"
+    threshold_from: str = "real-set-out"
 
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -369,6 +369,12 @@ class Experiment:
             out += [_score(p, self.x_train[self.lab_train == name]), _score(p, self.x_cal[self.cal_label == name])]
         return np.concatenate(out)
 
+    def threshold_rule(self, exclude: frozenset = frozenset()) -> str:
+        """The recipe's ``threshold_from``, or ``heldout`` where fewer than two real sets are left (a fit
+        without the only one would have no real photo in it)."""
+        left = [s for s in self.real_sets if s not in exclude]
+        return self.r.threshold_from if len(left) >= 2 else "heldout"
+
     def threshold(self, p: dict, exclude: frozenset = frozenset()) -> float:
         """The threshold at the recipe's FPR for detector ``p`` (fitted without the real sets ``exclude``):
         on the held-out calibration copies (``threshold_from`` ``heldout``), or on cross-fitted scores of
@@ -376,10 +382,9 @@ class Experiment:
         meets)."""
         from lida_plugin.detect import calibrate_threshold
 
-        if self.r.threshold_from == "real-set-out":
+        if self.threshold_rule(exclude) == "real-set-out":
             sets = [s for s in self.real_sets if s not in exclude]
-            if len(sets) >= 2 or not exclude:
-                return calibrate_threshold(self.unseen_real_scores(sets, exclude), self.r.fpr)
+            return calibrate_threshold(self.unseen_real_scores(sets, exclude), self.r.fpr)
         return calibrate_threshold(_score(p, self.x_cal[~np.isin(self.cal_label, sorted(exclude))]), self.r.fpr)
 
     def leave_real_set_out(self, band: str = "q85") -> dict | None:
@@ -455,6 +460,7 @@ def train(
             "b": float(f"{p['b']:.10g}"),
         },
         "threshold": threshold,
+        "threshold_from": ex.threshold_rule(),
         "fpr": recipe.fpr,
         "calibrated": calibrated,
         "verdict_rule": f"calibrated only if held-out and leave-family-out AUC at {VERDICT_BAND} are both >= "

@@ -150,11 +150,11 @@ def test_lossy_detector_calibrated_decides_detection_only():
         "ai-generated",
         None,
         "lossy-detector",
-        0.91,
+        0.8875,  # 0.91 on the model scale (lossy threshold 0.6 onto 0.5)
     )
     assert "generator not attributed" in out["reason"]
     real = full(record("inconclusive", reliable=False), [lossy("not-detected", True, score=0.1)])
-    assert (real["verdict"], real["score"]) == ("real", 0.9)
+    assert (real["verdict"], real["score"]) == ("real", 0.916667)  # 1 - 0.1 / 0.6 * 0.5
     hint = full(record("inconclusive", reliable=False), [lossy("ai-generated", False)])
     assert hint["verdict"] == "inconclusive" and hint["decided_by"] is None  # a hint only
     # a reliable fingerprint is not overridden by the lossy detector
@@ -169,14 +169,15 @@ def test_a_forced_verdict_on_lossy_input_is_the_lossy_detectors(fingerprint_says
                  family="stable-diffusion-1", reliable=False, forced=True, ai_score=0.3)  # fmt: skip
     out = full(rec, [lossy("ai-generated", calibrated, score=0.91)])
     assert (out["verdict"], out["generator"], out["family"], out["decided_by"], out["score"]) == (
-        "ai-generated", None, None, "lossy-detector", 0.91)  # fmt: skip
+        "ai-generated", None, None, "lossy-detector", 0.8875)  # fmt: skip
     assert f"fingerprint's forced verdict ({fingerprint_says}) is not used" in out["reason"]
     assert ("uncalibrated" in out["reason"]) is not calibrated
-    assert out["detection"] == {"ai_score": 0.91, "threshold": 0.6, "detector": "lossy-detector"}
+    # on the model's scale: the lossy threshold 0.6 falls on the model's 0.5, 0.91 -> 0.5 + 0.31 / 0.4 * 0.5
+    assert out["detection"] == {"ai_score": 0.8875, "threshold": 0.5, "detector": "lossy-detector"}
     fp = out["evidence"][0]  # the fingerprint's own score is kept in its item
     assert (fp["source"], fp["score"], fp["threshold"], fp["calibrated"]) == ("fingerprint", 0.3, 0.5, False)
     real = full(rec, [lossy("not-detected", calibrated, score=0.2)])
-    assert (real["verdict"], real["score"], real["generator"]) == ("real", 0.8, None)
+    assert (real["verdict"], real["score"], real["generator"]) == ("real", 0.833333, None)
 
 
 def test_detection_names_its_detector_and_a_forced_verdict_without_a_lossy_score_stays():
@@ -187,7 +188,18 @@ def test_detection_names_its_detector_and_a_forced_verdict_without_a_lossy_score
     # not forced: the verdict stays inconclusive, and detection carries the lossy detector's hint
     hint = full(record("inconclusive", reliable=False, ai_score=0.3), [lossy("not-detected", False, score=0.2)])
     assert hint["verdict"] == "inconclusive"
-    assert hint["detection"] == {"ai_score": 0.2, "threshold": 0.6, "detector": "lossy-detector"}
+    assert hint["detection"] == {"ai_score": round(0.2 / 0.6 * 0.5, 6), "threshold": 0.5, "detector": "lossy-detector"}
+
+
+@pytest.mark.parametrize("threshold, onto", [(0.9998, 0.456), (0.3, 0.7), (0.5, 0.5)])
+def test_on_scale_is_monotone_and_puts_the_threshold_on_the_models(threshold, onto):
+    from lida_plugin.evidence.combine import on_scale
+
+    xs = [i / 1000 for i in range(1001)] + [threshold]
+    ys = [on_scale(x, threshold, onto) for x in sorted(xs)]
+    assert all(a <= b for a, b in zip(ys, ys[1:], strict=False)) and ys[0] == 0.0 and ys[-1] == pytest.approx(1.0)
+    assert on_scale(threshold, threshold, onto) == pytest.approx(onto)
+    assert all((on_scale(x, threshold, onto) >= onto) == (x >= threshold) for x in xs)
 
 
 def test_lossy_detector_real_plus_declaration_reports_the_conflict():

@@ -286,6 +286,7 @@ def test_train_write_load_and_eval_on_a_tiny_corpus(tiny_corpus, tmp_path):
     assert d["auc"]["q85"]["heldout"] > 0.9  # smoothing is easy to see, even after JPEG
     assert d["calibrated"] == (d["verdict_misses"] == [])
     assert d["leave_real_set_out"] is None and any("unseen real set" in m for m in d["verdict_misses"])
+    assert d["threshold_from"] == "heldout"  # one real set: nothing to cross-fit on
     out = write_detector(d, tmp_path / "det.json")
     det = lossy.load_detector(out)
     assert det.raw["recipe_hash"] == r.hash()

@@ -20,7 +20,16 @@ import numpy as np
 
 from ..decode import decode_file, read_bytes
 from ..errors import InputError, ModelError
-from ..lossy import BANDS, VERDICT_AUC, VERDICT_BAND, LossyDetector, load_detector
+from ..lossy import (
+    BANDS,
+    VERDICT_AUC,
+    VERDICT_BAND,
+    VERDICT_TPR,
+    VERDICT_UNSEEN_REAL_FPR,
+    LossyDetector,
+    load_detector,
+    verdict_misses,
+)
 from . import metrics as M
 from .corpus import Entry
 
@@ -79,6 +88,9 @@ def lossy_detection(entries: list[Entry], detector: LossyDetector | None = None,
         "threshold": det.threshold,
         "fpr": det.fpr,
         "calibrated": det.calibrated,
+        "threshold_from": det.raw.get("threshold_from", "heldout"),
+        "verdict_misses": verdict_misses(det.raw),
+        "leave_real_set_out": det.raw.get("leave_real_set_out"),
         "skipped": skipped,
         "bands": bands,
         "seconds": round(time.perf_counter() - t0, 1),
@@ -174,10 +186,16 @@ def markdown(res: dict | None) -> list[str]:
     if "error" in res:
         return L + [f"Not measured: {res['error']}", ""]
     grade = "verdict-grade (`calibrated: true`)" if res["calibrated"] else "a hint only (`calibrated: false`)"
+    where = {"real-set-out": "each real set scored by a detector fitted without it (cross-fitted)"}.get(
+        res.get("threshold_from"), "held-out real photos"
+    )
+    misses = res.get("verdict_misses") or []
     L += [
         f"Detector `{res['feature']}` (recipe {res['recipe_hash']}), threshold {res['threshold']:.4f} calibrated at"
-        f" {res['fpr']:.0%} FPR on held-out real photos; it ships as {grade}: it needs held-out and"
-        f" leave-family-out AUC >= {VERDICT_AUC} at {VERDICT_BAND}.",
+        f" {res['fpr']:.0%} FPR on {where}; it ships as {grade}"
+        + (f": {'; '.join(misses)}." if misses and not res["calibrated"] else "."),
+        f"(Verdict grade needs held-out and leave-family-out AUC >= {VERDICT_AUC} and TPR >= {VERDICT_TPR} at"
+        f" {VERDICT_BAND}, and at most {VERDICT_UNSEEN_REAL_FPR:g} x its FPR on real sets it never saw.)",
         "",
         "| band | AUC | AUC (without ldm-sr faces) | leave-family-out AUC (mean / min, from training) |"
         " FPR / TPR at threshold | cross-calibrated FPR / TPR | generated / real |",
@@ -190,6 +208,12 @@ def markdown(res: dict | None) -> list[str]:
             f" {_f(b['leave_family_out_min'])} | {_f(b['fpr_at_threshold'], 2)} / {_f(b['tpr_at_threshold'], 2)} |"
             f" {_f(cc['fpr'], 2)} / {_f(cc['tpr'], 2)} | {b['n_generated']} / {b['n_real']} |"
         )
+    lro = res.get("leave_real_set_out")
+    if lro:  # measured at training time: the detector that never saw the set, its threshold set without it
+        per = ", ".join(f"{k} {v['fpr']:.0%} of {v['n']}" for k, v in lro["per_set"].items())
+        L += ["", f"Real photos of a set it never saw (leave-real-set-out at {lro['band']}, from training): flagged"
+              f" {lro['pooled_fpr']:.1%} pooled ({per}); held-out generated caught at those thresholds"
+              f" {lro['mean_tpr']:.1%}; AUC of an unseen set against them {lro['mean_auc']:.3f}."]  # fmt: skip
     L.append("")
     return L
 

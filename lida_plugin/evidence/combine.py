@@ -9,8 +9,9 @@ tests/test_evidence_combine.py).
    uncalibrated one is a hint only and changes nothing. When the user forced a verdict on a lossy input
    (``--force``), the lossy detector gives it, calibrated or not: on such input the fingerprint's
    detection is at chance (held-out AUC 0.50 at JPEG q90, docs/evaluation.md), the lossy detector's is not.
-   Whenever a ``lossy-detector`` item is there, the record's ``detection`` is that detector's score and
-   threshold (``detection.detector``); the fingerprint's own stay in its evidence item.
+   Whenever a ``lossy-detector`` item is there, the record's ``detection.ai_score`` is that detector's
+   score mapped onto the model's scale (:func:`on_scale`; ``detection.detector`` says so, ``threshold`` stays
+   the model's); the raw scores of both detectors stay in their evidence items.
 2. **Bound declaration.** An AI claim (``ai-generated`` / ``composite-ai``) that is cryptographically bound
    (a C2PA manifest whose signature and hashes validate) decides ``ai-generated`` whatever the pixels say;
    its generator, when it names one, is the record's generator.
@@ -93,7 +94,7 @@ def combine(record: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, An
     evidence = [fingerprint_item(record)] + [dict(i) for i in items if i.get("source") != "fingerprint"]
     forced = bool((record.get("reliability") or {}).get("forced"))
     if v.verdict == INCONCLUSIVE or (forced and v.verdict in (AI, REAL)):
-        _step_measured(v, evidence, forced)  # 1.
+        _step_measured(v, evidence, forced, (record.get("detection") or {}).get("threshold"))  # 1.
     declared = [i for i in evidence if not i.get("measured")]
     ai_decl = [i for i in declared if i["claim"] in AI_CLAIMS]
     capture = [i for i in declared if i["claim"] == "camera-capture"]
@@ -128,9 +129,10 @@ def _lossy_item(evidence: list[dict[str, Any]]) -> dict[str, Any] | None:
     return found[0] if found and found[0]["claim"] in ("ai-generated", "not-detected") else None
 
 
-def _step_measured(v: _Verdict, evidence: list[dict[str, Any]], forced: bool) -> None:
+def _step_measured(v: _Verdict, evidence: list[dict[str, Any]], forced: bool, onto: float | None) -> None:
     """Rule 1: the lossy detector answers when the fingerprint cannot (``inconclusive``: a calibrated one
-    only) or when a verdict on a lossy input was forced (any)."""
+    only) or when a verdict on a lossy input was forced (any). ``score`` is read on the model's scale
+    (threshold ``onto``; :func:`on_scale`), as ``detection.ai_score`` is."""
     li = _lossy_item(evidence)
     if li is None or not (li.get("calibrated") or forced):
         return
@@ -138,7 +140,8 @@ def _step_measured(v: _Verdict, evidence: list[dict[str, Any]], forced: bool) ->
     s, t = li.get("score"), li.get("threshold")
     v.verdict = AI if li["claim"] == "ai-generated" else REAL
     v.generator = v.family = None
-    v.score = None if s is None else round(float(s) if v.verdict == AI else 1.0 - float(s), 6)
+    a = None if s is None else (float(s) if onto is None or t is None else on_scale(s, t, onto))
+    v.score = None if a is None else round(a if v.verdict == AI else 1.0 - a, 6)
     v.decided_by = "lossy-detector"
     grade = "calibrated" if li.get("calibrated") else "uncalibrated (a hint-grade detector; forced)"
     note = f"lossy detector: score {s} {'>=' if v.verdict == AI else '<'} its {grade} threshold {t}"
@@ -149,14 +152,28 @@ def _step_measured(v: _Verdict, evidence: list[dict[str, Any]], forced: bool) ->
     v.notes.append(note)
 
 
+def on_scale(score: float, threshold: float, onto: float) -> float:
+    """``score`` of a detector whose threshold is ``threshold``, mapped piecewise linearly onto a scale whose
+    threshold is ``onto``: [0, threshold] -> [0, onto], [threshold, 1] -> [onto, 1]. Monotone, so a score at or
+    above its own threshold lands at or above ``onto``."""
+    s, t, o = float(score), float(threshold), float(onto)
+    if t <= 0.0 or t >= 1.0:
+        return o if s >= t else 0.0
+    return s / t * o if s < t else o + (s - t) / (1.0 - t) * (1.0 - o)
+
+
 def _detection(det: dict[str, Any] | None, evidence: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Rule 1: the record's ``detection`` is the lossy detector's where it scored the input."""
+    """Rule 1: where the lossy detector scored the input, the record's ``detection.ai_score`` is its score on
+    the model's scale (:func:`on_scale`: its threshold onto the model's, which ``threshold`` keeps), so one
+    threshold reads every record and scores of both detectors rank together (docs/evaluation.md: mixing raw
+    scores ranked real JPEG photos above generated PNGs)."""
     if det is None:
         return None
     li = _lossy_item(evidence)
-    if li is None or li.get("score") is None or li.get("threshold") is None:
+    if li is None or li.get("score") is None or li.get("threshold") is None or det.get("threshold") is None:
         return {**det, "detector": "fingerprint"}
-    return {**det, "ai_score": li["score"], "threshold": li["threshold"], "detector": "lossy-detector"}
+    return {**det, "ai_score": round(on_scale(li["score"], li["threshold"], det["threshold"]), 6),
+            "detector": "lossy-detector"}  # fmt: skip
 
 
 def _step_disagreements(
