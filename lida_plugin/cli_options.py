@@ -82,6 +82,17 @@ def threads_arg(value: str) -> int | None:
     return n or None
 
 
+FORCE_HELP = (
+    "give a verdict even when the fingerprint is unreliable: for a lossy file (JPEG, lossy WebP, ...) the lossy "
+    "detector's detection verdict without a generator, for others (palette, CMYK, ...) the fingerprint's"
+)
+
+
+def add_force_arg(p: argparse.ArgumentParser) -> None:
+    """``--force``, the same for every command that attributes."""
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
+
+
 def add_model_args(
     p: argparse.ArgumentParser,
     *,

@@ -20,6 +20,7 @@ from .cli_options import (
     EXIT_FILE_ERRORS,
     EXIT_OK,
     UsageError,
+    add_force_arg,
     add_manifest_args,
     add_model_args,
     add_store_args,
@@ -309,9 +310,7 @@ def _attribute_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-k", "--top-k", type=top_k_arg, default=5, help="registered generators to list per image (default 5)"
     )
-    p.add_argument(
-        "--force", action="store_true", help="give a verdict even when the fingerprint is unreliable (lossy JPEG, ...)"
-    )
+    add_force_arg(p)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument(
         "--json", dest="output_format", action="store_const", const="json", help="one JSON array at the end"
@@ -394,7 +393,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-k", "--top-k", type=top_k_arg, default=5, help="registered generators to list per image (default 5)"
     )
-    p.add_argument("--force", action="store_true", help="give a verdict even when the fingerprint is unreliable")
+    add_force_arg(p)
     p.set_defaults(func=cmd_serve)
     add_model_args(p)
     add_store_args(p)

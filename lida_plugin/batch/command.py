@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from .. import hookimpl
-from ..cli_options import UsageError, add_model_args, add_signing_args, add_store_args, top_k_arg
+from ..cli_options import UsageError, add_force_arg, add_model_args, add_signing_args, add_store_args, top_k_arg
 from ..cores import check_parallel
 
 log = logging.getLogger("lida.batch")
@@ -71,7 +71,7 @@ def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
     p.add_argument(
         "-k", "--top-k", type=top_k_arg, default=5, help="registered generators to list per image (default 5)"
     )
-    p.add_argument("--force", action="store_true", help="give a verdict even when the fingerprint is unreliable")
+    add_force_arg(p)
     add_model_args(
         p,
         device_default="cpu",

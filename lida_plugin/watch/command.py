@@ -15,6 +15,7 @@ from ..cli_options import (
     EXIT_OK,
     EXIT_USAGE,
     MANIFEST_MODES,
+    add_force_arg,
     add_model_args,
     add_signing_args,
     add_store_args,
@@ -99,7 +100,7 @@ def lida_register_commands(subparsers: argparse._SubParsersAction, pm) -> None:
     p.add_argument(
         "-k", "--top-k", type=top_k_arg, default=5, help="registered generators to list per image (default 5)"
     )
-    p.add_argument("--force", action="store_true", help="give a verdict even when the fingerprint is unreliable")
+    add_force_arg(p)
     p.set_defaults(func=cmd_watch)
     add_model_args(p)
     add_store_args(p)
