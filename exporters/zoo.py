@@ -76,7 +76,13 @@ class Zoo:
             f, algo, s = _SR[name]
             if name not in self._sr:
                 sr = cv2.dnn_superres.DnnSuperResImpl_create()
-                sr.readModel(str(self.gen_dir / f))
+                try:
+                    sr.readModel(str(self.gen_dir / f))
+                except cv2.error as exc:  # e.g. OpenCV 5 cannot read these TensorFlow graphs (pyproject pins < 5)
+                    msg = str(exc).strip().splitlines()[-1]
+                    raise RuntimeError(
+                        f"{self.gen_dir / f}: OpenCV {cv2.__version__} cannot read this model: {msg}"
+                    ) from None
                 sr.setModel(algo, s)
                 self._sr[name] = sr
             out = self._sr[name].upsample(np.ascontiguousarray(_down(rgb, s)[..., ::-1]))

@@ -294,3 +294,18 @@ def test_training_device_auto_is_the_cpu_here_and_cuda_without_a_gpu_is_a_clear_
         resolve_device("warp-drive")
     assert main(["adapt", "--data", str(tmp_path / "nowhere"), "--device", "warp-drive"]) == 2
     assert "--device warp-drive" in capsys.readouterr().err
+
+
+def test_every_zoo_pipeline_runs_on_the_shared_generators(shared_data):
+    """Each of the zoo's pipelines (the SR networks read by OpenCV, TAEF2 by torch) makes an image from a photo:
+    an OpenCV that cannot read the .pb graphs (5.x) fails here, naming the file, not deep in a training run."""
+    from lida_exporters import zoo
+
+    gen = shared_data.parent / "generators"
+    names = zoo.available(gen)
+    assert {"espcn-x2", "fsrcnn-x2", "lapsrn-x2", "taef2"} <= set(names)  # the files are there
+    rgb = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    z = zoo.Zoo(gen)
+    for name in names:
+        out = z.apply(name, rgb)
+        assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3 and min(out.shape[:2]) >= 56, name
