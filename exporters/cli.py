@@ -291,7 +291,7 @@ def cmd_spam(args) -> int:
                    eps=args.eps, dim=args.dim, head_l2=args.head_l2, fpr=args.fpr,
                    fpr_confidence=args.fpr_confidence, open_unknown_accept=args.open_unknown_accept,
                    det_column=args.det_column, zoo_every=args.zoo_every,
-                   family_wrong=args.family_wrong)  # fmt: skip
+                   family_wrong=args.family_wrong, det_resize_copies=args.det_resize_copies)  # fmt: skip
     try:
         entries = load_corpus(args.data)
     except CorpusError as exc:
@@ -441,6 +441,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="also fit the map on every K-th crop of the generator zoo, its pipelines as classes (0: not;"
         " docs/training.md)",
+    )
+    p.add_argument(
+        "--det-resize-copies",
+        type=int,
+        default=1,
+        help="also fit the detection column and head on K resized copies of every train image (a downscaled"
+        " photo is still real; 0: not, the models before 2026-12-02; default: %(default)s; docs/evaluation.md,"
+        " 'Real photos downscaled')",
     )
     p.add_argument("--model-id")
     p.add_argument("--no-progress", action="store_true")

@@ -26,13 +26,22 @@
 
 ``python -m lida_exporters.probes real-set-out``
     Does the detection threshold's false-positive rate hold on photos of a kind the model never saw?
-    The residual-statistics recipe (:mod:`lida_exporters.spam_model`, the bundled model's) is fitted
-    again with each real set left out (its map, detection column and head; the generated images and
-    the other real sets' train halves as usual), its threshold calibrated on the other sets'
+    The residual-statistics recipe (:mod:`lida_exporters.spam_model`, as bundled before 2026-12-02: no
+    resized copies) is fitted again with each real set left out (its map, detection column and head;
+    the generated images and the other real sets' train halves as usual), its threshold calibrated on the other sets'
     held-out photos as the export does, and every image of the left-out set scored: the share
     flagged AI against the stated 5%. The same fit with every set in gives each set's held-out rate. Then
     the threshold calibrated the way a photo of an unseen kind meets it (cross-fitted: each other set
     scored by a fit without it), measured on the left-out set again (nested: it is in no fit).
+
+``python -m lida_exporters.probes resize-real``
+    Real photos downscaled and saved as PNG (what web publishing does) against the detection head: the
+    bundled recipe as it is, and with the detection column and head also fitted on one resized copy of
+    every train image (:func:`lida_exporters.spam_model.resize_plan`: a factor in [0.4, 0.9], bicubic / bilinear
+    / box / hamming; a resized photo
+    is still real, a resized generated image still generated). Held-out images are scored as they are
+    and resized 0.5x Lanczos (a filter no fit saw) and 0.75x bicubic: AUC, and the share called generated
+    at the threshold calibrated as the export does.
 
 All print a Markdown table. They use torch (logistic regressions), hence live in ``exporters``.
 """
@@ -345,7 +354,7 @@ def real_set_out(data: Path, model: str | None, threads: int, cache: Path | None
 
     from .spam_model import SpamRecipe, corpus_features
 
-    r = recipe or SpamRecipe()
+    r = recipe or SpamRecipe(det_resize_copies=0)  # (measured for the model bundled before the resized copies)
     items = load_corpus(data)
     _, feats, counts = corpus_features(items, r, cache, progress=False)
     train = np.array([it.split == "train" for it in items])
@@ -380,9 +389,77 @@ def real_set_out(data: Path, model: str | None, threads: int, cache: Path | None
     return "\n".join(lines)
 
 
+# -- resize-real -------------------------------------------------------------------------------------
+EVAL_RESIZES = (("0.5x lanczos", 0.5, "lanczos"), ("0.75x bicubic", 0.75, "bicubic"))
+
+
+def resize_real(data: Path, model: str | None, threads: int, cache: Path | None = Path("runs/cache"),
+                recipe=None, copies: int = 1) -> str:  # fmt: skip
+    """Long because it is one table: the copies' features, then the fit without and with them."""
+    from lida_plugin.detect import calibrate_threshold, head_score
+    from lida_plugin.evaluate.metrics import roc_auc
+
+    from .spam_model import (
+        RESIZE_FILTERS,
+        SpamRecipe,
+        apply_map,
+        corpus_features,
+        detection_column,
+        eval_label,
+        fit_head,
+        fit_map,
+        resize_plan,
+        resized_copy_features,
+    )
+    from .spam_model import image_embeddings as img_emb
+
+    r = recipe or SpamRecipe()
+    items = load_corpus(data)
+    _, feats, counts = corpus_features(items, r, cache, progress=False)
+    n = len(items)
+    train = np.array([it.split == "train" for it in items])
+    gen = np.array([it.kind == "generated" for it in items])
+    aug_plan = resize_plan(np.flatnonzero(train), copies)  # the recipe's (det_resize_copies) plan
+    held = np.flatnonzero(~train)
+    aug_f, aug_c = resized_copy_features(items, aug_plan, r, cache, progress=False)
+    ev = {}
+    for name, f, flt in EVAL_RESIZES:  # Lanczos: a filter no fit saw
+        assert flt == "lanczos" or flt in RESIZE_FILTERS
+        ev[name] = resized_copy_features(items, [(int(i), f, flt) for i in held], r, cache, progress=False)
+    owner = np.repeat(np.arange(n), counts)
+    mean, proj = fit_map(feats[train[owner]], [eval_label(items[i]) for i in owner[train[owner]]], r)
+    all_f, all_c = np.concatenate([feats, aug_f]), list(counts) + aug_c
+    all_gen = np.concatenate([gen, gen[[i for i, _, _ in aug_plan]]])
+    copy_no = np.repeat(np.arange(copies), int(train.sum()))
+    rows = []
+    fits = [("originals only (the recipe before 2026-12-02)", 0)] + [(f"+ {k} resized copies of every train image", k)
+                                                    for k in sorted({1, copies})]  # fmt: skip
+    for label, k in fits:
+        fit = np.concatenate([train, copy_no < k])
+        col = detection_column(all_f, all_c, all_gen, fit, mean, proj, r)
+        pj = np.hstack([proj, col[:, None]])
+        emb = img_emb(apply_map(all_f, mean, pj), all_c)
+        head = fit_head(emb[fit], all_gen[fit], r.head_l2)
+        score = np.asarray(head_score(emb[:n], head), dtype=np.float64)
+        t = calibrate_threshold(score[~train & ~gen], r.fpr, r.fpr_confidence)
+        y = gen[held]
+        cells = [("original", score[held])]
+        for k, (f, c) in ev.items():
+            cells.append((k, np.asarray(head_score(img_emb(apply_map(f, mean, pj), c), head), dtype=np.float64)))
+        for name, sc in cells:
+            rows.append((label, name, roc_auc(sc, y), float((sc[~y] >= t).mean()), float((sc[y] >= t).mean()), t))
+    lines = ["Held-out images, ldm-sr too; threshold calibrated on the held-out real originals as the export does.",
+             "", "| detection column and head fitted on | held-out images | AUC | real called generated |"
+             " generated called generated | threshold |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        f"| {a} | {b} | {auc:.4f} | {100 * fp:.1f}% | {100 * tp:.1f}% | {t:.3f} |" for a, b, auc, fp, tp, t in rows
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lida_exporters.probes", description=__doc__.split("\n\n")[0])
-    p.add_argument("probe", choices=("ceiling", "resize-gate", "whitening", "real-set-out"))
+    p.add_argument("probe", choices=("ceiling", "resize-gate", "whitening", "real-set-out", "resize-real"))
     p.add_argument("--data", default=str(DEFAULT_DATA), help="corpus root (default ../shared/data)")
     p.add_argument("--model", default=None, help="encoder ONNX (default: the bundled model)")
     p.add_argument("--threads", type=int, default=2)
@@ -391,7 +468,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: data folder {a.data} does not exist", file=sys.stderr)
         return 2
     torch.set_num_threads(a.threads)
-    fn = {"ceiling": ceiling, "resize-gate": resize_gate, "whitening": whitening, "real-set-out": real_set_out}[a.probe]
+    fn = {
+        "ceiling": ceiling,
+        "resize-gate": resize_gate,
+        "whitening": whitening,
+        "real-set-out": real_set_out,
+        "resize-real": resize_real,
+    }[a.probe]
     print(fn(Path(a.data), a.model, a.threads))
     return 0
 

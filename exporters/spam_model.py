@@ -57,7 +57,11 @@ LEGACY = {
     "open_unknown_accept": 0.0,
     "zoo_every": 0,
     "family_wrong": 0.0,
+    "det_resize_copies": 0,
 }  # recipe fields the first model did not have, at its values
+#: Pillow filters the resized training copies use (Lanczos is left for evaluation: a filter no fit saw)
+RESIZE_FILTERS = {"bicubic": 3, "bilinear": 2, "box": 4, "hamming": 5}
+_ALL_FILTERS = {**RESIZE_FILTERS, "lanczos": 1}
 PARITY_TOL = 1e-4
 
 
@@ -88,6 +92,10 @@ class SpamRecipe:
     # gets a wrong family at most this often, at fpr_confidence (leave-one-family-out, train split); 0: never,
     # the default: at 0.05 the robustness gate let families through on half-size images (docs/evaluation.md)
     family_wrong: float = 0.0
+    # also fit the detection column and head on this many resized copies of every train image (a random
+    # factor in [0.4, 0.9], a random filter of RESIZE_FILTERS): a downscaled photo is still real; 0: not, the
+    # models before 2026-12-02 (docs/evaluation.md, "Real photos downscaled")
+    det_resize_copies: int = 1
 
 
 # -- features ------------------------------------------------------------------------------------
@@ -438,6 +446,47 @@ def corpus_features(entries, r: SpamRecipe, cache: Path | None = None, progress:
     return crops, feats, counts
 
 
+def resize_plan(train_idx: Sequence[int], copies: int, seed: int = 0) -> list[tuple[int, float, str]]:
+    """``(item index, factor, filter)`` of each resized training copy (seeded)."""
+    rng = np.random.default_rng(seed)
+    names = sorted(RESIZE_FILTERS)
+    return [(int(i), float(rng.uniform(0.4, 0.9)), names[int(rng.integers(len(names)))])
+            for _ in range(copies) for i in train_idx]  # fmt: skip
+
+
+def resized(pixels: np.ndarray, factor: float, flt: str) -> np.ndarray:
+    """``pixels`` scaled by ``factor`` (each side at least 64 px) with a Pillow filter (RESIZE_FILTERS or lanczos)."""
+    from PIL import Image
+
+    h, w = pixels.shape[:2]
+    size = (max(64, round(w * factor)), max(64, round(h * factor)))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).resize(size, _ALL_FILTERS[flt]))
+
+
+def resized_copy_features(items, plan, r: SpamRecipe, cache: Path | None = None, progress: bool = True):
+    """``(SPAM crop features [C, F], crop counts)`` of the resized copies in ``plan``, cached by plan and files."""
+    from tqdm import tqdm
+
+    from lida_plugin.decode import decode_file
+
+    files = [(e.relpath, e.path.stat().st_size) for e in items]
+    key = hashlib.sha256(json.dumps([r.T, r.crop, r.crop_count, r.align, r.colour, plan, files]).encode()).hexdigest()
+    f = cache / f"spam-resized-{key[:16]}.npz" if cache is not None else None
+    if f is not None and f.is_file():
+        z = np.load(f)
+        return z["feats"], z["counts"].tolist()
+    feats, counts = [], []
+    for i, fac, flt in tqdm(plan, desc="resized copies", unit="img", disable=not progress, mininterval=2.0):
+        c = image_crops(resized(decode_file(items[i].path).pixels, fac, flt), r)
+        feats.append(crop_features(c, r.T, r.colour))
+        counts.append(len(c))
+    feats = np.concatenate(feats)
+    if f is not None:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(f, feats=feats, counts=np.asarray(counts))
+    return feats, counts
+
+
 def eval_label(item) -> str:
     """The class an item belongs to in ``lida eval`` (every real set is one class, ``real``)."""
     return "real" if item.kind == "real" else item.label
@@ -465,11 +514,19 @@ def fit_and_export(
         crop_labels += list(zl[:: r.zoo_every])
     mean, proj = fit_map(fit_x, crop_labels, r)
     gen = np.array([it.kind == "generated" for it in items])
+    det_f, det_c, det_gen, det_fit = feats, list(counts), gen, train  # what the column and head are fitted on
+    if r.det_resize_copies:
+        plan = resize_plan(np.flatnonzero(train), r.det_resize_copies)
+        af, ac = resized_copy_features(items, plan, r, cache, progress)
+        det_f, det_c = np.concatenate([feats, af]), det_c + ac
+        det_gen = np.concatenate([gen, gen[[i for i, _, _ in plan]]])
+        det_fit = np.concatenate([train, np.ones(len(plan), bool)])
     if r.det_column > 0:
-        col = detection_column(feats, counts, gen, train, mean, proj, r)
+        col = detection_column(det_f, det_c, det_gen, det_fit, mean, proj, r)
         proj = np.hstack([proj, col[:, None]])
-    emb = image_embeddings(apply_map(feats, mean, proj), counts)
-    head = fit_head(emb[train], gen[train], r.head_l2)
+    det_emb = image_embeddings(apply_map(det_f, mean, proj), det_c)
+    emb = det_emb[: len(items)]
+    head = fit_head(det_emb[det_fit], det_gen[det_fit], r.head_l2)
     real_tr = train & ~gen
     proto = emb[real_tr].mean(0)
     proto = proto / np.linalg.norm(proto)
@@ -518,6 +575,10 @@ def fit_and_export(
         f" + a detection column (weight {r.det_column}); train split"
         + (f" + every {r.zoo_every}th crop of the generator zoo" if r.zoo_every else ""),
         "map_classes": sorted(set(crop_labels)),
+        "detection_fit": "train split"
+        + (
+            f" + {r.det_resize_copies} resized copies of every train image (resize_plan)" if r.det_resize_copies else ""
+        ),
         "detection_head": f"logistic regression on the image embedding, L2 {r.head_l2}, train split,"
         f" train AUC {roc_auc(sc_tr, gen[train]):.4f}",
         "detection_calibration": f"{int(real_ho.sum())} held-out real images, fpr {r.fpr}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import tiny_info
+from conftest import tiny_info, write_png
 
 from lida_plugin.contract import ContractError, parse_metadata
 from lida_plugin.detect import ai_scores, calibrate_threshold, detect
@@ -314,3 +314,33 @@ def test_prepare_counts_in_the_callers_thread_and_finish_uses_those_counts(tmp_p
     with pytest.raises(ValueError, match="stage_inputs for 3 crops"):
         enc.embed_crops(prepared[0].crops, prepared[0].stage_inputs[:3])
     stack.close()
+
+
+def test_resized_copies_fit_the_detection_stage_only(tmp_path):
+    """``det_resize_copies``: the column and head also see downscaled train images; the rest of the model
+    (map, crops, contract) is as without them, and the copies are seeded."""
+    from lida_plugin.evaluate.corpus import load_corpus
+
+    root = tmp_path / "data"
+    for i in range(8):
+        write_png(root / "real" / "set" / f"r{i}.png", "real", 300 + i, size=96)
+        write_png(root / "generated" / "gen-a" / f"g{i}.png", "gen-a", 400 + i, size=96)
+        write_png(root / "generated" / "gen-b" / f"h{i}.png", "gen-b", 500 + i, size=96)  # the open set needs two
+    items = load_corpus(root)
+    train = [i for i, e in enumerate(items) if e.split == "train"]
+    plan = sm.resize_plan(train, 2)
+    assert plan == sm.resize_plan(train, 2) and len(plan) == 2 * len(train)
+    assert all(0.4 <= f <= 0.9 and flt in sm.RESIZE_FILTERS for _, f, flt in plan)
+    r0 = sm.SpamRecipe(crop=32, crop_count=4, pca_dim=24, dim=8, colour=False, open_unknown_accept=0.0)
+    r1 = sm.SpamRecipe(**{**r0.__dict__, "det_resize_copies": 1})
+    feats, counts = sm.resized_copy_features(items, sm.resize_plan(train, 1), r1, cache=tmp_path / "cache",
+                                             progress=False)  # fmt: skip
+    assert len(counts) == len(train) and feats.shape[0] == sum(counts) and all(c >= 1 for c in counts)
+    again, _ = sm.resized_copy_features(items, sm.resize_plan(train, 1), r1, cache=tmp_path / "cache", progress=False)
+    assert np.array_equal(again, feats)  # read back from the cache
+    _, i0, _ = sm.fit_and_export(items, tmp_path / "m0.onnx", r0, progress=False)
+    _, i1, _ = sm.fit_and_export(items, tmp_path / "m1.onnx", r1, progress=False)
+    assert i0.model_id != i1.model_id and i0.detection_head["w"] != i1.detection_head["w"]
+    assert i1.training["detection_fit"].endswith("1 resized copies of every train image (resize_plan)")
+    assert i0.training["detection_fit"] == "train split"
+    assert (i0.crop_size, i0.embedding_dim, i0.input_bits) == (i1.crop_size, i1.embedding_dim, i1.input_bits)
