@@ -59,9 +59,9 @@ LEGACY = {
     "family_wrong": 0.0,
     "det_resize_copies": 0,
 }  # recipe fields the first model did not have, at its values
-#: Pillow filters the resized training copies use (Lanczos is left for evaluation: a filter no fit saw)
-RESIZE_FILTERS = {"bicubic": 3, "bilinear": 2, "box": 4, "hamming": 5}
-_ALL_FILTERS = {**RESIZE_FILTERS, "lanczos": 1}
+#: the Pillow filters of the resized training copies (lida_plugin.lossy.resized; Lanczos is left for evaluation:
+#: a filter no fit saw)
+RESIZE_FILTERS = ("bicubic", "bilinear", "box", "hamming")
 PARITY_TOL = 1e-4
 
 
@@ -449,18 +449,9 @@ def corpus_features(entries, r: SpamRecipe, cache: Path | None = None, progress:
 def resize_plan(train_idx: Sequence[int], copies: int, seed: int = 0) -> list[tuple[int, float, str]]:
     """``(item index, factor, filter)`` of each resized training copy (seeded)."""
     rng = np.random.default_rng(seed)
-    names = sorted(RESIZE_FILTERS)
+    names = sorted(RESIZE_FILTERS)  # the order the bundled model's copies were drawn in
     return [(int(i), float(rng.uniform(0.4, 0.9)), names[int(rng.integers(len(names)))])
             for _ in range(copies) for i in train_idx]  # fmt: skip
-
-
-def resized(pixels: np.ndarray, factor: float, flt: str) -> np.ndarray:
-    """``pixels`` scaled by ``factor`` (each side at least 64 px) with a Pillow filter (RESIZE_FILTERS or lanczos)."""
-    from PIL import Image
-
-    h, w = pixels.shape[:2]
-    size = (max(64, round(w * factor)), max(64, round(h * factor)))
-    return np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).resize(size, _ALL_FILTERS[flt]))
 
 
 def resized_copy_features(items, plan, r: SpamRecipe, cache: Path | None = None, progress: bool = True):
@@ -468,6 +459,7 @@ def resized_copy_features(items, plan, r: SpamRecipe, cache: Path | None = None,
     from tqdm import tqdm
 
     from lida_plugin.decode import decode_file
+    from lida_plugin.lossy import resized
 
     files = [(e.relpath, e.path.stat().st_size) for e in items]
     key = hashlib.sha256(json.dumps([r.T, r.crop, r.crop_count, r.align, r.colour, plan, files]).encode()).hexdigest()
@@ -477,7 +469,7 @@ def resized_copy_features(items, plan, r: SpamRecipe, cache: Path | None = None,
         return z["feats"], z["counts"].tolist()
     feats, counts = [], []
     for i, fac, flt in tqdm(plan, desc="resized copies", unit="img", disable=not progress, mininterval=2.0):
-        c = image_crops(resized(decode_file(items[i].path).pixels, fac, flt), r)
+        c = image_crops(resized(decode_file(items[i].path).pixels, fac, flt, min_side=64), r)
         feats.append(crop_features(c, r.T, r.colour))
         counts.append(len(c))
     feats = np.concatenate(feats)

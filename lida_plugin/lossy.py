@@ -177,13 +177,15 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def resized(pixels: np.ndarray, factor: float, method: str = "bicubic") -> np.ndarray:
-    """``pixels`` scaled by ``factor`` with Pillow (``bicubic``, ``bilinear`` or ``lanczos``)."""
+def resized(pixels: np.ndarray, factor: float, method: str = "bicubic", min_side: int = 1) -> np.ndarray:
+    """``pixels`` scaled by ``factor`` with Pillow (``bicubic``, ``bilinear``, ``lanczos``, ``box`` or
+    ``hamming``), each side at least ``min_side``."""
     from PIL import Image
 
-    methods = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "lanczos": Image.LANCZOS}
+    methods = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "lanczos": Image.LANCZOS, "box": Image.BOX,
+               "hamming": Image.HAMMING}  # fmt: skip
     h, w = pixels.shape[:2]
-    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    size = (max(min_side, round(w * factor)), max(min_side, round(h * factor)))
     return np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).resize(size, methods[method]))
 
 

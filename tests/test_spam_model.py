@@ -331,7 +331,9 @@ def test_resized_copies_fit_the_detection_stage_only(tmp_path):
     plan = sm.resize_plan(train, 2)
     assert plan == sm.resize_plan(train, 2) and len(plan) == 2 * len(train)
     assert all(0.4 <= f <= 0.9 and flt in sm.RESIZE_FILTERS for _, f, flt in plan)
-    r0 = sm.SpamRecipe(crop=32, crop_count=4, pca_dim=24, dim=8, colour=False, open_unknown_accept=0.0)
+    r0 = sm.SpamRecipe(
+        crop=32, crop_count=4, pca_dim=24, dim=8, colour=False, open_unknown_accept=0.0, det_resize_copies=0
+    )
     r1 = sm.SpamRecipe(**{**r0.__dict__, "det_resize_copies": 1})
     feats, counts = sm.resized_copy_features(items, sm.resize_plan(train, 1), r1, cache=tmp_path / "cache",
                                              progress=False)  # fmt: skip
