@@ -19,6 +19,7 @@ from lida_plugin.attribute import Attributor
 from lida_plugin.decode import decode_file
 from lida_plugin.encoder import Encoder
 from lida_plugin.evaluate.corpus import load_corpus
+from lida_plugin.evaluate.lossy import heldout_capped
 from lida_plugin.lossy import png_bytes, resized
 from lida_plugin.store import open_stack
 
@@ -32,12 +33,8 @@ def main() -> None:
     args = p.parse_args()
     enc = Encoder(args.model)
     att = Attributor(enc, open_stack(enc, None, use_default=False))
-    seen: dict[str, int] = {}
     out: dict[tuple[str, str], list[str]] = {}
-    for e in load_corpus(args.data):
-        if e.split != "heldout" or (e.source.startswith("ldm-sr") and seen.get(e.source, 0) >= 5):
-            continue
-        seen[e.source] = seen.get(e.source, 0) + 1
+    for e in heldout_capped(load_corpus(args.data)):
         px = decode_file(e.path).pixels
         items = [att.prepare(f"{e.relpath}[{name}]", png_bytes(px if f is None else resized(px, f, m)))
                  for name, f, m in VERSIONS]  # fmt: skip

@@ -310,20 +310,18 @@ def resize_gate(data: Path, model: str | None, threads: int, seed: int = 0) -> s
 
 
 # -- real-set-out ----------------------------------------------------------------------------------
-def _fit_detector(items, feats, counts, train: np.ndarray, r):
-    """The spam recipe's map, detection column and head fitted on ``train`` images; ``(ai_score of every
-    item, the threshold calibrated on the held-out real photos among ``calibrate``)`` as a closure."""
+def _fit_detector(items, feats, counts, train: np.ndarray, r) -> np.ndarray:
+    """The spam recipe's map, detection column and head fitted on ``train`` images; every item's ``ai_score``."""
     from lida_plugin.detect import head_score
 
-    from .spam_model import apply_map, detection_column, eval_label, fit_head, fit_map, image_embeddings
+    from .spam_model import eval_label, fit_detection_stage, fit_map
 
     owner = np.repeat(np.arange(len(items)), counts)
     ct = train[owner]
     mean, proj = fit_map(feats[ct], [eval_label(items[i]) for i in owner[ct]], r)
     gen = np.array([it.kind == "generated" for it in items])
-    col = detection_column(feats, counts, gen, train, mean, proj, r)
-    emb = image_embeddings(apply_map(feats, mean, np.hstack([proj, col[:, None]])), counts)
-    return np.asarray(head_score(emb, fit_head(emb[train], gen[train], r.head_l2)), dtype=np.float64)
+    _, emb, head = fit_detection_stage(feats, counts, gen, train, mean, proj, r)
+    return np.asarray(head_score(emb, head), dtype=np.float64)
 
 
 def _crossfit_rows(items, feats, counts, train, gen, real_set, outer: dict, r) -> list[tuple]:
@@ -404,9 +402,8 @@ def resize_real(data: Path, model: str | None, threads: int, cache: Path | None 
         SpamRecipe,
         apply_map,
         corpus_features,
-        detection_column,
         eval_label,
-        fit_head,
+        fit_detection_stage,
         fit_map,
         resize_plan,
         resized_copy_features,
@@ -436,10 +433,7 @@ def resize_real(data: Path, model: str | None, threads: int, cache: Path | None 
                                                     for k in sorted({1, copies})]  # fmt: skip
     for label, k in fits:
         fit = np.concatenate([train, copy_no < k])
-        col = detection_column(all_f, all_c, all_gen, fit, mean, proj, r)
-        pj = np.hstack([proj, col[:, None]])
-        emb = img_emb(apply_map(all_f, mean, pj), all_c)
-        head = fit_head(emb[fit], all_gen[fit], r.head_l2)
+        pj, emb, head = fit_detection_stage(all_f, all_c, all_gen, fit, mean, proj, r)
         score = np.asarray(head_score(emb[:n], head), dtype=np.float64)
         t = calibrate_threshold(score[~train & ~gen], r.fpr, r.fpr_confidence)
         y = gen[held]

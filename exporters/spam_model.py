@@ -162,6 +162,20 @@ def detection_column(
     return (r.det_column * rms / float((x @ w.astype(np.float32)).std()) * w).astype(np.float32)
 
 
+def fit_detection_stage(
+    feats: np.ndarray, counts: Sequence[int], generated: np.ndarray, fit: np.ndarray, mean: np.ndarray,
+    proj: np.ndarray, r: SpamRecipe,
+) -> tuple[np.ndarray, np.ndarray, dict]:  # fmt: skip
+    """The detection column (when ``r.det_column``) appended to the map, then the head, both fitted on the
+    images ``fit`` marks (crop features ``feats``, ``counts`` crops per image); returns ``(proj with the
+    column, every image's embedding, the head)``."""
+    if r.det_column > 0:
+        col = detection_column(feats, counts, generated, fit, mean, proj, r)
+        proj = np.hstack([proj, col[:, None]])
+    emb = image_embeddings(apply_map(feats, mean, proj), counts)
+    return proj, emb, fit_head(emb[fit], generated[fit], r.head_l2)
+
+
 def apply_map(x: np.ndarray, mean: np.ndarray, proj: np.ndarray) -> np.ndarray:
     """Crop embeddings (unit rows) from crop features, in float32 like the graph."""
     e = (np.asarray(x, np.float32) - mean) @ proj
@@ -513,12 +527,8 @@ def fit_and_export(
         det_f, det_c = np.concatenate([feats, af]), det_c + ac
         det_gen = np.concatenate([gen, gen[[i for i, _, _ in plan]]])
         det_fit = np.concatenate([train, np.ones(len(plan), bool)])
-    if r.det_column > 0:
-        col = detection_column(det_f, det_c, det_gen, det_fit, mean, proj, r)
-        proj = np.hstack([proj, col[:, None]])
-    det_emb = image_embeddings(apply_map(det_f, mean, proj), det_c)
+    proj, det_emb, head = fit_detection_stage(det_f, det_c, det_gen, det_fit, mean, proj, r)
     emb = det_emb[: len(items)]
-    head = fit_head(det_emb[det_fit], det_gen[det_fit], r.head_l2)
     real_tr = train & ~gen
     proto = emb[real_tr].mean(0)
     proto = proto / np.linalg.norm(proto)

@@ -101,12 +101,23 @@ def lossy_detection(entries: list[Entry], detector: LossyDetector | None = None,
 ARRIVALS = (("png", "png"), ("jpeg", "jpeg"), ("jpeg", "png"), ("png", "jpeg"))
 
 
+def heldout_capped(entries: list[Entry], per_ldm_sr: int = 5) -> list[Entry]:
+    """The held-out half with at most ``per_ldm_sr`` faces per ldm-sr checkpoint, so the named generators are
+    not swamped by one face set (the runtime measurements: :func:`forced_runtime`, benchmarks/resized_photos.py)."""
+    seen: dict[str, int] = {}
+    out = []
+    for e in entries:
+        if e.split == "heldout" and (not e.source.startswith("ldm-sr") or seen.get(e.source, 0) < per_ldm_sr):
+            seen[e.source] = seen.get(e.source, 0) + 1
+            out.append(e)
+    return out
+
+
 def forced_runtime(entries: list[Entry], quality: int = 85, model: str | None = None, progress: bool = False) -> dict:
     """What ``lida attribute --force`` records for each held-out image sent as its lossless file and as a
     JPEG at ``quality`` (4:2:0, Pillow), through the whole runtime (bundled or ``model``'s default store):
     the AUC of ``detection.ai_score`` for each of :data:`ARRIVALS`, and the verdict and ``decided_by``
-    rates per class and format. ldm-sr faces count at most 5 per checkpoint, so the named generators are
-    not swamped by one face set."""
+    rates per class and format, on :func:`heldout_capped`."""
     from tqdm import tqdm
 
     from ..attribute import Attributor
@@ -117,11 +128,7 @@ def forced_runtime(entries: list[Entry], quality: int = 85, model: str | None = 
     t0 = time.perf_counter()
     encoder = Encoder(model)
     att = Attributor(encoder, open_stack(encoder, None, use_default=True), force=True)
-    held, per_ldm = [], {}
-    for e in entries:
-        if e.split == "heldout" and (not e.source.startswith("ldm-sr") or per_ldm.setdefault(e.source, 0) < 5):
-            per_ldm[e.source] = per_ldm.get(e.source, 0) + 1
-            held.append(e)
+    held = heldout_capped(entries)
     recs: dict[tuple[str, str], list[dict]] = {}
     for e in tqdm(held, desc="forced runtime", unit="img", disable=not progress, mininterval=2.0):
         png = read_bytes(str(e.path))
