@@ -8,7 +8,8 @@ tests/test_evidence_combine.py).
    detection verdict (``ai-generated`` with no generator: attribution stays inconclusive, or ``real``); an
    uncalibrated one is a hint only and changes nothing. When the user forced a verdict on a lossy input
    (``--force``), the lossy detector gives it, calibrated or not: on such input the fingerprint's
-   detection is at chance (held-out AUC 0.50 at JPEG q90, docs/evaluation.md), the lossy detector's is not.
+   detection is at chance (AUC 0.498 at JPEG q85: `python -m lida_plugin.evaluate.lossy DATA --forced-runtime 85`,
+   docs/evaluation.md), the lossy detector's is not.
    Whenever a ``lossy-detector`` item is there, the record's ``detection.ai_score`` is that detector's
    score mapped onto the model's scale (:func:`on_scale`; ``detection.detector`` says so, ``threshold`` stays
    the model's); the raw scores of both detectors stay in their evidence items.
