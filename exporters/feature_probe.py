@@ -5,9 +5,10 @@ scored on ``lida eval``'s episodes (held-out split, 5 seeds) and on a leave-fami
 
 A variant is ``+``-joined feature names (each z-scored on the train crops and scaled to unit total
 variance, times an optional ``*W``), then ``:PCA[:EPS]`` for the map (default 256, 0.01), then an
-optional ``@zoo`` or ``@zoo/K``: the map is also fitted on the crops of the generator zoo
-(:mod:`lida_exporters.zoo`: the train-split real photos through 15 known pipelines, each pipeline a
-class; every K-th crop), as extra classes for the within-class whitening; no detection column.
+optional ``@SRC[/K]`` (several joined by ``,``): the map is also fitted on every K-th crop of an extra
+source, each of its pipelines a class of the within-class whitening: ``zoo``, the generator zoo
+(:mod:`lida_exporters.zoo`: the train-split real photos through 15 known pipelines), or ``rzooN``, N
+random decoders (:mod:`lida_exporters.rzoo`, 16 train-split photos each); no detection column.
 Features, per 64x64 crop of the serving grid (cached in ``runs/cache``):
 
 * ``spam``: SPAM of R, G, B (:func:`lida_plugin.residual.spam_features`, 2,058);
@@ -58,6 +59,7 @@ from .spam_model import (
     fit_head,
     fit_map,
     image_embeddings,
+    rzoo_crops,
     zoo_crops,
 )
 from .train import DEFAULT_DATA
@@ -227,15 +229,25 @@ def feature(name, crops, spam):
     return np.load(f)
 
 
-def zoo_feature(name: str) -> np.ndarray:
-    """Feature ``name`` of every zoo crop (cached like the corpus' ones)."""
-    f = _cached(f"probe-zoo-{name}")
+def _extra_source(src: str) -> tuple[str, np.ndarray, np.ndarray]:
+    """``(cache stem, crops, labels)`` of one ``@`` source: ``zoo`` (the 15 known pipelines) or
+    ``rzooN`` (N random decoders of :mod:`lida_exporters.rzoo`, 16 photos each)."""
+    if src == "zoo":
+        return "probe-zoo", *zoo_crops(CACHE, GEOM)
+    if src.startswith("rzoo") and src[4:].isdigit():
+        return f"probe-{src}", *rzoo_crops(CACHE, int(src[4:]), r=GEOM)
+    raise SystemExit(f"unknown variant suffix @{src} (only zoo or rzooN, each with an optional /K)")
+
+
+def zoo_feature(name: str, src: str = "zoo") -> np.ndarray:
+    """Feature ``name`` of every crop of the extra source ``src`` (cached like the corpus' ones)."""
+    stem, crops, _ = _extra_source(src)
+    f = _cached(f"{stem}-{name}")
     if not f.is_file():
-        crops = zoo_crops(CACHE, GEOM)[0]
         t = time.time()
         x = _chunked(lambda c: crop_features(c, 3, False))(crops) if name == "spam" else FEATS[name](crops)
         np.save(f, x)
-        print(f"# zoo {name}: {time.time() - t:.0f} s", flush=True)
+        print(f"# {src} {name}: {time.time() - t:.0f} s", flush=True)
     return np.load(f)
 
 
@@ -243,23 +255,26 @@ def variant_features(
     v: str, crops: np.ndarray, spam: np.ndarray, ct: np.ndarray
 ) -> tuple[np.ndarray, SpamRecipe, tuple[np.ndarray, np.ndarray] | None]:
     """The crop features of a variant string (module doc), the map recipe it asks for, and with
-    ``@zoo[/K]`` the zoo's crop features (normalised like the corpus') and labels, else None."""
-    v, _, zoo = v.partition("@")
+    ``@SRC[/K][,SRC[/K]]`` the extra sources' crop features (normalised like the corpus') and labels,
+    else None."""
+    v, _, suffix = v.partition("@")
     name, *opt = v.split(":")
     r = SpamRecipe(pca_dim=int(opt[0]) if opt else 256, eps=float(opt[1]) if len(opt) > 1 else 0.01)
-    if zoo and zoo.split("/")[0] != "zoo":
-        raise SystemExit(f"unknown variant suffix @{zoo} (only @zoo or @zoo/K)")
-    every = int(zoo.split("/")[1]) if "/" in zoo else 1
-    xs, zs = [], []
+    sources = [(s.split("/")[0], int(s.split("/")[1]) if "/" in s else 1) for s in suffix.split(",") if s]
+    xs, zs = [], [[] for _ in sources]
     for part in name.split("+"):
         p, _, w = part.partition("*")
         f = feature(p, crops, spam)
         mu, sd = f[ct].mean(0), f[ct].std(0)
         sd = np.where(sd > 1e-8, sd, 1.0)
         xs.append(float(w or 1.0) * (f - mu) / sd / np.sqrt(f.shape[1]))
-        if zoo:
-            zs.append(float(w or 1.0) * (zoo_feature(p)[::every] - mu) / sd / np.sqrt(f.shape[1]))
-    extra = (np.hstack(zs).astype(np.float32), zoo_crops(CACHE, GEOM)[1][::every]) if zoo else None
+        for z, (src, every) in zip(zs, sources, strict=True):
+            z.append(float(w or 1.0) * (zoo_feature(p, src)[::every] - mu) / sd / np.sqrt(f.shape[1]))
+    extra = None
+    if sources:
+        feats = np.concatenate([np.hstack(z) for z in zs]).astype(np.float32)
+        labels = np.concatenate([_extra_source(src)[2][::every] for src, every in sources])
+        extra = (feats, labels)
     return np.hstack(xs).astype(np.float32), r, extra
 
 

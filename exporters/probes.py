@@ -43,6 +43,21 @@
     and resized 0.5x Lanczos (a filter no fit saw) and 0.75x bicubic: AUC, and the share called generated
     at the threshold calibrated as the export does.
 
+``python -m lida_exporters.probes family-out [--det-camera-copies 1 ...]``
+    Detection of generator families no fit saw, with the whole recipe (map, detection column, head, the
+    recipe's training copies): 5 folds of families, each left out of the fit; its held-out generated images
+    against the held-out real photos, AUC and the share caught at the threshold the export would calibrate.
+
+``python -m lida_exporters.probes camera-real``
+    Held-out images through camera-like processing (OpenCV's VNG / edge-aware CFA demosaicing, which no fit
+    uses, sharpening, noise, gamma, 0.5x Lanczos) against the detection stage fitted without and with one
+    camera-processed copy of every train image (:mod:`lida_exporters.camera`).
+
+``python -m lida_exporters.probes cfa-scores``
+    The camera gate's demosaicing score (:mod:`lida_plugin.cfa`) on every original and on held-out images
+    demosaiced by four algorithms (also sharpened, noised, downscaled), pooled over 16, 8, 4 and 2 crops: what
+    its threshold rests on.
+
 All print a Markdown table. They use torch (logistic regressions), hence live in ``exporters``.
 """
 
@@ -51,6 +66,8 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -310,21 +327,29 @@ def resize_gate(data: Path, model: str | None, threads: int, seed: int = 0) -> s
 
 
 # -- real-set-out ----------------------------------------------------------------------------------
-def _fit_detector(items, feats, counts, train: np.ndarray, r) -> np.ndarray:
-    """The spam recipe's map, detection column and head fitted on ``train`` images; every item's ``ai_score``."""
-    from lida_plugin.detect import head_score
-
-    from .spam_model import eval_label, fit_detection_stage, fit_map
+def _fit_stage(items, feats, counts, train: np.ndarray, r, cache: Path | None = None):
+    """The spam recipe's map, detection column and head fitted on ``train`` images (and, as the recipe says,
+    resized and camera-processed copies of them and random decoders' images made from their real photos:
+    :func:`lida_exporters.spam_model.detection_fit_set`): ``(mean, proj with the column, head, item embeddings)``."""
+    from .spam_model import detection_fit_set, eval_label, fit_detection_stage, fit_map
 
     owner = np.repeat(np.arange(len(items)), counts)
     ct = train[owner]
     mean, proj = fit_map(feats[ct], [eval_label(items[i]) for i in owner[ct]], r)
-    gen = np.array([it.kind == "generated" for it in items])
-    _, emb, head = fit_detection_stage(feats, counts, gen, train, mean, proj, r)
+    det = detection_fit_set(items, feats, counts, train, r, cache, progress=False)
+    proj, emb, head = fit_detection_stage(*det, mean, proj, r)
+    return mean, proj, head, emb[: len(items)]
+
+
+def _fit_detector(items, feats, counts, train: np.ndarray, r, cache: Path | None = None) -> np.ndarray:
+    """Every item's ``ai_score`` under :func:`_fit_stage`'s fit."""
+    from lida_plugin.detect import head_score
+
+    _, _, head, emb = _fit_stage(items, feats, counts, train, r, cache)
     return np.asarray(head_score(emb, head), dtype=np.float64)
 
 
-def _crossfit_rows(items, feats, counts, train, gen, real_set, outer: dict, r) -> list[tuple]:
+def _crossfit_rows(items, feats, counts, train, gen, real_set, outer: dict, r, cache=None) -> list[tuple]:
     """Each real set left out again, the threshold now cross-fitted without it: every *other* set scored by
     a fit that never saw it (nor the left-out one), their pooled scores calibrated at the recipe's rate."""
     from lida_plugin.detect import calibrate_threshold
@@ -336,7 +361,7 @@ def _crossfit_rows(items, feats, counts, train, gen, real_set, outer: dict, r) -
         for other in sets:
             if other != name:
                 seen = train & (real_set != name) & (real_set != other)
-                pooled.append(_fit_detector(items, feats, counts, seen, r)[real_set == other])
+                pooled.append(_fit_detector(items, feats, counts, seen, r, cache)[real_set == other])
         t = calibrate_threshold(np.concatenate(pooled), r.fpr, r.fpr_confidence)
         score, out = outer[name], real_set == name
         tpr = float((score[~train & gen] >= t).mean())
@@ -352,7 +377,7 @@ def real_set_out(data: Path, model: str | None, threads: int, cache: Path | None
 
     from .spam_model import SpamRecipe, corpus_features
 
-    r = recipe or SpamRecipe(det_resize_copies=0)  # (measured for the model bundled before the resized copies)
+    r = recipe or SpamRecipe(det_resize_copies=0)  # (first measured for the model bundled before the resized copies)
     items = load_corpus(data)
     _, feats, counts = corpus_features(items, r, cache, progress=False)
     train = np.array([it.split == "train" for it in items])
@@ -360,7 +385,7 @@ def real_set_out(data: Path, model: str | None, threads: int, cache: Path | None
     real_set = np.array([it.source if it.kind == "real" else "" for it in items])
     sets = sorted(set(real_set[~gen]))
     rows = []
-    score = _fit_detector(items, feats, counts, train, r)
+    score = _fit_detector(items, feats, counts, train, r, cache)
     t = calibrate_threshold(score[~train & ~gen], r.fpr, r.fpr_confidence)
     tpr = float((score[~train & gen] >= t).mean())
     for name in sets:
@@ -369,12 +394,12 @@ def real_set_out(data: Path, model: str | None, threads: int, cache: Path | None
     outer = {}
     for name in sets:
         out = real_set == name
-        score = outer[name] = _fit_detector(items, feats, counts, train & ~out, r)
+        score = outer[name] = _fit_detector(items, feats, counts, train & ~out, r, cache)
         t = calibrate_threshold(score[~train & ~gen & ~out], r.fpr, r.fpr_confidence)
         tpr = float((score[~train & gen] >= t).mean())
         rows.append((name, "left out (all its images)", int(out.sum()), float((score[out] >= t).mean()), tpr, t))
     if crossfit and len(sets) >= 3:  # every inner fit needs a real set left in it
-        rows += _crossfit_rows(items, feats, counts, train, gen, real_set, outer, r)
+        rows += _crossfit_rows(items, feats, counts, train, gen, real_set, outer, r, cache)
     lines = [
         f"Recipe of `lida-train spam` (SPAM T={r.T}{' + colour' if r.colour else ''}, threshold at {r.fpr:.0%} FPR"
         f" with {r.fpr_confidence:.0%} confidence on the held-out real photos used); share of a real set's photos"
@@ -384,6 +409,55 @@ def real_set_out(data: Path, model: str | None, threads: int, cache: Path | None
         "|---|---|---|---|---|---|",
     ]
     lines += [f"| {n} | {w} | {k} | {100 * f:.1f}% | {100 * tp:.1f}% | {th:.3f} |" for n, w, k, f, tp, th in rows]
+    return "\n".join(lines)
+
+
+# -- family-out --------------------------------------------------------------------------------------
+def family_folds(items) -> list[list[str]]:
+    """The generator families in 5 folds (sorted, every 5th), as :mod:`lida_exporters.feature_probe` splits them;
+    empty folds (fewer than 5 families) are left out."""
+    fams = sorted({it.family for it in items if it.kind == "generated"})
+    return [f for f in (fams[i::5] for i in range(5)) if f]
+
+
+def family_out(data: Path, model: str | None, threads: int, cache: Path | None = Path("runs/cache"),
+               recipe=None) -> str:  # fmt: skip
+    """Long because it is one table. Detection of generator families the fit never saw, with the whole recipe:
+    map, detection column and head fitted without a fold's families (their images, and their resized copies),
+    the threshold calibrated on the held-out real photos as the export does; each fold's held-out generated
+    images scored against the held-out real photos. ``model`` is not used (the recipe is fitted afresh)."""
+    from lida_plugin.detect import calibrate_threshold
+    from lida_plugin.evaluate.metrics import roc_auc
+
+    from .spam_model import SpamRecipe, corpus_features
+
+    r = recipe or SpamRecipe()
+    items = load_corpus(data)
+    _, feats, counts = corpus_features(items, r, cache, progress=False)
+    train = np.array([it.split == "train" for it in items])
+    gen = np.array([it.kind == "generated" for it in items])
+    real_ho = ~train & ~gen
+    rows, aucs, hits = [], [], []
+    for fold in family_folds(items):
+        infold = gen & np.array([it.family in fold for it in items])
+        score = _fit_detector(items, feats, counts, train & ~infold, r, cache)
+        t = calibrate_threshold(score[real_ho], r.fpr, r.fpr_confidence)
+        q = ~train & infold
+        aucs.append(roc_auc(np.concatenate([score[q], score[real_ho]]), np.arange(q.sum() + real_ho.sum()) < q.sum()))
+        hits += (score[q] >= t).tolist()
+        names = ", ".join(fold) if len(fold) <= 3 else f"{', '.join(fold[:3])} +{len(fold) - 3}"
+        caught = 100 * float((score[q] >= t).mean())
+        rows.append(f"| {names} | {int(q.sum())} | {aucs[-1]:.4f} | {caught:.1f}% | {t:.3f} |")
+    lines = [
+        f"Recipe: det_resize_copies {r.det_resize_copies}, det_rzoo {r.det_rzoo}, det_column {r.det_column}; held-out"
+        f" generated images of the left-out families against the {int(real_ho.sum())} held-out real photos;"
+        " threshold calibrated on those photos as the export does.",
+        "",
+        "| families left out | generated | AUC | caught at the threshold | threshold |",
+        "|---|---|---|---|---|",
+        *rows,
+        f"| **mean of folds / all** | {len(hits)} | {np.mean(aucs):.4f} | {100 * np.mean(hits):.1f}% | |",
+    ]
     return "\n".join(lines)
 
 
@@ -451,12 +525,170 @@ def resize_real(data: Path, model: str | None, threads: int, cache: Path | None 
     return "\n".join(lines)
 
 
+# -- camera-real ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Op:
+    """A named processing of a held-out image (``describe`` keys the feature cache)."""
+
+    name: str
+    fn: Callable[[np.ndarray], np.ndarray]
+
+    def apply(self, px: np.ndarray) -> np.ndarray:
+        return self.fn(np.ascontiguousarray(px[..., :3]))
+
+    def describe(self) -> str:
+        return self.name
+
+
+def _cv2_demosaic(px: np.ndarray, code: str) -> np.ndarray:
+    import cv2
+
+    from .camera import cfa_masks
+
+    r, g, b = cfa_masks(*px.shape[:2], 0)  # red at (0, 0): OpenCV's "BG" pattern
+    cfa = (px[..., 0] * r + px[..., 1] * g + px[..., 2] * b).astype(np.uint8)
+    return np.ascontiguousarray(cv2.cvtColor(cfa, getattr(cv2, code)))
+
+
+def camera_eval_ops() -> list[_Op]:
+    """What the camera probe scores: the four demosaicing algorithms (OpenCV's VNG and edge-aware ones are in no
+    fit by default), the latter sharpened, noise, an unsharp mask, a gamma curve (no fit saw one), 0.5x Lanczos."""
+    from lida_plugin.lossy import resized
+
+    from .camera import demosaic, noisy, unsharp
+
+    return [
+        _Op("original", lambda p: p),
+        _Op("demosaic bilinear", lambda p: demosaic(p, "bilinear", 0)),
+        _Op("demosaic MHC", lambda p: demosaic(p, "mhc", 0)),
+        _Op("demosaic VNG (OpenCV)", lambda p: _cv2_demosaic(p, "COLOR_BayerBG2RGB_VNG")),
+        _Op("demosaic EA (OpenCV)", lambda p: _cv2_demosaic(p, "COLOR_BayerBG2RGB_EA")),
+        _Op("demosaic EA + unsharp 0.8", lambda p: unsharp(_cv2_demosaic(p, "COLOR_BayerBG2RGB_EA"), 0.8, 1.0)),
+        _Op("noise sd 2", lambda p: noisy(p, 2.0, 12345)),
+        _Op("unsharp 0.8", lambda p: unsharp(p, 0.8, 1.0)),
+        _Op("gamma 0.8", lambda p: np.clip(np.rint(255 * (p / 255.0) ** 0.8), 0, 255).astype(np.uint8)),
+        _Op("0.5x lanczos", lambda p: resized(p, 0.5, "lanczos", min_side=64)),
+    ]
+
+
+def camera_real(data: Path, model: str | None, threads: int, cache: Path | None = Path("runs/cache"),
+                recipe=None) -> str:  # fmt: skip
+    """Held-out images through camera-like processing, against the detection stage fitted without and with
+    camera-processed training copies (:mod:`lida_exporters.camera`); threshold calibrated on the held-out real
+    originals as the export does. ``model`` is not used (the recipe is fitted afresh)."""
+    import dataclasses
+
+    from lida_plugin.detect import calibrate_threshold, head_score
+    from lida_plugin.evaluate.metrics import roc_auc
+
+    from .spam_model import SpamRecipe, apply_map, corpus_features, image_embeddings, processed_copy_features
+
+    r = recipe or SpamRecipe()
+    items = load_corpus(data)
+    _, feats, counts = corpus_features(items, r, cache, progress=False)
+    train = np.array([it.split == "train" for it in items])
+    gen = np.array([it.kind == "generated" for it in items])
+    held = np.flatnonzero(~train)
+    ev = {op.name: processed_copy_features(items, [(int(i), op) for i in held], r, cache, False, "eval")
+          for op in camera_eval_ops()}  # fmt: skip
+    rows = []
+    for k in sorted({0, r.det_camera_copies or 1}):
+        rk = dataclasses.replace(r, det_camera_copies=k)
+        mean, proj, head, emb = _fit_stage(items, feats, counts, train, rk, cache)
+        t = calibrate_threshold(np.asarray(head_score(emb[~train & ~gen], head)), r.fpr, r.fpr_confidence)
+        y = gen[held]
+        for name, (f, c) in ev.items():
+            sc = np.asarray(head_score(image_embeddings(apply_map(f, mean, proj), c), head), dtype=np.float64)
+            rows.append((f"{k} camera copies", name, roc_auc(sc, y), (sc[~y] >= t).mean(), (sc[y] >= t).mean(), t))
+    noise = "on" if r.camera_noise else "off"
+    lines = [f"Recipe as bundled (det_resize_copies {r.det_resize_copies}) with 0 or 1 camera-processed copies of"
+             f" every train image (demosaicing {', '.join(r.camera_methods)}; noise {noise}); held-out images,"
+             " ldm-sr too.", "",
+             "| detection fit | held-out images | AUC | real called generated | generated called generated |"
+             " threshold |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        f"| {a} | {b} | {auc:.4f} | {100 * fp:.1f}% | {100 * tp:.1f}% | {t:.3f} |" for a, b, auc, fp, tp, t in rows
+    ]
+    return "\n".join(lines)
+
+
+# -- cfa-scores --------------------------------------------------------------------------------------
+def cfa_versions() -> dict[str, Callable[[np.ndarray, int], np.ndarray]]:
+    """The versions :func:`cfa_scores` reads: originals, and held-out images demosaiced (CFA phase per image)."""
+    from lida_plugin.lossy import resized
+
+    from .camera import demosaic, noisy, unsharp
+
+    out: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {"original": lambda p, ph: p}
+    for m in ("bilinear", "mhc", "vng", "ea"):
+        out[f"demosaic {m}"] = lambda p, ph, m=m: demosaic(p, m, ph)
+    out["demosaic mhc + unsharp 0.8"] = lambda p, ph: unsharp(demosaic(p, "mhc", ph), 0.8, 1.0)
+    out["demosaic vng + noise 1.5"] = lambda p, ph: noisy(demosaic(p, "vng", ph), 1.5, ph)
+    out["demosaic mhc, 0.75x bicubic"] = lambda p, ph: resized(demosaic(p, "mhc", ph), 0.75, "bicubic")
+    return out
+
+
+def cfa_scores(data: Path, model: str | None, threads: int) -> str:
+    """The camera gate's score (:mod:`lida_plugin.cfa`) on every original of the corpus and on the held-out images
+    demosaiced: per version, class and number of crops pooled (all of an image's, up to 16, and disjoint groups of
+    8, 4, 2), the median, the maximum and the share at or above the threshold for that many crops. ``model`` is
+    not used."""
+    import zlib
+
+    from lida_plugin import cfa
+    from lida_plugin.fingerprint import extract_crops
+
+    versions = cfa_versions()
+    got: dict[tuple[str, str, str], list[tuple[float, float]]] = {}  # (score, threshold) per image or crop group
+    for e in load_corpus(data):
+        px = decode_file(e.path).pixels
+        phase = zlib.crc32(e.relpath.encode()) % 4
+        for name, fn in versions.items():
+            if name != "original" and e.split == "train":
+                continue
+            c = extract_crops(fn(px, phase), cfa.CROP, cfa.CROPS, cfa.ALIGN)
+            got.setdefault((name, e.kind, "all (up to 16)"), []).append((cfa.cfa_score(c), cfa.threshold(len(c))))
+            for k in (8, 4, 2):
+                got.setdefault((name, e.kind, str(k)), []).extend(
+                    (cfa.cfa_score(c[j : j + k]), cfa.threshold(k)) for j in range(0, len(c) - k + 1, k)
+                )
+    lines = [
+        "| version | class | crops | scores | median | max | at or above the threshold |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (name, kind, k), v in got.items():
+        if v:
+            a, t = np.asarray(v).T
+            lines.append(f"| {name} | {kind} | {k} | {len(a)} | {np.median(a):.2f} | {a.max():.2f} |"
+                         f" {100 * float((a >= t).mean()):.1f}% |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lida_exporters.probes", description=__doc__.split("\n\n")[0])
-    p.add_argument("probe", choices=("ceiling", "resize-gate", "whitening", "real-set-out", "resize-real"))
+    p.add_argument(
+        "probe",
+        choices=(
+            "ceiling",
+            "resize-gate",
+            "whitening",
+            "real-set-out",
+            "resize-real",
+            "family-out",
+            "camera-real",
+            "cfa-scores",
+        ),  # fmt: skip
+    )
     p.add_argument("--data", default=str(DEFAULT_DATA), help="corpus root (default ../shared/data)")
     p.add_argument("--model", default=None, help="encoder ONNX (default: the bundled model)")
     p.add_argument("--threads", type=int, default=2)
+    recipe = "real-set-out, family-out: the recipe's"
+    p.add_argument("--det-rzoo", type=int, help=f"{recipe} random decoders in the detection fit (SpamRecipe.det_rzoo)")
+    p.add_argument("--det-resize-copies", type=int, help=f"{recipe} resized copies of the train images (ditto)")
+    p.add_argument("--det-camera-copies", type=int, help=f"{recipe} camera-processed copies of them (ditto)")
+    p.add_argument("--camera-methods", help="camera-real: the copies' demosaicing methods, comma-separated"
+                   " (of bilinear, mhc, vng, ea; default bilinear,mhc)")  # fmt: skip
+    p.add_argument("--no-camera-noise", action="store_true", help="camera-real: copies without noise")
     a = p.parse_args(argv)
     if not Path(a.data).is_dir():
         print(f"error: data folder {a.data} does not exist", file=sys.stderr)
@@ -468,8 +700,24 @@ def main(argv: list[str] | None = None) -> int:
         "whitening": whitening,
         "real-set-out": real_set_out,
         "resize-real": resize_real,
+        "family-out": family_out,
+        "camera-real": camera_real,
+        "cfa-scores": cfa_scores,
     }[a.probe]
-    print(fn(Path(a.data), a.model, a.threads))
+    kw = {}
+    given = {k: v for k in ("det_rzoo", "det_resize_copies", "det_camera_copies") if (v := getattr(a, k)) is not None}
+    if a.camera_methods:
+        given["camera_methods"] = tuple(m.strip() for m in a.camera_methods.split(","))
+    if a.no_camera_noise:
+        given["camera_noise"] = False
+    if given:
+        if a.probe not in ("real-set-out", "family-out", "camera-real"):
+            p.error("--det-* options are for real-set-out, family-out and camera-real")
+        from .spam_model import SpamRecipe
+
+        base = SpamRecipe(det_resize_copies=0) if a.probe == "real-set-out" else SpamRecipe()
+        kw["recipe"] = SpamRecipe(**{**base.__dict__, **given})
+    print(fn(Path(a.data), a.model, a.threads, **kw))
     return 0
 
 

@@ -58,6 +58,10 @@ LEGACY = {
     "zoo_every": 0,
     "family_wrong": 0.0,
     "det_resize_copies": 0,
+    "det_rzoo": 0,
+    "det_camera_copies": 0,
+    "camera_methods": ("bilinear", "mhc"),
+    "camera_noise": True,
 }  # recipe fields the first model did not have, at its values
 #: the Pillow filters of the resized training copies (lida_plugin.lossy.resized; Lanczos is left for evaluation:
 #: a filter no fit saw)
@@ -96,6 +100,15 @@ class SpamRecipe:
     # factor in [0.4, 0.9], a random filter of RESIZE_FILTERS): a downscaled photo is still real; 0: not, the
     # models before 2026-12-02 (docs/evaluation.md, "Real photos downscaled")
     det_resize_copies: int = 1
+    # also fit the detection column and head on the images of this many random decoders (exporters/rzoo.py, 16
+    # of the fit's real photos each), labelled generated; 0: not (docs/training.md, "Random decoders")
+    det_rzoo: int = 0
+    # also fit the detection column and head on this many camera-processed copies of every train image
+    # (exporters/camera.py: CFA demosaicing, unsharp mask, noise; labels kept); 0: not, the models before
+    # 2026-12-03 (docs/evaluation.md, "Camera processing")
+    det_camera_copies: int = 0
+    camera_methods: tuple[str, ...] = ("bilinear", "mhc")  # the copies' demosaicing (camera.demosaic)
+    camera_noise: bool = True  # the copies may carry noise
 
 
 # -- features ------------------------------------------------------------------------------------
@@ -440,6 +453,21 @@ def zoo_crops(cache: Path, r: SpamRecipe = SpamRecipe()) -> tuple[np.ndarray, np
     return crops, labels
 
 
+def rzoo_crops(
+    cache: Path, n: int, per_decoder: int = 16, seed: int = 0, r: SpamRecipe = SpamRecipe()
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(crops uint8 [Z,3,S,S], decoder label per crop)``: the serving crops of ``n`` random decoders
+    (:mod:`lida_exporters.rzoo`), each run on ``per_decoder`` train-split real photos; cached in ``cache``."""
+    from . import data as D
+    from . import rzoo
+    from .train import DEFAULT_DATA
+
+    reals = [it for it in D.load_folder(DEFAULT_DATA) if it.kind == "real" and it.split == "train"]
+    images, names = rzoo.cached([it.pixels for it in reals], [it.relpath for it in reals], n, per_decoder, seed, cache)
+    cs = [image_crops(im, r) for im in images]
+    return np.concatenate(cs), np.repeat(np.array(names), [len(c) for c in cs])
+
+
 def corpus_features(entries, r: SpamRecipe, cache: Path | None = None, progress: bool = True):
     """``(crops uint8 [C,3,S,S], SPAM features [C, F], crop counts per entry)``, cached by recipe and file list."""
     from tqdm import tqdm
@@ -493,6 +521,92 @@ def resized_copy_features(items, plan, r: SpamRecipe, cache: Path | None = None,
     return feats, counts
 
 
+def processed_copy_features(items, plan, r: SpamRecipe, cache: Path | None = None, progress: bool = True,
+                            tag: str = "copies") -> tuple[np.ndarray, list[int]]:  # fmt: skip
+    """``(SPAM crop features [C, F], crop counts)`` of ``plan``'s copies: ``(item index, op)`` pairs, ``op``
+    with ``apply(pixels)`` and ``describe()`` (e.g. :class:`lida_exporters.camera.CameraOps`); cached by the
+    ops' descriptions and the files."""
+    from tqdm import tqdm
+
+    from lida_plugin.decode import decode_file
+
+    files = [(e.relpath, e.path.stat().st_size) for e in items]
+    ops = [(i, op.describe()) for i, op in plan]
+    key = hashlib.sha256(json.dumps([r.T, r.crop, r.crop_count, r.align, r.colour, ops, files]).encode()).hexdigest()
+    f = cache / f"spam-{tag}-{key[:16]}.npz" if cache is not None else None
+    if f is not None and f.is_file():
+        z = np.load(f)
+        return z["feats"], z["counts"].tolist()
+    feats, counts = [], []
+    for i, op in tqdm(plan, desc=tag, unit="img", disable=not progress, mininterval=2.0):
+        c = image_crops(op.apply(decode_file(items[i].path).pixels), r)
+        feats.append(crop_features(c, r.T, r.colour))
+        counts.append(len(c))
+    feats = np.concatenate(feats)
+    if f is not None:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(f, feats=feats, counts=np.asarray(counts))
+    return feats, counts
+
+
+def rzoo_features(items, photos_of: np.ndarray, n: int, r: SpamRecipe, cache: Path | None = None,
+                   progress: bool = True) -> tuple[np.ndarray, list[int]]:  # fmt: skip
+    """``(SPAM crop features [C, F], crop counts)`` of ``n`` random decoders' images (:mod:`lida_exporters.rzoo`,
+    made from the real photos ``photos_of`` marks), cached by the decoders' images and the crop geometry."""
+    from lida_plugin.decode import decode_file
+
+    from . import rzoo
+
+    idx = np.flatnonzero(photos_of)
+    ids = [items[i].relpath for i in idx]
+    key = hashlib.sha256(json.dumps([r.T, r.crop, r.crop_count, r.align, r.colour, n, ids]).encode()).hexdigest()
+    f = cache / f"spam-rzoo-{key[:16]}.npz" if cache is not None else None
+    if f is not None and f.is_file():
+        z = np.load(f)
+        return z["feats"], z["counts"].tolist()
+    photos = [decode_file(items[i].path).pixels for i in idx]
+    images, _ = rzoo.cached(photos, ids, n, 16, 0, cache or Path("runs/cache"), progress=progress)
+    cs = [image_crops(im, r) for im in images]
+    feats = np.concatenate([crop_features(c, r.T, r.colour) for c in cs])
+    counts = [len(c) for c in cs]
+    if f is not None:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(f, feats=feats, counts=np.asarray(counts))
+    return feats, counts
+
+
+def detection_fit_set(items, feats, counts, fit: np.ndarray, r: SpamRecipe, cache: Path | None = None,
+                      progress: bool = True) -> tuple[np.ndarray, list[int], np.ndarray, np.ndarray]:  # fmt: skip
+    """What the detection column and head are fitted on: ``(crop features, crop counts, generated?, in the fit?)``
+    of every item (the ``fit`` ones in the fit), then ``r.det_resize_copies`` resized copies of every train item
+    and ``r.det_camera_copies`` camera-processed ones (each in the fit when its item is), then ``r.det_rzoo``
+    random decoders' images made from the fit's real photos."""
+    gen = np.array([it.kind == "generated" for it in items])
+    parts = [(feats, list(counts), gen, np.asarray(fit, bool))]
+    if r.det_resize_copies:
+        plan = resize_plan([i for i, it in enumerate(items) if it.split == "train"], r.det_resize_copies)
+        af, ac = resized_copy_features(items, plan, r, cache, progress)
+        src = [i for i, _, _ in plan]
+        parts.append((af, ac, gen[src], np.asarray(fit, bool)[src]))
+    if r.det_camera_copies:
+        from .camera import camera_plan
+
+        train_idx = [i for i, it in enumerate(items) if it.split == "train"]
+        cplan = camera_plan(train_idx, r.det_camera_copies, methods=r.camera_methods, noise=r.camera_noise)
+        cf, cc = processed_copy_features(items, cplan, r, cache, progress, tag="camera")
+        src = [i for i, _ in cplan]
+        parts.append((cf, cc, gen[src], np.asarray(fit, bool)[src]))
+    if r.det_rzoo:
+        zf, zc = rzoo_features(items, np.asarray(fit, bool) & ~gen, r.det_rzoo, r, cache, progress)
+        parts.append((zf, zc, np.ones(len(zc), bool), np.ones(len(zc), bool)))
+    return (
+        np.concatenate([p[0] for p in parts]),
+        [c for p in parts for c in p[1]],
+        np.concatenate([p[2] for p in parts]),
+        np.concatenate([p[3] for p in parts]),
+    )
+
+
 def eval_label(item) -> str:
     """The class an item belongs to in ``lida eval`` (every real set is one class, ``real``)."""
     return "real" if item.kind == "real" else item.label
@@ -520,13 +634,7 @@ def fit_and_export(
         crop_labels += list(zl[:: r.zoo_every])
     mean, proj = fit_map(fit_x, crop_labels, r)
     gen = np.array([it.kind == "generated" for it in items])
-    det_f, det_c, det_gen, det_fit = feats, list(counts), gen, train  # what the column and head are fitted on
-    if r.det_resize_copies:
-        plan = resize_plan(np.flatnonzero(train), r.det_resize_copies)
-        af, ac = resized_copy_features(items, plan, r, cache, progress)
-        det_f, det_c = np.concatenate([feats, af]), det_c + ac
-        det_gen = np.concatenate([gen, gen[[i for i, _, _ in plan]]])
-        det_fit = np.concatenate([train, np.ones(len(plan), bool)])
+    det_f, det_c, det_gen, det_fit = detection_fit_set(items, feats, counts, train, r, cache, progress)
     proj, det_emb, head = fit_detection_stage(det_f, det_c, det_gen, det_fit, mean, proj, r)
     emb = det_emb[: len(items)]
     real_tr = train & ~gen
@@ -578,9 +686,13 @@ def fit_and_export(
         + (f" + every {r.zoo_every}th crop of the generator zoo" if r.zoo_every else ""),
         "map_classes": sorted(set(crop_labels)),
         "detection_fit": "train split"
+        + (f" + {r.det_resize_copies} resized copies of every train image (resize_plan)" if r.det_resize_copies else "")
         + (
-            f" + {r.det_resize_copies} resized copies of every train image (resize_plan)" if r.det_resize_copies else ""
-        ),
+            f" + {r.det_camera_copies} camera-processed copies of every train image (camera_plan)"
+            if r.det_camera_copies
+            else ""
+        )
+        + (f" + {r.det_rzoo} random decoders' images as generated (rzoo)" if r.det_rzoo else ""),
         "detection_head": f"logistic regression on the image embedding, L2 {r.head_l2}, train split,"
         f" train AUC {roc_auc(sc_tr, gen[train]):.4f}",
         "detection_calibration": f"{int(real_ho.sum())} held-out real images, fpr {r.fpr}"

@@ -104,3 +104,32 @@ def test_crop_level_ceiling_sees_crop_structure_and_not_noise():
     shuffled = rng.permutation(labels)
     acc0, _ = crop_ceiling(x, owner, shuffled, train, CROP_MLP[:1], pca=16)
     assert acc0 < 0.6
+
+
+def test_family_out_leaves_each_fold_of_families_out(tmp_path):
+    from lida_exporters.spam_model import SpamRecipe
+
+    root = tmp_path / "data"
+    for k, g in enumerate(("gen-a", "gen-b", "gen-c")):
+        for i in range(6):
+            write_png(root / "generated" / g / f"{g}-{i}.png", g, 100 * k + i)
+    for i in range(8):
+        write_png(root / "real" / "r1" / f"real-{i}.png", "real", 700 + i)
+    r = SpamRecipe(T=1, colour=False, pca_dim=8, dim=4, det_resize_copies=0)
+    table = probes.family_out(root, None, 1, cache=None, recipe=r)
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in table.splitlines() if ln.startswith("| ")]
+    folds = rows[1:-1]
+    # no manifest: each generator is its own family; 3 families in 5 folds leave two folds empty (skipped)
+    assert sorted(c[0] for c in folds) == ["gen-a", "gen-b", "gen-c"]
+    assert all(int(c[1]) == 3 and 0 <= float(c[2]) <= 1 and 0 <= float(c[3].rstrip("%")) <= 100 for c in folds)
+    assert rows[-1][0] == "**mean of folds / all**" and int(rows[-1][1]) == 9
+
+
+def test_cfa_scores_tables_every_version_and_crop_count(corpus, capsys):
+    assert probes.main(["cfa-scores", "--data", str(corpus), "--threads", "1"]) == 0
+    rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in capsys.readouterr().out.splitlines()]
+    rows = [r for r in rows if len(r) == 7 and r[3].isdigit()]
+    assert {"original", "demosaic bilinear", "demosaic mhc", "demosaic vng", "demosaic ea"} <= {r[0] for r in rows}
+    # 128x128 synthetic images hold 4 crops: all of them, and groups of 4 and 2; bilinear demosaicing is always found
+    bil = [r for r in rows if r[0] == "demosaic bilinear"]
+    assert {r[2] for r in bil} == {"all (up to 16)", "4", "2"} and all(r[-1] == "100.0%" for r in bil)
