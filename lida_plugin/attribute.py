@@ -7,7 +7,8 @@ Verdicts (also tabled in the README):
   generator's nearest exemplar is at least the open-set threshold similar.
 * ``ai-generated`` with ``generator: null``: generated, but nothing registered is near enough
   (an unregistered generator: open set).
-* ``inconclusive``: the fingerprint cannot be trusted (lossy JPEG/WebP, palette, CMYK, ...);
+* ``inconclusive``: the fingerprint cannot be trusted (lossy JPEG/WebP, palette, CMYK, a camera
+  original's demosaicing traces: :mod:`lida_plugin.cfa`, ...);
   ``force=True`` (``--force``) gives the verdict anyway and keeps the warning in ``reliability``.
 
 Every result carries a ``reason`` sentence. Failures become ``status: "error"`` records that
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .cfa import camera_reasons
 from .decode import DEFAULT_MAX_PIXELS, Decoded, decode_bytes, read_bytes
 from .detect import Detection, detect
 from .encoder import Encoder
@@ -270,6 +272,9 @@ class Attributor:
             lossy = None
         if lossy is not None:
             evidence.append(lossy)
+        if decoded.reliable:  # a lossless camera original, outside what the model was fitted on; after the
+            decoded.reasons += camera_reasons(decoded.pixels)  # lossy detector, which is for lossy codecs only
+            decoded.reliable = not decoded.reasons
         # Keep the shape (width/height) but not the pixels: the crops are all the later stages need,
         # and a batch of prepared files waiting for the encoder must not hold whole images.
         decoded.pixels = np.broadcast_to(np.zeros((), np.uint8), decoded.pixels.shape)

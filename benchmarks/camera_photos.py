@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""What `lida attribute` says about camera originals: held-out images re-mosaicked through a Bayer filter and
+demosaiced, as a camera does, saved as PNG.
+
+    python benchmarks/camera_photos.py [--data ../shared/data] [--model PATH]
+
+Needs the `train` extra (OpenCV's VNG and edge-aware demosaicing; `lida_exporters.camera`). Every held-out
+image of the corpus (ldm-sr capped at 5 faces per checkpoint) goes through the whole runtime (no store:
+detection only) as its PNG and as processed copies: demosaiced by four algorithms (a random CFA phase per
+image, seeded), demosaiced then sharpened or noised, demosaiced then downscaled (which erases the traces),
+and, without demosaicing, noised or sharpened (what an evader does to a generated image). Prints, per class
+and version, the verdicts of `lida attribute` and of `lida attribute --force` (the model alone, which is
+what the runtime said before the camera gate of `lida_plugin.cfa`). Numbers in docs/evaluation.md,
+"Camera originals".
+"""
+
+from __future__ import annotations
+
+import argparse
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from lida_exporters.camera import demosaic, noisy, unsharp
+from lida_plugin.attribute import Attributor
+from lida_plugin.decode import decode_file
+from lida_plugin.encoder import Encoder
+from lida_plugin.evaluate.corpus import load_corpus
+from lida_plugin.evaluate.lossy import heldout_capped
+from lida_plugin.lossy import png_bytes, resized
+from lida_plugin.store import open_stack
+
+VERSIONS = {
+    "original": lambda p, ph: p,
+    "demosaic bilinear": lambda p, ph: demosaic(p, "bilinear", ph),
+    "demosaic MHC": lambda p, ph: demosaic(p, "mhc", ph),
+    "demosaic VNG": lambda p, ph: demosaic(p, "vng", ph),
+    "demosaic EA": lambda p, ph: demosaic(p, "ea", ph),
+    "demosaic MHC + unsharp 0.8": lambda p, ph: unsharp(demosaic(p, "mhc", ph), 0.8, 1.0),
+    "demosaic VNG + noise sd 1.5": lambda p, ph: noisy(demosaic(p, "vng", ph), 1.5, ph),
+    "demosaic MHC, then 0.75x bicubic": lambda p, ph: resized(demosaic(p, "mhc", ph), 0.75, "bicubic"),
+    "noise sd 2 (no demosaicing)": lambda p, ph: noisy(p, 2.0, ph),
+    "unsharp 0.8 (no demosaicing)": lambda p, ph: unsharp(p, 0.8, 1.0),
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    p.add_argument("--model", help="encoder ONNX (default: the bundled one)")
+    args = p.parse_args()
+    enc = Encoder(args.model)
+    runs = {f: Attributor(enc, open_stack(enc, None, use_default=False), force=f) for f in (False, True)}
+    out: dict[tuple[str, str, bool], list[str]] = {}
+    for e in heldout_capped(load_corpus(args.data)):
+        px = decode_file(e.path).pixels
+        phase = zlib.crc32(e.relpath.encode()) % 4
+        data = [(name, png_bytes(np.ascontiguousarray(fn(px, phase)))) for name, fn in VERSIONS.items()]
+        for forced, att in runs.items():
+            results = att.finish([att.prepare(f"{e.relpath}[{name}]", b) for name, b in data])
+            for (name, _), r in zip(data, results, strict=True):
+                if r.ok:
+                    out.setdefault((e.kind, name, forced), []).append(r.verdict)
+    print(f"model `{enc.info.model_id}`\n")
+    print("| class | version | images | `lida attribute`: ai-generated / inconclusive / real |"
+          " `--force` (the model alone): ai-generated / real |\n|---|---|---|---|---|")  # fmt: skip
+    for kind in ("real", "generated"):
+        for name in VERSIONS:
+            v, f = out.get((kind, name, False), []), out.get((kind, name, True), [])
+            if not v:
+                continue
+            shares = " / ".join(f"{v.count(x) / len(v):.1%}" for x in ("ai-generated", "inconclusive", "real"))
+            forced = " / ".join(f"{f.count(x) / len(f):.1%}" for x in ("ai-generated", "real"))
+            print(f"| {kind} | {name} | {len(v)} | {shares} | {forced} |")
+
+
+if __name__ == "__main__":
+    main()
