@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from . import cfa
 from .cfa import camera_reasons
 from .decode import DEFAULT_MAX_PIXELS, Decoded, decode_bytes, read_bytes
 from .detect import Detection, detect
@@ -273,7 +274,9 @@ class Attributor:
         if lossy is not None:
             evidence.append(lossy)
         if decoded.reliable:  # a lossless camera original, outside what the model was fitted on; after the
-            decoded.reasons += camera_reasons(decoded.pixels)  # lossy detector, which is for lossy codecs only
+            i = self.encoder.info  # lossy detector, which is for lossy codecs only
+            same = (i.crop_size, i.crop_count, i.crop_align, i.input_resize) == (cfa.CROP, cfa.CROPS, cfa.ALIGN, 0)
+            decoded.reasons += camera_reasons(decoded.pixels, crops if same else None)
             decoded.reliable = not decoded.reasons
         # Keep the shape (width/height) but not the pixels: the crops are all the later stages need,
         # and a batch of prepared files waiting for the encoder must not hold whole images.

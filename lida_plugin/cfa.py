@@ -40,14 +40,18 @@ def phase_energies(crops: np.ndarray) -> np.ndarray:
     """``float64 [3, 2, 2]``: mean squared 4-neighbour Laplacian residual of each channel at each position of
     the 2x2 tile (row parity, column parity), pooled over ``crops`` (``uint8 [K, 3, S, S]``, cut on an even grid
     so the parity is the image's)."""
-    x = np.asarray(crops, dtype=np.float32)
-    e = 4 * x[..., 1:-1, 1:-1] - x[..., :-2, 1:-1] - x[..., 2:, 1:-1] - x[..., 1:-1, :-2] - x[..., 1:-1, 2:]
-    out = np.zeros((3, 2, 2))
-    for dy in range(2):
-        for dx in range(2):  # residual index i is pixel i + 1
-            sub = e[..., (1 - dy) % 2 :: 2, (1 - dx) % 2 :: 2]
-            out[:, dy, dx] = np.square(sub, dtype=np.float64).mean(axis=(0, 2, 3))
-    return out
+    x = np.asarray(crops).astype(np.int16)
+    k, c, h, w = x.shape
+    e = np.multiply(x[..., 1:-1, 1:-1], 4)  # residual index i is pixel i + 1; in place: ~2x faster
+    e -= x[..., :-2, 1:-1]
+    e -= x[..., 2:, 1:-1]
+    e -= x[..., 1:-1, :-2]
+    e -= x[..., 1:-1, 2:]
+    h2, w2 = (h - 2) // 2, (w - 2) // 2
+    e = e[..., : 2 * h2, : 2 * w2].reshape(k, c, h2, 2, w2, 2).transpose(1, 3, 5, 0, 2, 4).reshape(c, 2, 2, -1)
+    e = e.astype(np.float32)
+    sq = (e * e).sum(-1, dtype=np.float64)
+    return sq[:, ::-1, ::-1] / (k * h2 * w2)  # residual parity p is pixel parity 1 - p
 
 
 def cfa_score(crops: np.ndarray) -> float:
@@ -76,14 +80,17 @@ def threshold(n_crops: int) -> float:
     return CFA_THRESHOLD * float(np.sqrt(CROPS / min(max(n_crops, 1), CROPS)))
 
 
-def camera_reasons(pixels: np.ndarray) -> list[str]:
+def camera_reasons(pixels: np.ndarray, crops: np.ndarray | None = None) -> list[str]:
     """The reliability reason for a camera original (empty when the image shows no demosaicing pattern, or is
-    too small to tell: fewer than :data:`MIN_CROPS` crops of 64x64 on an 8-px grid)."""
-    h, w = pixels.shape[:2]
-    if min(h, w) < CROP:
-        return []
-    crops = np.stack([pixels[y : y + CROP, x : x + CROP, :3].transpose(2, 0, 1)
-                      for y, x in crop_grid(h, w, CROP, CROPS, ALIGN)])  # fmt: skip
+    too small to tell: fewer than :data:`MIN_CROPS` crops of 64x64 on an 8-px grid). ``crops``: the image's
+    crops on that very grid (:func:`~lida_plugin.fingerprint.extract_crops` with :data:`CROP`, :data:`CROPS`,
+    :data:`ALIGN`) when the caller has them already."""
+    if crops is None:
+        h, w = pixels.shape[:2]
+        if min(h, w) < CROP:
+            return []
+        crops = np.stack([pixels[y : y + CROP, x : x + CROP, :3].transpose(2, 0, 1)
+                          for y, x in crop_grid(h, w, CROP, CROPS, ALIGN)])  # fmt: skip
     if len(crops) < MIN_CROPS:
         return []
     s, t = cfa_score(crops), threshold(len(crops))
