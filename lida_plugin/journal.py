@@ -160,6 +160,11 @@ class Journal:
             )
         return [tuple(r) for r in stale]
 
+    def forget(self, path: str, sha256: str) -> None:
+        """Delete the row of ``path`` with these bytes (an asset that moved to another name in the folder)."""
+        with self._lock, self.conn:
+            self.conn.execute("DELETE FROM assets WHERE path = ? AND sha256 = ?", (text_path(path), sha256))
+
     def mark_notified(self, keys: Iterable[tuple[str, str]]) -> None:
         with self._lock:
             self.conn.executemany(

@@ -542,3 +542,32 @@ def test_a_watched_folder_renamed_away_and_made_again_is_watched_again(tmp_path,
         time.sleep(1.5)  # the folder check runs once a second
         write_png(inbox / "new.png", "gen-a", 7)
         assert wait_for(lambda: (out / "new.png.json").exists(), timeout=20)
+
+
+def test_a_file_renamed_in_the_folder_takes_its_report_along(tmp_path, attributor, pm):
+    """`mv a.png b.png; mv b.png c.png` inside the folder: one report, for the name that is there (it used to be a
+    report per name, the later ones `duplicate_of` a name that is gone); a real copy stays a duplicate."""
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    cfg = WatchConfig(in_dir=inbox, out_dir=out, settle=0.2, rescan=3600)
+    with Watcher(cfg, attributor, pm=pm) as w:
+        write_png(inbox / "a.png", "gen-a", 41)
+        assert wait_for(lambda: (out / "a.png.json").exists() and w.idle())
+        first = json.loads((out / "a.png.json").read_text())
+        os.rename(inbox / "a.png", inbox / "b.png")
+        assert wait_for(lambda: (out / "b.png.json").exists() and w.idle())
+        os.rename(inbox / "b.png", inbox / "c.png")
+        assert wait_for(lambda: (out / "c.png.json").exists() and w.idle())
+        shutil.copy(inbox / "c.png", inbox / "copy.png")  # a second file with these bytes: a duplicate
+        assert wait_for(lambda: (out / "copy.png.json").exists() and w.idle())
+    reports = {p.name: json.loads(p.read_text()) for p in out.glob("*.json")}
+    assert set(reports) == {"c.png.json", "copy.png.json"}
+    c = reports["c.png.json"]
+    jsonschema.validate(c, SCHEMA)
+    assert c["path"] == str(inbox / "c.png") and "duplicate_of" not in c
+    assert (c["verdict"], c["detection"], c["image"]) == (first["verdict"], first["detection"], first["image"])
+    assert reports["copy.png.json"]["duplicate_of"] == str(inbox / "c.png")
+    with sqlite3.connect(cfg.journal) as db:
+        rows = dict(db.execute("SELECT path, state FROM assets").fetchall())
+    assert rows == {str(inbox / "c.png"): "done", str(inbox / "copy.png"): "duplicate"}
+    assert sorted(Path(x["path"]).name for x in pm.recorder.calls) == ["a.png", "b.png", "c.png", "copy.png"]

@@ -108,9 +108,13 @@ class AnalysisStages:
                 return False
             first = self.journal.first_done(item.sha256)
             if first is not None and first.path != item.path:
-                item.duplicate_of = first.path
-                item.record = read_report(first.report, first.sha256)
-                if item.record is not None:
+                record = read_report(first.report, first.sha256)
+                if record is not None:
+                    item.record = record
+                    if self.renamed_from(item.path) == first.path and not os.path.lexists(first.path):
+                        item.renamed_from = first.path  # renamed in the folder: the same asset, its report moves
+                    else:
+                        item.duplicate_of = first.path
                     self._write_q.put(item)
                     return False
             claim = self._claims.get(item.sha256)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write
@@ -58,6 +61,9 @@ class WriterStage:
             )  # fmt: skip
         stale = self.journal.record(completions)  # error rows of earlier bytes of these paths, now replaced
         self._unquarantine(stale)
+        for it, _, outputs, _ in finished:
+            if it.renamed_from:
+                self._forget_renamed(it, outputs.get("report"))
         # Only now, with the bytes journaled, may another name with them be told it is a duplicate.
         waiters = self._release_claims(group)
         for w in waiters:  # same bytes under another name, analysed meanwhile: reuse the result
@@ -80,6 +86,19 @@ class WriterStage:
         self.journal.mark_notified((c.path, c.sha256) for c in completions)
         if waiters:
             self._complete(waiters)
+
+    def _forget_renamed(self, it: Item, report: str | None) -> None:
+        """``it`` took over the result of a name that is gone (renamed in the folder): that name's journal row
+        and report go, so the folder's reports name the files that are there. After the new name's journal
+        commit: a kill in between leaves the old row and report, as before this existed, never neither."""
+        entry = self.journal.first_done(it.sha256)
+        old = entry if entry is not None and entry.path == it.renamed_from else None
+        self.journal.forget(it.renamed_from, it.sha256)
+        if old is not None and old.report and old.report != report and self.cfg.out_dir is not None:
+            with contextlib.suppress(OSError):
+                if Path(old.report).resolve().is_relative_to(self.cfg.out_dir.resolve()):
+                    os.unlink(old.report)
+        event(logging.INFO, "renamed", path=it.rel, renamed_from=it.renamed_from)
 
     def _finish_records(self, group: list[Item]) -> list[tuple[Item, dict[str, Any], dict[str, str], str]]:
         """Per item: its final record (path, ``duplicate_of``), its outputs so far (the manifest) and its state."""

@@ -20,6 +20,7 @@ class Item:
     record: dict[str, Any] | None = None
     adopted: bool = False
     duplicate_of: str | None = None
+    renamed_from: str | None = None  # a name that is gone whose result (and report) this one takes over
     waiters: list[Item] = field(default_factory=list)
     sealed: bool = False  # in the writer: duplicate_of no longer changes
 

@@ -30,6 +30,29 @@ class SchedulerStage:
         elif what == "renamed":
             self.tracker.complete(path, quiet=0.0)
 
+    def _event_moved(self, src_raw: str | bytes, dest_raw: str | bytes) -> None:
+        """A rename: the old name is forgotten, the new one is complete at once; a rename inside the folder is
+        remembered (:meth:`renamed_from`), so the new name takes over the old one's result and report."""
+        src, dest = os.fsdecode(src_raw), os.fsdecode(dest_raw)
+        if self._watched(src) and self._watched(dest):
+            with self._moves_lock:
+                self._moves[dest] = src
+                while len(self._moves) > 10_000:  # never claimed (e.g. renamed again at once): oldest go
+                    self._moves.pop(next(iter(self._moves)))
+        self._event_path(src_raw, "forget")
+        self._event_path(dest_raw, "renamed")
+
+    def renamed_from(self, path: str) -> str | None:
+        """The name ``path`` was renamed from inside the folder since the watcher started, following a chain of
+        renames to the first name (a -> b -> c gives a for c); consumed."""
+        with self._moves_lock:
+            src = self._moves.pop(path, None)
+            seen = {path}
+            while src is not None and src in self._moves and src not in seen:
+                seen.add(src)
+                src = self._moves.pop(src)
+        return src
+
     def _watched(self, path: str) -> bool:
         if not is_candidate(os.path.basename(path)) or any(path.startswith(d) for d in self._excluded):
             return False

@@ -73,6 +73,8 @@ class Watcher(SchedulerStage, AnalysisStages, WriterStage, Outputs):
         self._inflight: set[str] = set()
         self._inflight_lock = threading.Lock()
         self._claims: dict[str, Item] = {}  # sha256 -> the item analysing those bytes now
+        self._moves: dict[str, str] = {}  # new name -> old name, for renames inside the folder (_event_moved)
+        self._moves_lock = threading.Lock()
         self._claim_lock = threading.Lock()
         self._work_q: queue.Queue[Item | None] = queue.Queue()
         self._encode_q: queue.Queue[Item | None] = queue.Queue(maxsize=4 * config.batch)

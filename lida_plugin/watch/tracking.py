@@ -94,6 +94,8 @@ class EventSink(Protocol):
 
     def _event_path(self, raw: str | bytes, what: str) -> None: ...
 
+    def _event_moved(self, src: str | bytes, dest: str | bytes) -> None: ...
+
     def request_rescan(self) -> None: ...
 
 
@@ -118,8 +120,7 @@ def make_handler(watcher: EventSink):
             if event.is_directory:  # a folder renamed into the tree: let a scan pick up its files
                 watcher.request_rescan()
                 return
-            watcher._event_path(event.src_path, "forget")
-            watcher._event_path(event.dest_path, "renamed")
+            watcher._event_moved(event.src_path, event.dest_path)
 
         def on_deleted(self, event) -> None:
             if not event.is_directory:
