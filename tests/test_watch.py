@@ -367,8 +367,15 @@ def test_watch_writes_sidecar_manifests(tmp_path, attributor, pm):
             (inbox / "b.png").write_bytes((inbox / "a.png").read_bytes())
             (inbox / "bad.png").write_bytes(b"nope")
             assert wait_for(lambda: len(list(out.glob("*.json"))) == 3 and w.idle())
+            write_png(inbox / "c.png", "gen-b", 2)
+            assert wait_for(lambda: (out / "c.c2pa").exists() and w.idle())
+            os.rename(inbox / "c.png", inbox / "d.png")  # renamed: its report and sidecar follow it
+            assert wait_for(lambda: (out / "d.c2pa").exists() and w.idle())
     finally:
         writer.close()
+    assert not (out / "c.c2pa").exists() and not (out / "c.png.json").exists()
+    d = json.loads((out / "d.png.json").read_text())
+    assert d["manifest"]["path"] == str(out / "d.c2pa") and "duplicate_of" not in d
     for name in ("a", "b"):
         rec = json.loads((out / f"{name}.png.json").read_text())
         assert rec["manifest"]["status"] == "ok" and rec["manifest"]["path"] == str(out / f"{name}.c2pa")

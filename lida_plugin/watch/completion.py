@@ -95,9 +95,14 @@ class WriterStage:
         old = entry if entry is not None and entry.path == it.renamed_from else None
         self.journal.forget(it.renamed_from, it.sha256)
         if old is not None and old.report and old.report != report and self.cfg.out_dir is not None:
-            with contextlib.suppress(OSError):
-                if Path(old.report).resolve().is_relative_to(self.cfg.out_dir.resolve()):
-                    os.unlink(old.report)
+            m = (read_report(old.report, it.sha256) or {}).get("manifest") or {}
+            stale = [old.report]
+            if m.get("status") == "ok" and m.get("kind") == "sidecar" and m.get("path"):
+                stale.append(m["path"])  # the old name's sidecar (a new one was signed for the new name)
+            for f in stale:
+                with contextlib.suppress(OSError):
+                    if Path(f).resolve().is_relative_to(self.cfg.out_dir.resolve()):
+                        os.unlink(f)
         event(logging.INFO, "renamed", path=it.rel, renamed_from=it.renamed_from)
 
     def _finish_records(self, group: list[Item]) -> list[tuple[Item, dict[str, Any], dict[str, str], str]]:
