@@ -16,18 +16,14 @@ what the runtime said before the camera gate of `lida_plugin.cfa`). Numbers in d
 
 from __future__ import annotations
 
-import argparse
 import zlib
-from pathlib import Path
 
 import numpy as np
+from _corpus import held_out_pixels, parse_args
 
 from lida_exporters.camera import demosaic, noisy, unsharp
 from lida_plugin.attribute import Attributor
-from lida_plugin.decode import decode_file
 from lida_plugin.encoder import Encoder
-from lida_plugin.evaluate.corpus import load_corpus
-from lida_plugin.evaluate.lossy import heldout_capped
 from lida_plugin.lossy import png_bytes, resized
 from lida_plugin.store import open_stack
 
@@ -46,15 +42,11 @@ VERSIONS = {
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    p.add_argument("--model", help="encoder ONNX (default: the bundled one)")
-    args = p.parse_args()
+    args = parse_args(__doc__)
     enc = Encoder(args.model)
     runs = {f: Attributor(enc, open_stack(enc, None, use_default=False), force=f) for f in (False, True)}
     out: dict[tuple[str, str, bool], list[str]] = {}
-    for e in heldout_capped(load_corpus(args.data)):
-        px = decode_file(e.path).pixels
+    for e, px in held_out_pixels(args.data):
         phase = zlib.crc32(e.relpath.encode()) % 4
         data = [(name, png_bytes(np.ascontiguousarray(fn(px, phase)))) for name, fn in VERSIONS.items()]
         for forced, att in runs.items():

@@ -13,9 +13,9 @@ named right; these are corpus images, so this is an optimistic proxy. Numbers in
 
 from __future__ import annotations
 
-import argparse
 import collections
-from pathlib import Path
+
+from _corpus import parse_args
 
 from lida_plugin.attribute import Attributor
 from lida_plugin.encoder import Encoder
@@ -26,11 +26,7 @@ FAMILIES = ("stable-diffusion-1", "stable-diffusion-2", "flux")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    p.add_argument("--model", help="encoder ONNX (default: the bundled one)")
-    p.add_argument("--store", help="store for that model (default: the bundled default store)")
-    args = p.parse_args()
+    args = parse_args(__doc__, lambda p: p.add_argument("--store", help="store for --model (default: the bundled one)"))
     enc = Encoder(args.model)
     stack = open_stack(enc, args.store, use_default=not args.store)
     att = Attributor(enc, stack)

@@ -12,14 +12,10 @@ resize). Numbers in docs/evaluation.md, "Real photos downscaled".
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
+from _corpus import held_out_pixels, parse_args
 
 from lida_plugin.attribute import Attributor
-from lida_plugin.decode import decode_file
 from lida_plugin.encoder import Encoder
-from lida_plugin.evaluate.corpus import load_corpus
-from lida_plugin.evaluate.lossy import heldout_capped
 from lida_plugin.lossy import png_bytes, resized
 from lida_plugin.store import open_stack
 
@@ -27,15 +23,11 @@ VERSIONS = [("original", None, None)] + [(f"{f}x {m}", f, m) for f in (0.75, 0.5
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    p.add_argument("--model", help="encoder ONNX (default: the bundled one)")
-    args = p.parse_args()
+    args = parse_args(__doc__)
     enc = Encoder(args.model)
     att = Attributor(enc, open_stack(enc, None, use_default=False))
     out: dict[tuple[str, str], list[str]] = {}
-    for e in heldout_capped(load_corpus(args.data)):
-        px = decode_file(e.path).pixels
+    for e, px in held_out_pixels(args.data):
         items = [att.prepare(f"{e.relpath}[{name}]", png_bytes(px if f is None else resized(px, f, m)))
                  for name, f, m in VERSIONS]  # fmt: skip
         for (name, _, _), r in zip(VERSIONS, att.finish(items), strict=True):

@@ -496,25 +496,34 @@ def resize_plan(train_idx: Sequence[int], copies: int, seed: int = 0) -> list[tu
             for _ in range(copies) for i in train_idx]  # fmt: skip
 
 
+@dataclass(frozen=True)
+class _Resize:
+    """A resized training copy as a :func:`processed_copy_features` op."""
+
+    factor: float
+    method: str
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray:
+        from lida_plugin.lossy import resized
+
+        return resized(pixels, self.factor, self.method, min_side=64)
+
+    def describe(self) -> str:
+        return f"resize-{self.factor!r}-{self.method}"
+
+
 def resized_copy_features(items, plan, r: SpamRecipe, cache: Path | None = None, progress: bool = True):
     """``(SPAM crop features [C, F], crop counts)`` of the resized copies in ``plan``, cached by plan and files."""
-    from tqdm import tqdm
+    ops = [(i, _Resize(fac, flt)) for i, fac, flt in plan]
+    return processed_copy_features(items, ops, r, cache, progress, tag="resized")
 
-    from lida_plugin.decode import decode_file
-    from lida_plugin.lossy import resized
 
-    files = [(e.relpath, e.path.stat().st_size) for e in items]
-    key = hashlib.sha256(json.dumps([r.T, r.crop, r.crop_count, r.align, r.colour, plan, files]).encode()).hexdigest()
-    f = cache / f"spam-resized-{key[:16]}.npz" if cache is not None else None
+def _cached_features(f: Path | None, compute) -> tuple[np.ndarray, list[int]]:
+    """``compute()``'s ``(features, counts)``, kept in the ``.npz`` file ``f`` (None: not cached)."""
     if f is not None and f.is_file():
         z = np.load(f)
         return z["feats"], z["counts"].tolist()
-    feats, counts = [], []
-    for i, fac, flt in tqdm(plan, desc="resized copies", unit="img", disable=not progress, mininterval=2.0):
-        c = image_crops(resized(decode_file(items[i].path).pixels, fac, flt, min_side=64), r)
-        feats.append(crop_features(c, r.T, r.colour))
-        counts.append(len(c))
-    feats = np.concatenate(feats)
+    feats, counts = compute()
     if f is not None:
         f.parent.mkdir(parents=True, exist_ok=True)
         np.savez(f, feats=feats, counts=np.asarray(counts))
@@ -533,20 +542,16 @@ def processed_copy_features(items, plan, r: SpamRecipe, cache: Path | None = Non
     files = [(e.relpath, e.path.stat().st_size) for e in items]
     ops = [(i, op.describe()) for i, op in plan]
     key = hashlib.sha256(json.dumps([r.T, r.crop, r.crop_count, r.align, r.colour, ops, files]).encode()).hexdigest()
-    f = cache / f"spam-{tag}-{key[:16]}.npz" if cache is not None else None
-    if f is not None and f.is_file():
-        z = np.load(f)
-        return z["feats"], z["counts"].tolist()
-    feats, counts = [], []
-    for i, op in tqdm(plan, desc=tag, unit="img", disable=not progress, mininterval=2.0):
-        c = image_crops(op.apply(decode_file(items[i].path).pixels), r)
-        feats.append(crop_features(c, r.T, r.colour))
-        counts.append(len(c))
-    feats = np.concatenate(feats)
-    if f is not None:
-        f.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(f, feats=feats, counts=np.asarray(counts))
-    return feats, counts
+
+    def compute():
+        feats, counts = [], []
+        for i, op in tqdm(plan, desc=tag, unit="img", disable=not progress, mininterval=2.0):
+            c = image_crops(op.apply(decode_file(items[i].path).pixels), r)
+            feats.append(crop_features(c, r.T, r.colour))
+            counts.append(len(c))
+        return np.concatenate(feats), counts
+
+    return _cached_features(cache / f"spam-{tag}-{key[:16]}.npz" if cache is not None else None, compute)
 
 
 def rzoo_features(items, photos_of: np.ndarray, n: int, r: SpamRecipe, cache: Path | None = None,
@@ -560,19 +565,14 @@ def rzoo_features(items, photos_of: np.ndarray, n: int, r: SpamRecipe, cache: Pa
     idx = np.flatnonzero(photos_of)
     ids = [items[i].relpath for i in idx]
     key = hashlib.sha256(json.dumps([r.T, r.crop, r.crop_count, r.align, r.colour, n, ids]).encode()).hexdigest()
-    f = cache / f"spam-rzoo-{key[:16]}.npz" if cache is not None else None
-    if f is not None and f.is_file():
-        z = np.load(f)
-        return z["feats"], z["counts"].tolist()
-    photos = [decode_file(items[i].path).pixels for i in idx]
-    images, _ = rzoo.cached(photos, ids, n, 16, 0, cache or Path("runs/cache"), progress=progress)
-    cs = [image_crops(im, r) for im in images]
-    feats = np.concatenate([crop_features(c, r.T, r.colour) for c in cs])
-    counts = [len(c) for c in cs]
-    if f is not None:
-        f.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(f, feats=feats, counts=np.asarray(counts))
-    return feats, counts
+
+    def compute():
+        photos = [decode_file(items[i].path).pixels for i in idx]
+        images, _ = rzoo.cached(photos, ids, n, 16, 0, cache or Path("runs/cache"), progress=progress)
+        cs = [image_crops(im, r) for im in images]
+        return np.concatenate([crop_features(c, r.T, r.colour) for c in cs]), [len(c) for c in cs]
+
+    return _cached_features(cache / f"spam-rzoo-{key[:16]}.npz" if cache is not None else None, compute)
 
 
 def detection_fit_set(items, feats, counts, fit: np.ndarray, r: SpamRecipe, cache: Path | None = None,
