@@ -58,6 +58,10 @@
     demosaiced by four algorithms (also sharpened, noised, downscaled), pooled over 16, 8, 4 and 2 crops: what
     its threshold rests on.
 
+``python -m lida_exporters.probes head-robustness``
+    Is robustness to processing a matter of the head's form? A linear and a 2-layer head on the image-mean
+    features, with and without camera-processed copies, on camera-real's held-out versions.
+
 All print a Markdown table. They use torch (logistic regressions), hence live in ``exporters``.
 """
 
@@ -612,6 +616,78 @@ def camera_real(data: Path, model: str | None, threads: int, cache: Path | None 
     return "\n".join(lines)
 
 
+# -- head-robustness ---------------------------------------------------------------------------------
+def _image_means(f: np.ndarray, counts) -> np.ndarray:
+    b = np.cumsum([0, *counts])
+    return np.stack([f[b[i] : b[i + 1]].mean(0) for i in range(len(counts))])
+
+
+def _fit_head_net(x: np.ndarray, y: np.ndarray, kind: str, seed: int = 0, steps: int = 1500):
+    """A linear or a 2-layer (256 GELU, dropout) detection head on z-scored features, classes weighted equally;
+    returns a scoring function (probability generated)."""
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    xt, yt = torch.tensor((x - mu) / sd, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
+    torch.manual_seed(seed)
+    d = xt.shape[1]
+    nn = torch.nn
+    mlp = [nn.Dropout(0.2), nn.Linear(d, 256), nn.GELU(), nn.Dropout(0.3), nn.Linear(256, 1)]
+    net = nn.Linear(d, 1) if kind == "linear" else nn.Sequential(*mlp)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2 if kind == "linear" else 5e-2)
+    lossf = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor((1 - y.mean()) / y.mean(), dtype=torch.float32))
+    for _ in range(steps):
+        net.train()
+        opt.zero_grad()
+        lossf(net(xt)[:, 0], yt).backward()
+        opt.step()
+    net.eval()
+
+    def score(z: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return torch.sigmoid(net(torch.tensor((z - mu) / sd, dtype=torch.float32))[:, 0]).numpy()
+
+    return score
+
+
+def head_robustness(data: Path, model: str | None, threads: int, cache: Path | None = Path("runs/cache")) -> str:
+    """Is the robustness to processing a matter of the head? A linear and a nonlinear head on the image-mean
+    SPAM features (the detection column's input), fitted on the train originals and their resized copies, with
+    and without camera-processed copies, scored on camera-real's held-out versions at the threshold calibrated
+    on the held-out real originals. ``model`` is not used."""
+    from lida_plugin.detect import calibrate_threshold
+    from lida_plugin.evaluate.metrics import roc_auc
+
+    from .camera import camera_plan
+    from .spam_model import SpamRecipe, corpus_features, processed_copy_features, resize_plan, resized_copy_features
+
+    r = SpamRecipe()
+    items = load_corpus(data)
+    _, feats, counts = corpus_features(items, r, cache, progress=False)
+    x = _image_means(feats, counts)
+    train = np.array([it.split == "train" for it in items])
+    gen = np.array([it.kind == "generated" for it in items])
+    tr, held = np.flatnonzero(train), np.flatnonzero(~train)
+    rplan, cplan = resize_plan(tr, 1), camera_plan(tr, 1)
+    xr = _image_means(*resized_copy_features(items, rplan, r, cache, False))
+    xc = _image_means(*processed_copy_features(items, cplan, r, cache, False, tag="camera"))
+    ev = {op.name: _image_means(*processed_copy_features(items, [(int(i), op) for i in held], r, cache, False, "eval"))
+          for op in camera_eval_ops()}  # fmt: skip
+    y = gen[held]
+    lines = ["| head | fitted on | held-out version | AUC | real called generated | generated called generated |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for kind in ("linear", "mlp"):
+        for camera in (False, True):
+            xs = [x[train], xr] + ([xc] if camera else [])
+            ys = [gen[train], gen[[i for i, _, _ in rplan]]] + ([gen[[i for i, _ in cplan]]] if camera else [])
+            score = _fit_head_net(np.concatenate(xs), np.concatenate(ys).astype(np.float32), kind)
+            t = calibrate_threshold(score(x[~train & ~gen]), r.fpr, r.fpr_confidence)
+            fitted = "originals + resized" + (" + camera copies" if camera else "")
+            for name, z in ev.items():
+                sc = score(z)
+                fp, tp = 100 * (sc[~y] >= t).mean(), 100 * (sc[y] >= t).mean()
+                lines.append(f"| {kind} | {fitted} | {name} | {roc_auc(sc, y):.3f} | {fp:.1f}% | {tp:.1f}% |")
+    return "\n".join(lines)
+
+
 # -- cfa-scores --------------------------------------------------------------------------------------
 def cfa_versions() -> dict[str, Callable[[np.ndarray, int], np.ndarray]]:
     """The versions :func:`cfa_scores` reads: originals, and held-out images demosaiced (CFA phase per image)."""
@@ -677,6 +753,7 @@ def main(argv: list[str] | None = None) -> int:
             "family-out",
             "camera-real",
             "cfa-scores",
+            "head-robustness",
         ),  # fmt: skip
     )
     p.add_argument("--data", default=str(DEFAULT_DATA), help="corpus root (default ../shared/data)")
@@ -703,6 +780,7 @@ def main(argv: list[str] | None = None) -> int:
         "family-out": family_out,
         "camera-real": camera_real,
         "cfa-scores": cfa_scores,
+        "head-robustness": head_robustness,
     }[a.probe]
     kw = {}
     given = {k: v for k in ("det_rzoo", "det_resize_copies", "det_camera_copies") if (v := getattr(a, k)) is not None}

@@ -133,3 +133,14 @@ def test_cfa_scores_tables_every_version_and_crop_count(corpus, capsys):
     # 128x128 synthetic images hold 4 crops: all of them, and groups of 4 and 2; bilinear demosaicing is always found
     bil = [r for r in rows if r[0] == "demosaic bilinear"]
     assert {r[2] for r in bil} == {"all (up to 16)", "4", "2"} and all(r[-1] == "100.0%" for r in bil)
+
+
+def test_head_robustness_tables_both_heads_with_and_without_camera_copies(corpus, capsys):
+    assert probes.main(["head-robustness", "--data", str(corpus), "--threads", "1"]) == 0
+    rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in capsys.readouterr().out.splitlines()]
+    rows = [r for r in rows if len(r) == 6 and r[0] in ("linear", "mlp")]
+    assert {(r[0], r[1]) for r in rows} == {
+        (k, f) for k in ("linear", "mlp") for f in ("originals + resized", "originals + resized + camera copies")
+    }
+    assert len(rows) == 4 * len(probes.camera_eval_ops())
+    assert all(0 <= float(r[3]) <= 1 and r[4].endswith("%") for r in rows)
