@@ -29,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from . import cfa
+from .cfa import ALIGN as CFA_ALIGN
+from .cfa import CROP as CFA_CROP
+from .cfa import CROPS as CFA_CROPS
 from .cfa import camera_reasons
 from .decode import DEFAULT_MAX_PIXELS, Decoded, decode_bytes, read_bytes
 from .detect import Detection, detect
@@ -275,7 +277,7 @@ class Attributor:
             evidence.append(lossy)
         if decoded.reliable:  # a lossless camera original, outside what the model was fitted on; after the
             i = self.encoder.info  # lossy detector, which is for lossy codecs only
-            same = (i.crop_size, i.crop_count, i.crop_align, i.input_resize) == (cfa.CROP, cfa.CROPS, cfa.ALIGN, 0)
+            same = (i.crop_size, i.crop_count, i.crop_align, i.input_resize) == (CFA_CROP, CFA_CROPS, CFA_ALIGN, 0)
             decoded.reasons += camera_reasons(decoded.pixels, crops if same else None)
             decoded.reliable = not decoded.reasons
         # Keep the shape (width/height) but not the pixels: the crops are all the later stages need,

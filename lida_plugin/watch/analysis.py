@@ -112,7 +112,7 @@ class AnalysisStages:
                 if record is not None:
                     item.record = record
                     if self.renamed_from(item.path) == first.path and not os.path.lexists(first.path):
-                        item.renamed_from = first.path  # renamed in the folder: the same asset, its report moves
+                        item.renamed_from = first  # renamed in the folder: the same asset, its report moves
                     else:
                         item.duplicate_of = first.path
                     self._write_q.put(item)

@@ -88,14 +88,13 @@ class WriterStage:
             self._complete(waiters)
 
     def _forget_renamed(self, it: Item, report: str | None) -> None:
-        """``it`` took over the result of a name that is gone (renamed in the folder): that name's journal row
-        and report go, so the folder's reports name the files that are there. After the new name's journal
-        commit: a kill in between leaves the old row and report, as before this existed, never neither."""
-        entry = self.journal.first_done(it.sha256)
-        old = entry if entry is not None and entry.path == it.renamed_from else None
-        self.journal.forget(it.renamed_from, it.sha256)
-        if old is not None and old.report and old.report != report and self.cfg.out_dir is not None:
-            m = (read_report(old.report, it.sha256) or {}).get("manifest") or {}
+        """``it`` took over the result of a name that is gone (renamed in the folder): that name's journal row,
+        report and sidecar manifest go, so the folder's reports name the files that are there. After the new
+        name's journal commit: a kill in between leaves the old row and report, as before this existed."""
+        old = it.renamed_from
+        self.journal.forget(old.path, old.sha256)
+        if old.report and old.report != report and self.cfg.out_dir is not None:
+            m = (read_report(old.report, old.sha256) or {}).get("manifest") or {}
             stale = [old.report]
             if m.get("status") == "ok" and m.get("kind") == "sidecar" and m.get("path"):
                 stale.append(m["path"])  # the old name's sidecar (a new one was signed for the new name)
@@ -103,7 +102,7 @@ class WriterStage:
                 with contextlib.suppress(OSError):
                     if Path(f).resolve().is_relative_to(self.cfg.out_dir.resolve()):
                         os.unlink(f)
-        event(logging.INFO, "renamed", path=it.rel, renamed_from=it.renamed_from)
+        event(logging.INFO, "renamed", path=it.rel, renamed_from=old.path)
 
     def _finish_records(self, group: list[Item]) -> list[tuple[Item, dict[str, Any], dict[str, str], str]]:
         """Per item: its final record (path, ``duplicate_of``), its outputs so far (the manifest) and its state."""

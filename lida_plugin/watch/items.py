@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..attribute import Prepared
+from ..journal import Entry
 
 
 @dataclass
@@ -20,7 +21,7 @@ class Item:
     record: dict[str, Any] | None = None
     adopted: bool = False
     duplicate_of: str | None = None
-    renamed_from: str | None = None  # a name that is gone whose result (and report) this one takes over
+    renamed_from: Entry | None = None  # the journal row of a name that is gone whose result this one takes over
     waiters: list[Item] = field(default_factory=list)
     sealed: bool = False  # in the writer: duplicate_of no longer changes
 
