@@ -291,7 +291,8 @@ def cmd_spam(args) -> int:
                    eps=args.eps, dim=args.dim, head_l2=args.head_l2, fpr=args.fpr,
                    fpr_confidence=args.fpr_confidence, open_unknown_accept=args.open_unknown_accept,
                    det_column=args.det_column, zoo_every=args.zoo_every,
-                   family_wrong=args.family_wrong, det_resize_copies=args.det_resize_copies)  # fmt: skip
+                   family_wrong=args.family_wrong, det_resize_copies=args.det_resize_copies,
+                   det_camera_copies=args.det_camera_copies, det_rzoo=args.det_rzoo)  # fmt: skip
     try:
         entries = load_corpus(args.data)
     except CorpusError as exc:
@@ -449,6 +450,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="also fit the detection column and head on K resized copies of every train image (a downscaled"
         " photo is still real; 0: not, the models before 2026-12-02; default: %(default)s; docs/evaluation.md,"
         " 'Real photos downscaled')",
+    )
+    p.add_argument(
+        "--det-camera-copies",
+        type=int,
+        default=0,
+        help="also fit the detection column and head on K camera-processed copies of every train image"
+        " (demosaicing, sharpening, noise; measured, not used: docs/evaluation.md, 'Camera originals')",
+    )
+    p.add_argument(
+        "--det-rzoo",
+        type=int,
+        default=0,
+        help="also fit the detection column and head on N random decoders' images as generated (measured, not"
+        " used: docs/training.md, 'Random decoders')",
     )
     p.add_argument("--model-id")
     p.add_argument("--no-progress", action="store_true")
