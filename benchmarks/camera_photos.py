@@ -2,7 +2,7 @@
 """What `lida attribute` says about camera originals: held-out images re-mosaicked through a Bayer filter and
 demosaiced, as a camera does, saved as PNG.
 
-    python benchmarks/camera_photos.py [--data ../shared/data] [--model PATH]
+    python benchmarks/camera_photos.py [--data ../shared/data] [--model PATH] [--jpeg QUALITY]
 
 Needs the `train` extra (OpenCV's VNG and edge-aware demosaicing; `lida_exporters.camera`). Every held-out
 image of the corpus (ldm-sr capped at 5 faces per checkpoint) goes through the whole runtime (no store:
@@ -10,8 +10,9 @@ detection only) as its PNG and as processed copies: demosaiced by four algorithm
 image, seeded), demosaiced then sharpened or noised, demosaiced then downscaled (which erases the traces),
 and, without demosaicing, noised or sharpened (what an evader does to a generated image). Prints, per class
 and version, the verdicts of `lida attribute` and of `lida attribute --force` (the model alone, which is
-what the runtime said before the camera gate of `lida_plugin.cfa`). Numbers in docs/evaluation.md,
-"Camera originals".
+what the runtime said before the camera gate of `lida_plugin.cfa`). With `--jpeg Q` every version is saved
+as a JPEG at quality Q (4:2:0) instead: what a camera usually writes (the JPEG gate answers first; `--force`
+gives the lossy detector's verdict). Numbers in docs/evaluation.md, "Camera originals".
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from _corpus import held_out_pixels, parse_args
 from lida_exporters.camera import demosaic, noisy, unsharp
 from lida_plugin.attribute import Attributor
 from lida_plugin.encoder import Encoder
-from lida_plugin.lossy import png_bytes, resized
+from lida_plugin.lossy import jpeg_bytes, png_bytes, resized
 from lida_plugin.store import open_stack
 
 VERSIONS = {
@@ -42,21 +43,22 @@ VERSIONS = {
 
 
 def main() -> None:
-    args = parse_args(__doc__)
+    args = parse_args(__doc__, lambda p: p.add_argument("--jpeg", type=int, metavar="Q", help="save as JPEG at Q"))
+    encode = (lambda px: jpeg_bytes(px, args.jpeg, 2)) if args.jpeg else png_bytes
     enc = Encoder(args.model)
     runs = {f: Attributor(enc, open_stack(enc, None, use_default=False), force=f) for f in (False, True)}
     out: dict[tuple[str, str, bool], list[str]] = {}
     for e, px in held_out_pixels(args.data):
         phase = zlib.crc32(e.relpath.encode()) % 4
-        data = [(name, png_bytes(np.ascontiguousarray(fn(px, phase)))) for name, fn in VERSIONS.items()]
+        data = [(name, encode(np.ascontiguousarray(fn(px, phase)))) for name, fn in VERSIONS.items()]
         for forced, att in runs.items():
             results = att.finish([att.prepare(f"{e.relpath}[{name}]", b) for name, b in data])
             for (name, _), r in zip(data, results, strict=True):
                 if r.ok:
                     out.setdefault((e.kind, name, forced), []).append(r.verdict)
-    print(f"model `{enc.info.model_id}`\n")
+    print(f"model `{enc.info.model_id}`" + (f", every version saved as JPEG q{args.jpeg}" if args.jpeg else "") + "\n")
     print("| class | version | images | `lida attribute`: ai-generated / inconclusive / real |"
-          " `--force` (the model alone): ai-generated / real |\n|---|---|---|---|---|")  # fmt: skip
+          " `--force` (the model alone; for a JPEG the lossy detector): ai-generated / real |\n|---|---|---|---|---|")  # fmt: skip
     for kind in ("real", "generated"):
         for name in VERSIONS:
             v, f = out.get((kind, name, False), []), out.get((kind, name, True), [])
