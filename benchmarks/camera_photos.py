@@ -57,8 +57,11 @@ def main() -> None:
                 if r.ok:
                     out.setdefault((e.kind, name, forced), []).append(r.verdict)
     print(f"model `{enc.info.model_id}`" + (f", every version saved as JPEG q{args.jpeg}" if args.jpeg else "") + "\n")
-    print("| class | version | images | `lida attribute`: ai-generated / inconclusive / real |"
-          " `--force` (the model alone; for a JPEG the lossy detector): ai-generated / real |\n|---|---|---|---|---|")  # fmt: skip
+    print(
+        "| class | version | images | `lida attribute`: ai-generated / inconclusive / real |"
+        " `--force` (the model alone; for a JPEG the lossy detector): ai-generated / real |"
+    )
+    print("|---|---|---|---|---|")
     for kind in ("real", "generated"):
         for name in VERSIONS:
             v, f = out.get((kind, name, False), []), out.get((kind, name, True), [])
