@@ -292,7 +292,8 @@ def cmd_spam(args) -> int:
                    fpr_confidence=args.fpr_confidence, open_unknown_accept=args.open_unknown_accept,
                    det_column=args.det_column, zoo_every=args.zoo_every,
                    family_wrong=args.family_wrong, det_resize_copies=args.det_resize_copies,
-                   det_camera_copies=args.det_camera_copies, det_rzoo=args.det_rzoo)  # fmt: skip
+                   det_camera_copies=args.det_camera_copies, det_rzoo=args.det_rzoo,
+                   det_jpeg_copies=args.det_jpeg_copies)  # fmt: skip
     try:
         entries = load_corpus(args.data)
     except CorpusError as exc:
@@ -457,6 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="also fit the detection column and head on K camera-processed copies of every train image"
         " (demosaicing, sharpening, noise; measured, not used: docs/evaluation.md, 'Camera originals')",
+    )
+    p.add_argument(
+        "--det-jpeg-copies",
+        type=int,
+        default=0,
+        help="also fit the detection column and head on K JPEG round trips of every train image (quality 70-98,"
+        " decoded back: a PNG made from a JPEG; docs/evaluation.md, 'JPEG history')",
     )
     p.add_argument(
         "--det-rzoo",

@@ -62,6 +62,11 @@
     Is robustness to processing a matter of the head's form? A linear and a 2-layer head on the image-mean
     features, with and without camera-processed copies, on camera-real's held-out versions.
 
+``python -m lida_exporters.probes jpeg-real`` / ``jpeg-scores``
+    Held-out images after a JPEG round trip saved losslessly, against the detection stage fitted without and with
+    JPEG round-trip copies; and the JPEG-history gate's score (:mod:`lida_plugin.jpeghist`) on every original and
+    on those round trips: what its threshold rests on.
+
 All print a Markdown table. They use torch (logistic regressions), hence live in ``exporters``.
 """
 
@@ -616,6 +621,37 @@ def camera_real(data: Path, model: str | None, threads: int, cache: Path | None 
     return "\n".join(lines)
 
 
+# -- jpeg-scores -------------------------------------------------------------------------------------
+def jpeg_scores(data: Path, model: str | None, threads: int) -> str:
+    """The JPEG-history gate's score (:mod:`lida_plugin.jpeghist`) on every original of the corpus with the full
+    16 crops, per real set, and on the held-out images after a JPEG round trip: median, maximum and the share at or
+    above the threshold. ``model`` is not used."""
+    from lida_plugin import jpeghist
+    from lida_plugin.fingerprint import extract_crops
+
+    from .spam_model import JpegRoundTrip
+
+    trips = [(f"JPEG q{q} {'4:4:4' if sub == 0 else '4:2:0'}", JpegRoundTrip(q, sub))
+             for q, sub in ((75, 2), (90, 2), (90, 0), (95, 2), (98, 2))]  # fmt: skip
+    got: dict[tuple[str, str], list[float]] = {}
+    for e in load_corpus(data):
+        px = decode_file(e.path).pixels
+        versions = [("original", px)] + ([(n, t.apply(px)) for n, t in trips] if e.split != "train" else [])
+        for name, img in versions:
+            c = extract_crops(img, 64, 16, 8)
+            if len(c) == jpeghist.CROPS:
+                who = e.source if e.kind == "real" and name == "original" else e.kind
+                got.setdefault((name, who), []).append(jpeghist.jpeg_history_score(c))
+    t = jpeghist.JPEG_HISTORY_THRESHOLD
+    lines = [f"| version | images of | scores | median | max | at or above {t} |", "|---|---|---|---|---|---|"]
+    for (name, who), v in got.items():
+        a = np.asarray(v)
+        lines.append(
+            f"| {name} | {who} | {len(a)} | {np.median(a):.3f} | {a.max():.3f} | {100 * (a >= t).mean():.1f}% |"
+        )
+    return "\n".join(lines)
+
+
 # -- head-robustness ---------------------------------------------------------------------------------
 def _image_means(f: np.ndarray, counts) -> np.ndarray:
     b = np.cumsum([0, *counts])
@@ -688,6 +724,62 @@ def head_robustness(data: Path, model: str | None, threads: int, cache: Path | N
     return "\n".join(lines)
 
 
+# -- jpeg-real ---------------------------------------------------------------------------------------
+def jpeg_eval_ops() -> list[_Op]:
+    """Held-out versions for the JPEG-history probe: round trips through JPEG saved back losslessly."""
+    from lida_plugin.lossy import resized
+
+    from .spam_model import JpegRoundTrip
+
+    ops = [_Op("original", lambda p: p)]
+    for q in (75, 90, 95, 98):
+        ops.append(_Op(f"JPEG q{q} 4:2:0, then PNG", JpegRoundTrip(q, 2).apply))
+    ops.append(_Op("JPEG q90 4:4:4, then PNG", JpegRoundTrip(90, 0).apply))
+    ops.append(_Op("0.5x lanczos", lambda p: resized(p, 0.5, "lanczos", min_side=64)))
+    return ops
+
+
+def jpeg_real(data: Path, model: str | None, threads: int, cache: Path | None = Path("runs/cache"),
+              recipe=None) -> str:  # fmt: skip
+    """Held-out images that went through a JPEG and came back as lossless pixels (a PNG made from a JPEG), against
+    the detection stage fitted without and with JPEG round-trip copies of every train image
+    (:func:`lida_exporters.spam_model.jpeg_plan`); threshold calibrated on the held-out real originals as the
+    export does. ``model`` is not used."""
+    import dataclasses
+
+    from lida_plugin.detect import calibrate_threshold, head_score
+    from lida_plugin.evaluate.metrics import roc_auc
+
+    from .spam_model import SpamRecipe, apply_map, corpus_features, image_embeddings, processed_copy_features
+
+    r = recipe or SpamRecipe()
+    items = load_corpus(data)
+    _, feats, counts = corpus_features(items, r, cache, progress=False)
+    train = np.array([it.split == "train" for it in items])
+    gen = np.array([it.kind == "generated" for it in items])
+    held = np.flatnonzero(~train)
+    ev = {op.name: processed_copy_features(items, [(int(i), op) for i in held], r, cache, False, "eval")
+          for op in jpeg_eval_ops()}  # fmt: skip
+    rows = []
+    for k in sorted({0, r.det_jpeg_copies or 1}):
+        mean, proj, head, emb = _fit_stage(
+            items, feats, counts, train, dataclasses.replace(r, det_jpeg_copies=k), cache
+        )
+        t = calibrate_threshold(np.asarray(head_score(emb[~train & ~gen], head)), r.fpr, r.fpr_confidence)
+        y = gen[held]
+        for name, (f, c) in ev.items():
+            sc = np.asarray(head_score(image_embeddings(apply_map(f, mean, proj), c), head), dtype=np.float64)
+            rows.append((f"{k} JPEG copies", name, roc_auc(sc, y), (sc[~y] >= t).mean(), (sc[y] >= t).mean(), t))
+    lines = [f"Recipe as bundled (det_resize_copies {r.det_resize_copies}) with 0 or 1 JPEG round trips of every"
+             " train image; held-out images, ldm-sr too.", "",
+             "| detection fit | held-out images | AUC | real called generated | generated called generated |"
+             " threshold |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        f"| {a} | {b} | {auc:.4f} | {100 * fp:.1f}% | {100 * tp:.1f}% | {t:.3f} |" for a, b, auc, fp, tp, t in rows
+    ]
+    return "\n".join(lines)
+
+
 # -- cfa-scores --------------------------------------------------------------------------------------
 def cfa_versions() -> dict[str, Callable[[np.ndarray, int], np.ndarray]]:
     """The versions :func:`cfa_scores` reads: originals, and held-out images demosaiced (CFA phase per image)."""
@@ -742,36 +834,7 @@ def cfa_scores(data: Path, model: str | None, threads: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lida_exporters.probes", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "probe",
-        choices=(
-            "ceiling",
-            "resize-gate",
-            "whitening",
-            "real-set-out",
-            "resize-real",
-            "family-out",
-            "camera-real",
-            "cfa-scores",
-            "head-robustness",
-        ),  # fmt: skip
-    )
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="corpus root (default ../shared/data)")
-    p.add_argument("--model", default=None, help="encoder ONNX (default: the bundled model)")
-    p.add_argument("--threads", type=int, default=2)
-    recipe = "real-set-out, family-out: the recipe's"
-    p.add_argument("--det-rzoo", type=int, help=f"{recipe} random decoders in the detection fit (SpamRecipe.det_rzoo)")
-    p.add_argument("--det-resize-copies", type=int, help=f"{recipe} resized copies of the train images (ditto)")
-    p.add_argument("--det-camera-copies", type=int, help=f"{recipe} camera-processed copies of them (ditto)")
-    p.add_argument("--camera-methods", help="camera-real: the copies' demosaicing methods, comma-separated"
-                   " (of bilinear, mhc, vng, ea; default bilinear,mhc)")  # fmt: skip
-    p.add_argument("--no-camera-noise", action="store_true", help="camera-real: copies without noise")
-    a = p.parse_args(argv)
-    if not Path(a.data).is_dir():
-        print(f"error: data folder {a.data} does not exist", file=sys.stderr)
-        return 2
-    torch.set_num_threads(a.threads)
-    fn = {
+    probes = {
         "ceiling": ceiling,
         "resize-gate": resize_gate,
         "whitening": whitening,
@@ -781,15 +844,36 @@ def main(argv: list[str] | None = None) -> int:
         "camera-real": camera_real,
         "cfa-scores": cfa_scores,
         "head-robustness": head_robustness,
-    }[a.probe]
+        "jpeg-real": jpeg_real,
+        "jpeg-scores": jpeg_scores,
+    }
+    p.add_argument("probe", choices=list(probes))
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="corpus root (default ../shared/data)")
+    p.add_argument("--model", default=None, help="encoder ONNX (default: the bundled model)")
+    p.add_argument("--threads", type=int, default=2)
+    recipe = "real-set-out, family-out: the recipe's"
+    p.add_argument("--det-rzoo", type=int, help=f"{recipe} random decoders in the detection fit (SpamRecipe.det_rzoo)")
+    p.add_argument("--det-resize-copies", type=int, help=f"{recipe} resized copies of the train images (ditto)")
+    p.add_argument("--det-camera-copies", type=int, help=f"{recipe} camera-processed copies of them (ditto)")
+    p.add_argument("--det-jpeg-copies", type=int, help=f"{recipe} JPEG round trips of them (ditto)")
+    p.add_argument("--camera-methods", help="camera-real: the copies' demosaicing methods, comma-separated"
+                   " (of bilinear, mhc, vng, ea; default bilinear,mhc)")  # fmt: skip
+    p.add_argument("--no-camera-noise", action="store_true", help="camera-real: copies without noise")
+    a = p.parse_args(argv)
+    if not Path(a.data).is_dir():
+        print(f"error: data folder {a.data} does not exist", file=sys.stderr)
+        return 2
+    torch.set_num_threads(a.threads)
+    fn = probes[a.probe]
     kw = {}
-    given = {k: v for k in ("det_rzoo", "det_resize_copies", "det_camera_copies") if (v := getattr(a, k)) is not None}
+    fields = ("det_rzoo", "det_resize_copies", "det_camera_copies", "det_jpeg_copies")
+    given = {k: v for k in fields if (v := getattr(a, k)) is not None}
     if a.camera_methods:
         given["camera_methods"] = tuple(m.strip() for m in a.camera_methods.split(","))
     if a.no_camera_noise:
         given["camera_noise"] = False
     if given:
-        if a.probe not in ("real-set-out", "family-out", "camera-real"):
+        if a.probe not in ("real-set-out", "family-out", "camera-real", "jpeg-real"):  # the recipe's probes
             p.error("--det-* options are for real-set-out, family-out and camera-real")
         from .spam_model import SpamRecipe
 

@@ -62,6 +62,7 @@ LEGACY = {
     "det_camera_copies": 0,
     "camera_methods": ("bilinear", "mhc"),
     "camera_noise": True,
+    "det_jpeg_copies": 0,
 }  # recipe fields the first model did not have, at its values
 #: the Pillow filters of the resized training copies (lida_plugin.lossy.resized; Lanczos is left for evaluation:
 #: a filter no fit saw)
@@ -109,6 +110,9 @@ class SpamRecipe:
     det_camera_copies: int = 0
     camera_methods: tuple[str, ...] = ("bilinear", "mhc")  # the copies' demosaicing (camera.demosaic)
     camera_noise: bool = True  # the copies may carry noise
+    # also fit the detection column and head on this many JPEG round trips of every train image (quality 70-98,
+    # 4:2:0 or 4:4:4, decoded back: what a PNG made from a JPEG holds); 0: not (docs/evaluation.md, "JPEG history")
+    det_jpeg_copies: int = 0
 
 
 # -- features ------------------------------------------------------------------------------------
@@ -512,6 +516,30 @@ class _Resize:
         return f"resize-{self.factor!r}-{self.method}"
 
 
+@dataclass(frozen=True)
+class JpegRoundTrip:
+    """A JPEG round trip (Pillow's encoder, then the runtime's decoder) as a :func:`processed_copy_features` op."""
+
+    quality: int
+    subsampling: int = 2  # 0: 4:4:4, 2: 4:2:0
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray:
+        from lida_plugin.decode import decode_bytes
+        from lida_plugin.lossy import jpeg_bytes
+
+        return decode_bytes(jpeg_bytes(pixels[..., :3], self.quality, self.subsampling), "jpeg-copy").pixels
+
+    def describe(self) -> str:
+        return f"jpeg-q{self.quality}-s{self.subsampling}"
+
+
+def jpeg_plan(train_idx: Sequence[int], copies: int, seed: int = 0) -> list[tuple[int, JpegRoundTrip]]:
+    """``(item index, round trip)`` of each JPEG training copy (seeded): quality 70-98, 4:2:0 or 4:4:4."""
+    rng = np.random.default_rng(seed)
+    return [(int(i), JpegRoundTrip(int(rng.integers(70, 99)), int(rng.choice([0, 2]))))
+            for _ in range(copies) for i in train_idx]  # fmt: skip
+
+
 def resized_copy_features(items, plan, r: SpamRecipe, cache: Path | None = None, progress: bool = True):
     """``(SPAM crop features [C, F], crop counts)`` of the resized copies in ``plan``, cached by plan and files."""
     ops = [(i, _Resize(fac, flt)) for i, fac, flt in plan]
@@ -579,7 +607,8 @@ def detection_fit_set(items, feats, counts, fit: np.ndarray, r: SpamRecipe, cach
                       progress: bool = True) -> tuple[np.ndarray, list[int], np.ndarray, np.ndarray]:  # fmt: skip
     """What the detection column and head are fitted on: ``(crop features, crop counts, generated?, in the fit?)``
     of every item (the ``fit`` ones in the fit), then ``r.det_resize_copies`` resized copies of every train item
-    and ``r.det_camera_copies`` camera-processed ones (each in the fit when its item is), then ``r.det_rzoo``
+    and ``r.det_camera_copies`` camera-processed and ``r.det_jpeg_copies`` JPEG round-tripped ones (each in the fit
+    when its item is), then ``r.det_rzoo``
     random decoders' images made from the fit's real photos."""
     gen = np.array([it.kind == "generated" for it in items])
     parts = [(feats, list(counts), gen, np.asarray(fit, bool))]
@@ -596,6 +625,11 @@ def detection_fit_set(items, feats, counts, fit: np.ndarray, r: SpamRecipe, cach
         cf, cc = processed_copy_features(items, cplan, r, cache, progress, tag="camera")
         src = [i for i, _ in cplan]
         parts.append((cf, cc, gen[src], np.asarray(fit, bool)[src]))
+    if r.det_jpeg_copies:
+        jplan = jpeg_plan([i for i, it in enumerate(items) if it.split == "train"], r.det_jpeg_copies)
+        jf, jc = processed_copy_features(items, jplan, r, cache, progress, tag="jpeg")
+        src = [i for i, _ in jplan]
+        parts.append((jf, jc, gen[src], np.asarray(fit, bool)[src]))
     if r.det_rzoo:
         zf, zc = rzoo_features(items, np.asarray(fit, bool) & ~gen, r.det_rzoo, r, cache, progress)
         parts.append((zf, zc, np.ones(len(zc), bool), np.ones(len(zc), bool)))
@@ -692,6 +726,7 @@ def fit_and_export(
             if r.det_camera_copies
             else ""
         )
+        + (f" + {r.det_jpeg_copies} JPEG round trips of every train image (jpeg_plan)" if r.det_jpeg_copies else "")
         + (f" + {r.det_rzoo} random decoders' images as generated (rzoo)" if r.det_rzoo else ""),
         "detection_head": f"logistic regression on the image embedding, L2 {r.head_l2}, train split,"
         f" train AUC {roc_auc(sc_tr, gen[train]):.4f}",

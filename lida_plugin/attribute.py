@@ -7,8 +7,8 @@ Verdicts (also tabled in the README):
   generator's nearest exemplar is at least the open-set threshold similar.
 * ``ai-generated`` with ``generator: null``: generated, but nothing registered is near enough
   (an unregistered generator: open set).
-* ``inconclusive``: the fingerprint cannot be trusted (lossy JPEG/WebP, palette, CMYK, a camera
-  original's demosaicing traces: :mod:`lida_plugin.cfa`, ...);
+* ``inconclusive``: the fingerprint cannot be trusted (lossy JPEG/WebP, palette, CMYK, lossless pixels
+  that were a JPEG (:mod:`lida_plugin.jpeghist`) or carry a camera's demosaicing (:mod:`lida_plugin.cfa`), ...);
   ``force=True`` (``--force``) gives the verdict anyway and keeps the warning in ``reliability``.
 
 Every result carries a ``reason`` sentence. Failures become ``status: "error"`` records that
@@ -38,6 +38,8 @@ from .detect import Detection, detect
 from .encoder import Encoder
 from .errors import InputError, LidaError
 from .evidence import apply_evidence, check_setup, read_evidence
+from .fingerprint import extract_crops
+from .jpeghist import jpeg_history_reasons
 from .lossy import load_detector, lossy_evidence
 from .retrieve import Neighbor, Retriever
 from .store import StoreStack
@@ -268,6 +270,10 @@ class Attributor:
                 path, f"unexpected decoding failure: {type(exc).__name__}: {exc}", self.model_id, self.store_id
             )
         evidence = read_evidence(path, decoded, data=data)  # what the file declares (C2PA, XMP, EXIF, text)
+        grid = self._history_crops(decoded, crops)  # lossless pixels: what was done to them before?
+        if grid is not None and (jpeg := jpeg_history_reasons(grid)):  # a JPEG once: the lossy detector applies
+            decoded.jpeg_history, decoded.reliable = True, False
+            decoded.reasons += jpeg
         try:  # lossy inputs only: a measured score on the pixels, its own piece of evidence
             lossy = lossy_evidence(decoded, self.lossy_detector)
         except Exception:  # a bug there must not cost the file its record: the item is left out
@@ -275,15 +281,25 @@ class Attributor:
             lossy = None
         if lossy is not None:
             evidence.append(lossy)
-        if decoded.reliable:  # a lossless camera original, outside what the model was fitted on; after the
-            i = self.encoder.info  # lossy detector, which is for lossy codecs only
-            same = (i.crop_size, i.crop_count, i.crop_align, i.input_resize) == (CFA_CROP, CFA_CROPS, CFA_ALIGN, 0)
-            decoded.reasons += camera_reasons(decoded.pixels, crops if same else None)
+        if grid is not None and decoded.reliable:  # a camera original; after the lossy detector (not a codec's)
+            decoded.reasons += camera_reasons(decoded.pixels, grid)
             decoded.reliable = not decoded.reasons
         # Keep the shape (width/height) but not the pixels: the crops are all the later stages need,
         # and a batch of prepared files waiting for the encoder must not hold whole images.
         decoded.pixels = np.broadcast_to(np.zeros((), np.uint8), decoded.pixels.shape)
         return Prepared(decoded, crops, evidence, stage_inputs)
+
+    def _history_crops(self, decoded: Decoded, crops: np.ndarray) -> np.ndarray | None:
+        """The crops the pixel-history checks read (:mod:`lida_plugin.jpeghist`, :mod:`lida_plugin.cfa`: 64x64, up
+        to 16, on the 8-px grid): the model's own when its grid is that one, else cut here; None for a file the
+        format rules already distrust, or smaller than one crop."""
+        if not decoded.reliable:
+            return None
+        i = self.encoder.info
+        if (i.crop_size, i.crop_count, i.crop_align, i.input_resize) == (CFA_CROP, CFA_CROPS, CFA_ALIGN, 0):
+            return crops
+        h, w = decoded.pixels.shape[:2]
+        return extract_crops(decoded.pixels, CFA_CROP, CFA_CROPS, CFA_ALIGN) if min(h, w) >= CFA_CROP else None
 
     def finish(self, batch: Sequence[Prepared | Result]) -> list[Result]:
         """The batch stages (embed, detect, retrieve, verdict) for what :meth:`prepare` returned, in

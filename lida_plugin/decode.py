@@ -107,6 +107,7 @@ class Decoded:
     reasons: list[str] = field(default_factory=list)  # why the fingerprint is unreliable
     notes: list[str] = field(default_factory=list)  # conversions that keep the low bits
     jpeg_quality: int | None = None
+    jpeg_history: bool = False  # lossless pixels that were a JPEG (lida_plugin.jpeghist; set by the attributor)
 
     @property
     def height(self) -> int:

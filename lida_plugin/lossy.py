@@ -362,7 +362,7 @@ def _load_cached(path: str) -> LossyDetector:
 
 def applies(decoded: Decoded) -> bool:
     """True for inputs whose fingerprint a lossy codec destroyed (the detector's domain)."""
-    return (not decoded.reliable) and decoded.format in LOSSY_FORMATS
+    return (not decoded.reliable) and (decoded.format in LOSSY_FORMATS or decoded.jpeg_history)
 
 
 def lossy_evidence(decoded: Decoded, detector: LossyDetector | None = None) -> dict | None:
@@ -378,7 +378,9 @@ def lossy_evidence(decoded: Decoded, detector: LossyDetector | None = None) -> d
     value = f"score {s:.3f} {'>=' if hit else '<'} threshold {det.threshold:.3f}"
     if band:
         value += f"; JPEG quality ~{decoded.jpeg_quality} (band {band})"
-    if decoded.format not in TRAINED_FORMATS:
+    if decoded.jpeg_history:
+        value += f"; JPEG-compressed pixels in a {decoded.format} file"
+    elif decoded.format not in TRAINED_FORMATS:
         value += f"; {decoded.format} was not in the training set"
     if not det.calibrated:
         value += "; a hint only (AUC below the verdict bar on unseen generators)"

@@ -144,3 +144,22 @@ def test_head_robustness_tables_both_heads_with_and_without_camera_copies(corpus
     }
     assert len(rows) == 4 * len(probes.camera_eval_ops())
     assert all(0 <= float(r[3]) <= 1 and r[4].endswith("%") for r in rows)
+
+
+def test_jpeg_scores_and_jpeg_real_table_the_round_trips(tmp_path, capsys):
+    from lida_exporters.spam_model import SpamRecipe
+
+    root = tmp_path / "data"
+    for k, g in enumerate(("gen-a", "gen-b")):
+        for i in range(6):
+            write_png(root / "generated" / g / f"{g}-{i}.png", g, 100 * k + i, size=256)
+    for i in range(6):
+        write_png(root / "real" / "r1" / f"real-{i}.png", "real", 700 + i, size=256)
+    assert probes.main(["jpeg-scores", "--data", str(root), "--threads", "1"]) == 0
+    rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in capsys.readouterr().out.splitlines()]
+    rows = {(r[0], r[1]): r for r in rows if len(r) == 6 and r[2].isdigit()}
+    assert rows[("JPEG q75 4:2:0", "generated")][-1] == "100.0%"  # a q75 round trip is always seen
+    assert {("original", "r1"), ("original", "generated"), ("JPEG q98 4:2:0", "real")} <= set(rows)
+    table = probes.jpeg_real(root, None, 1, cache=None, recipe=SpamRecipe(T=1, colour=False, pca_dim=8, dim=4))
+    fits = {ln.split("|")[1].strip() for ln in table.splitlines() if ln.startswith("| ") and "JPEG copies" in ln}
+    assert fits == {"0 JPEG copies", "1 JPEG copies"}
