@@ -21,10 +21,10 @@ from __future__ import annotations
 import numpy as np
 
 #: With 16 crops (1,024 blocks), a score at or above this is a JPEG's quantisation. Measured (2026-12-03) on the
-#: corpus: generated originals at most 0.148 (868 images), FFHQ and Kodak at most 0.091; held-out images saved as
-#: JPEG q75 / q90 (4:2:0 or 4:4:4) and decoded: 98.3-100% at or above it (docs/evaluation.md, "JPEG history").
-#: Some corpus "originals" are above it, rightly: 9 of the 100 urban photos and 3 of the 18 Set5/Set14 images
-#: were JPEGs before they were cropped to PNG.
+#: corpus (``python -m lida_exporters.probes jpeg-scores``): generated originals at most 0.148 (868 images), FFHQ
+#: and Kodak at most 0.091; held-out images saved as JPEG q75 / q90 (4:2:0 or 4:4:4) and decoded: 98.3-100% at or
+#: above it (docs/evaluation.md, "JPEG history"). Some corpus "originals" are above it, rightly: 9 of the 100
+#: urban photos and 2 of the 12 Set14 images judged were JPEGs before they were cropped to PNG.
 JPEG_HISTORY_THRESHOLD = 0.2
 CROPS = 16  # judged only with the full crop grid (images of at least 256x256): the threshold was measured there
 _COEFFS = [1, 8, 9, 2, 16, 10, 17]  # (0,1), (1,0), (1,1), (0,2), (2,0), (1,2), (2,1) in row-major 8x8 order
