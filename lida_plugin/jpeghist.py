@@ -48,12 +48,13 @@ def jpeg_history_score(crops: np.ndarray) -> float:
     k, h, w = y.shape
     blocks = y.reshape(k, h // 8, 8, w // 8, 8).transpose(0, 1, 3, 2, 4).reshape(-1, 8, 8)
     a = np.abs((_DCT @ blocks @ _DCT.T).reshape(-1, 64)[:, _COEFFS])[None]  # [1, blocks, coefficients]
-    counted = a >= _STEPS
-    frac = (a / _STEPS) % 1.0
-    n = np.maximum(counted.sum(1), 1)
-    below = ((frac >= 0.8) & counted).sum(1) / n  # just below a multiple of the step
-    middle = ((frac >= 0.4) & (frac < 0.6) & counted).sum(1) / n  # half-way between two
-    return float(np.where(counted.sum(1) >= _MIN_COUNT, below - middle, 0.0).max(initial=0.0))
+    fifth = (a * (5.0 / _STEPS)).astype(np.int32)  # which fifth of a step: 0.8-1 is "4", 0.4-0.6 is "2"
+    counted = fifth >= 5  # at or above the step
+    fifth %= 5
+    n = counted.sum(1)
+    below = (counted & (fifth == 4)).sum(1)  # just below a multiple of the step
+    middle = (counted & (fifth == 2)).sum(1)  # half-way between two
+    return float(np.where(n >= _MIN_COUNT, (below - middle) / np.maximum(n, 1), 0.0).max(initial=0.0))
 
 
 def jpeg_history_reasons(crops: np.ndarray) -> list[str]:
