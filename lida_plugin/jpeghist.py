@@ -7,13 +7,13 @@ a JPEG (quality 75-98) and back to PNG `real` (docs/evaluation.md, "JPEG history
 
 The codec leaves its mark in the 8x8 block DCT of the luminance: each coefficient was a multiple of its
 quantisation step, so after decoding (and rounding back to 8 bits) the coefficients still sit near multiples
-of that step, on both sides of them. :func:`jpeg_history_score` reads seven low-frequency AC coefficients over
-the 16 serving crops (1,024 blocks on the image's own 8-px grid), and for each candidate step q = 2..16 takes
-the fractional parts of |coefficient| / q (coefficients at or above q): the share just below a multiple
-(fraction >= 0.8) minus the share half-way between (0.4-0.6). A natural image's coefficients fall off
-steeply, so just below a multiple is the *least* likely place (the score is near 0 or negative); a JPEG's
-pile up there. The score is the largest difference. At quality 95 and above the low-frequency steps are 1 and
-the score cannot see it (measured: 0-8% caught); at 90 and below it catches 98-100%.
+of that step, on both sides of them. :func:`jpeg_history_score` reads the 63 AC coefficients over the 16 serving
+crops (1,024 blocks on the image's own 8-px grid): for each coefficient and candidate step q (2..16 for the seven
+lowest frequencies, whose steps are large at low quality; 2..5 for the others, whose steps are still 2-5 at
+quality 95-98) it takes the fractional parts of |coefficient| / q (coefficients at or above q): the share just
+below a multiple (fraction >= 0.8) minus the share half-way between (0.4-0.6). A natural image's coefficients
+fall off steeply, so just below a multiple is the *least* likely place (near 0 or negative); a JPEG's pile up
+there. The score is the largest difference.
 """
 
 from __future__ import annotations
@@ -21,14 +21,16 @@ from __future__ import annotations
 import numpy as np
 
 #: With 16 crops (1,024 blocks), a score at or above this is a JPEG's quantisation. Measured (2026-12-03) on the
-#: corpus (``python -m lida_exporters.probes jpeg-scores``): generated originals at most 0.148 (868 images), FFHQ
-#: and Kodak at most 0.091; held-out images saved as JPEG q75 / q90 (4:2:0 or 4:4:4) and decoded: 98.3-100% at or
-#: above it (docs/evaluation.md, "JPEG history"). Some corpus "originals" are above it, rightly: 9 of the 100
+#: corpus (``python -m lida_exporters.probes jpeg-scores``): generated originals at most 0.153 (868 images), FFHQ
+#: and Kodak at most 0.102; held-out images saved as JPEG q75-q98 (4:2:0, and q90 4:4:4) and decoded: 98.6-100% at
+#: or above it (docs/evaluation.md, "JPEG history"). Some corpus "originals" are above it, rightly: 41 of the 100
 #: urban photos and 2 of the 12 Set14 images judged were JPEGs before they were cropped to PNG.
 JPEG_HISTORY_THRESHOLD = 0.2
 CROPS = 16  # judged only with the full crop grid (images of at least 256x256): the threshold was measured there
-_COEFFS = [1, 8, 9, 2, 16, 10, 17]  # (0,1), (1,0), (1,1), (0,2), (2,0), (1,2), (2,1) in row-major 8x8 order
-_STEPS = np.arange(2, 17, dtype=np.float32)[:, None, None]
+_LOW = [1, 8, 9, 2, 16, 10, 17]  # (0,1), (1,0), (1,1), (0,2), (2,0), (1,2), (2,1) in row-major 8x8 order
+_HIGH = [k for k in range(1, 64) if k not in _LOW]
+_LOW_STEPS = np.arange(2, 17, dtype=np.float32)[:, None, None]
+_HIGH_STEPS = np.arange(2, 6, dtype=np.float32)[:, None, None]
 _MIN_COUNT = 100  # coefficients at or above a step needed to judge it
 _N = 8
 _DCT = np.array(
@@ -47,13 +49,18 @@ def jpeg_history_score(crops: np.ndarray) -> float:
     y = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2] - 128.0  # JPEG's luma (JFIF)
     k, h, w = y.shape
     blocks = y.reshape(k, h // 8, 8, w // 8, 8).transpose(0, 1, 3, 2, 4).reshape(-1, 8, 8)
-    a = np.abs((_DCT @ blocks @ _DCT.T).reshape(-1, 64)[:, _COEFFS])[None]  # [1, blocks, coefficients]
-    fifth = (a * (5.0 / _STEPS)).astype(np.int32)  # which fifth of a step: 0.8-1 is "4", 0.4-0.6 is "2"
+    a = np.abs((_DCT @ blocks @ _DCT.T).reshape(-1, 64))  # [blocks, 64]
+    return max(_pile_up(a[:, _LOW], _LOW_STEPS), _pile_up(a[:, _HIGH], _HIGH_STEPS))
+
+
+def _pile_up(a: np.ndarray, steps: np.ndarray) -> float:
+    """The largest (share just below a multiple of a step) - (share half-way between) over coefficients and steps."""
+    fifth = (a[None] * (5.0 / steps)).astype(np.int16)  # which fifth of a step: 0.8-1 is "4", 0.4-0.6 is "2"
     counted = fifth >= 5  # at or above the step
     fifth %= 5
     n = counted.sum(1)
-    below = (counted & (fifth == 4)).sum(1)  # just below a multiple of the step
-    middle = (counted & (fifth == 2)).sum(1)  # half-way between two
+    below = (counted & (fifth == 4)).sum(1)
+    middle = (counted & (fifth == 2)).sum(1)
     return float(np.where(n >= _MIN_COUNT, (below - middle) / np.maximum(n, 1), 0.0).max(initial=0.0))
 
 

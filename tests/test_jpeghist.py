@@ -30,7 +30,7 @@ def test_jpeg_round_trips_score_above_the_threshold_and_originals_below(seed):
     px = _scene(seed)
     assert jpeghist.jpeg_history_score(extract_crops(px, 64, 16, 8)) < jpeghist.JPEG_HISTORY_THRESHOLD / 2
     assert jpeghist.jpeg_history_reasons(extract_crops(px, 64, 16, 8)) == []
-    for q, sub in ((75, 2), (90, 2), (90, 0)):
+    for q, sub in ((75, 2), (90, 2), (90, 0), (95, 2), (98, 2)):
         crops = extract_crops(_round_trip(px, q, sub), 64, 16, 8)
         s = jpeghist.jpeg_history_score(crops)
         assert s >= jpeghist.JPEG_HISTORY_THRESHOLD, (q, sub, s)
