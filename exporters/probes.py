@@ -580,45 +580,56 @@ def camera_eval_ops() -> list[_Op]:
     ]
 
 
-def camera_real(data: Path, model: str | None, threads: int, cache: Path | None = Path("runs/cache"),
-                recipe=None) -> str:  # fmt: skip
-    """Held-out images through camera-like processing, against the detection stage fitted without and with
-    camera-processed training copies (:mod:`lida_exporters.camera`); threshold calibrated on the held-out real
-    originals as the export does. ``model`` is not used (the recipe is fitted afresh)."""
+def _copies_rows(data: Path, r, cache: Path | None, field: str, label: str, ops: list[_Op]) -> list[tuple]:
+    """The detection stage fitted with 0 and ``r.<field>`` (or 1) training copies of a kind, each held-out version of
+    ``ops`` scored at the threshold calibrated on the held-out real originals as the export does: rows of
+    ``(fit, version, AUC, real flagged, generated caught, threshold)``."""
     import dataclasses
 
     from lida_plugin.detect import calibrate_threshold, head_score
     from lida_plugin.evaluate.metrics import roc_auc
 
-    from .spam_model import SpamRecipe, apply_map, corpus_features, image_embeddings, processed_copy_features
+    from .spam_model import apply_map, corpus_features, image_embeddings, processed_copy_features
 
-    r = recipe or SpamRecipe()
     items = load_corpus(data)
     _, feats, counts = corpus_features(items, r, cache, progress=False)
     train = np.array([it.split == "train" for it in items])
     gen = np.array([it.kind == "generated" for it in items])
     held = np.flatnonzero(~train)
-    ev = {op.name: processed_copy_features(items, [(int(i), op) for i in held], r, cache, False, "eval")
-          for op in camera_eval_ops()}  # fmt: skip
+    ev = {op.name: processed_copy_features(items, [(int(i), op) for i in held], r, cache, False, "eval") for op in ops}
+    y = gen[held]
     rows = []
-    for k in sorted({0, r.det_camera_copies or 1}):
-        rk = dataclasses.replace(r, det_camera_copies=k)
-        mean, proj, head, emb = _fit_stage(items, feats, counts, train, rk, cache)
+    for k in sorted({0, getattr(r, field) or 1}):
+        mean, proj, head, emb = _fit_stage(items, feats, counts, train, dataclasses.replace(r, **{field: k}), cache)
         t = calibrate_threshold(np.asarray(head_score(emb[~train & ~gen], head)), r.fpr, r.fpr_confidence)
-        y = gen[held]
         for name, (f, c) in ev.items():
             sc = np.asarray(head_score(image_embeddings(apply_map(f, mean, proj), c), head), dtype=np.float64)
-            rows.append((f"{k} camera copies", name, roc_auc(sc, y), (sc[~y] >= t).mean(), (sc[y] >= t).mean(), t))
-    noise = "on" if r.camera_noise else "off"
-    lines = [f"Recipe as bundled (det_resize_copies {r.det_resize_copies}) with 0 or 1 camera-processed copies of"
-             f" every train image (demosaicing {', '.join(r.camera_methods)}; noise {noise}); held-out images,"
-             " ldm-sr too.", "",
-             "| detection fit | held-out images | AUC | real called generated | generated called generated |"
-             " threshold |", "|---|---|---|---|---|---|"]  # fmt: skip
+            rows.append((f"{k} {label}", name, roc_auc(sc, y), (sc[~y] >= t).mean(), (sc[y] >= t).mean(), t))
+    return rows
+
+
+def _copies_table(rows: list[tuple], caption: str) -> str:
+    lines = [caption, "", "| detection fit | held-out images | AUC | real called generated | generated called generated"
+             " | threshold |", "|---|---|---|---|---|---|"]  # fmt: skip
     lines += [
         f"| {a} | {b} | {auc:.4f} | {100 * fp:.1f}% | {100 * tp:.1f}% | {t:.3f} |" for a, b, auc, fp, tp, t in rows
     ]
     return "\n".join(lines)
+
+
+def camera_real(data: Path, model: str | None, threads: int, cache: Path | None = Path("runs/cache"),
+                recipe=None) -> str:  # fmt: skip
+    """Held-out images through camera-like processing, against the detection stage fitted without and with
+    camera-processed training copies (:mod:`lida_exporters.camera`); threshold calibrated on the held-out real
+    originals as the export does. ``model`` is not used (the recipe is fitted afresh)."""
+    from .spam_model import SpamRecipe
+
+    r = recipe or SpamRecipe()
+    rows = _copies_rows(data, r, cache, "det_camera_copies", "camera copies", camera_eval_ops())
+    noise = "on" if r.camera_noise else "off"
+    head = f"Recipe as bundled (det_resize_copies {r.det_resize_copies}) with 0 or 1 camera-processed copies of"
+    return _copies_table(rows, f"{head} every train image (demosaicing {', '.join(r.camera_methods)}; noise {noise});"
+                         " held-out images, ldm-sr too.")  # fmt: skip
 
 
 # -- jpeg-scores -------------------------------------------------------------------------------------
@@ -745,39 +756,12 @@ def jpeg_real(data: Path, model: str | None, threads: int, cache: Path | None = 
     the detection stage fitted without and with JPEG round-trip copies of every train image
     (:func:`lida_exporters.spam_model.jpeg_plan`); threshold calibrated on the held-out real originals as the
     export does. ``model`` is not used."""
-    import dataclasses
-
-    from lida_plugin.detect import calibrate_threshold, head_score
-    from lida_plugin.evaluate.metrics import roc_auc
-
-    from .spam_model import SpamRecipe, apply_map, corpus_features, image_embeddings, processed_copy_features
+    from .spam_model import SpamRecipe
 
     r = recipe or SpamRecipe()
-    items = load_corpus(data)
-    _, feats, counts = corpus_features(items, r, cache, progress=False)
-    train = np.array([it.split == "train" for it in items])
-    gen = np.array([it.kind == "generated" for it in items])
-    held = np.flatnonzero(~train)
-    ev = {op.name: processed_copy_features(items, [(int(i), op) for i in held], r, cache, False, "eval")
-          for op in jpeg_eval_ops()}  # fmt: skip
-    rows = []
-    for k in sorted({0, r.det_jpeg_copies or 1}):
-        mean, proj, head, emb = _fit_stage(
-            items, feats, counts, train, dataclasses.replace(r, det_jpeg_copies=k), cache
-        )
-        t = calibrate_threshold(np.asarray(head_score(emb[~train & ~gen], head)), r.fpr, r.fpr_confidence)
-        y = gen[held]
-        for name, (f, c) in ev.items():
-            sc = np.asarray(head_score(image_embeddings(apply_map(f, mean, proj), c), head), dtype=np.float64)
-            rows.append((f"{k} JPEG copies", name, roc_auc(sc, y), (sc[~y] >= t).mean(), (sc[y] >= t).mean(), t))
-    lines = [f"Recipe as bundled (det_resize_copies {r.det_resize_copies}) with 0 or 1 JPEG round trips of every"
-             " train image; held-out images, ldm-sr too.", "",
-             "| detection fit | held-out images | AUC | real called generated | generated called generated |"
-             " threshold |", "|---|---|---|---|---|---|"]  # fmt: skip
-    lines += [
-        f"| {a} | {b} | {auc:.4f} | {100 * fp:.1f}% | {100 * tp:.1f}% | {t:.3f} |" for a, b, auc, fp, tp, t in rows
-    ]
-    return "\n".join(lines)
+    rows = _copies_rows(data, r, cache, "det_jpeg_copies", "JPEG copies", jpeg_eval_ops())
+    head = f"Recipe as bundled (det_resize_copies {r.det_resize_copies}) with 0 or 1 JPEG round trips of"
+    return _copies_table(rows, f"{head} every train image; held-out images, ldm-sr too.")
 
 
 # -- cfa-scores --------------------------------------------------------------------------------------
