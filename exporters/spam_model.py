@@ -106,7 +106,7 @@ class SpamRecipe:
     det_rzoo: int = 0
     # also fit the detection column and head on this many camera-processed copies of every train image
     # (exporters/camera.py: CFA demosaicing, unsharp mask, noise; labels kept); 0: not, the models before
-    # 2026-12-03 (docs/evaluation.md, "Camera processing")
+    # 2026-12-03 (docs/evaluation.md, "Camera originals")
     det_camera_copies: int = 0
     camera_methods: tuple[str, ...] = ("bilinear", "mhc")  # the copies' demosaicing (camera.demosaic)
     camera_noise: bool = True  # the copies may carry noise
@@ -608,30 +608,27 @@ def detection_fit_set(items, feats, counts, fit: np.ndarray, r: SpamRecipe, cach
     """What the detection column and head are fitted on: ``(crop features, crop counts, generated?, in the fit?)``
     of every item (the ``fit`` ones in the fit), then ``r.det_resize_copies`` resized copies of every train item
     and ``r.det_camera_copies`` camera-processed and ``r.det_jpeg_copies`` JPEG round-tripped ones (each in the fit
-    when its item is), then ``r.det_rzoo``
-    random decoders' images made from the fit's real photos."""
+    when its item is), then ``r.det_rzoo`` random decoders' images made from the fit's real photos."""
     gen = np.array([it.kind == "generated" for it in items])
-    parts = [(feats, list(counts), gen, np.asarray(fit, bool))]
+    fit = np.asarray(fit, bool)
+    parts = [(feats, list(counts), gen, fit)]
+    train_idx = [i for i, it in enumerate(items) if it.split == "train"]
+    copies = []  # (plan of (item index, op), cache tag): each copy keeps its item's label and fit
     if r.det_resize_copies:
-        plan = resize_plan([i for i, it in enumerate(items) if it.split == "train"], r.det_resize_copies)
-        af, ac = resized_copy_features(items, plan, r, cache, progress)
-        src = [i for i, _, _ in plan]
-        parts.append((af, ac, gen[src], np.asarray(fit, bool)[src]))
+        copies.append(([(i, _Resize(f, m)) for i, f, m in resize_plan(train_idx, r.det_resize_copies)], "resized"))
     if r.det_camera_copies:
         from .camera import camera_plan
 
-        train_idx = [i for i, it in enumerate(items) if it.split == "train"]
-        cplan = camera_plan(train_idx, r.det_camera_copies, methods=r.camera_methods, noise=r.camera_noise)
-        cf, cc = processed_copy_features(items, cplan, r, cache, progress, tag="camera")
-        src = [i for i, _ in cplan]
-        parts.append((cf, cc, gen[src], np.asarray(fit, bool)[src]))
+        plan = camera_plan(train_idx, r.det_camera_copies, methods=r.camera_methods, noise=r.camera_noise)
+        copies.append((plan, "camera"))
     if r.det_jpeg_copies:
-        jplan = jpeg_plan([i for i, it in enumerate(items) if it.split == "train"], r.det_jpeg_copies)
-        jf, jc = processed_copy_features(items, jplan, r, cache, progress, tag="jpeg")
-        src = [i for i, _ in jplan]
-        parts.append((jf, jc, gen[src], np.asarray(fit, bool)[src]))
+        copies.append((jpeg_plan(train_idx, r.det_jpeg_copies), "jpeg"))
+    for plan, tag in copies:
+        cf, cc = processed_copy_features(items, plan, r, cache, progress, tag=tag)
+        src = [i for i, _ in plan]
+        parts.append((cf, cc, gen[src], fit[src]))
     if r.det_rzoo:
-        zf, zc = rzoo_features(items, np.asarray(fit, bool) & ~gen, r.det_rzoo, r, cache, progress)
+        zf, zc = rzoo_features(items, fit & ~gen, r.det_rzoo, r, cache, progress)
         parts.append((zf, zc, np.ones(len(zc), bool), np.ones(len(zc), bool)))
     return (
         np.concatenate([p[0] for p in parts]),

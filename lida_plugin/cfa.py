@@ -8,7 +8,7 @@ the diagonally opposite ones; for green, on one of the two diagonals (a quincunx
 that pattern (its upsampling treats the three channels alike), and downscaling erases it.
 
 The fingerprint model was fitted on no camera original (the corpus' real photos are all resampled or
-film scans), and calls most of them generated: 58-100% of held-out real photos re-mosaicked and
+film scans), and calls most of them generated: 57-100% of held-out real photos re-mosaicked and
 demosaiced by bilinear, Malvar-He-Cutler, VNG or edge-aware interpolation (docs/evaluation.md, "Camera
 originals"). So an image whose residual shows the pattern is an input the model does not cover:
 :func:`camera_reasons` makes it unreliable (verdict ``inconclusive``; ``--force`` gives the model's
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fingerprint import crop_grid
+from .fingerprint import extract_crops
 
 #: With 16 crops of 64x64, a score at or above this is a camera's demosaicing. Measured (2026-12-03) on the
 #: corpus' 1,110 originals, which have no such traces: at most 0.26 (generated) and 0.13 (real); held-out images
@@ -86,11 +86,9 @@ def camera_reasons(pixels: np.ndarray, crops: np.ndarray | None = None) -> list[
     crops on that very grid (:func:`~lida_plugin.fingerprint.extract_crops` with :data:`CROP`, :data:`CROPS`,
     :data:`ALIGN`) when the caller has them already."""
     if crops is None:
-        h, w = pixels.shape[:2]
-        if min(h, w) < CROP:
+        if min(pixels.shape[:2]) < CROP:
             return []
-        crops = np.stack([pixels[y : y + CROP, x : x + CROP, :3].transpose(2, 0, 1)
-                          for y, x in crop_grid(h, w, CROP, CROPS, ALIGN)])  # fmt: skip
+        crops = extract_crops(pixels, CROP, CROPS, ALIGN)
     if len(crops) < MIN_CROPS:
         return []
     s, t = cfa_score(crops), threshold(len(crops))
