@@ -67,6 +67,12 @@
     JPEG round-trip copies; and the JPEG-history gate's score (:mod:`lida_plugin.jpeghist`) on every original and
     on those round trips: what its threshold rests on.
 
+``python -m lida_exporters.probes noise-real [--noise-sd 0.25,1.25] [--noise-generated]``
+    Held-out images with light Gaussian noise (per channel or the same on all three) or a dithered 16-to-8-bit
+    export, against the detection stage fitted without and with one noised copy of every train real image
+    (:func:`lida_exporters.spam_model.noise_plan`); and each version's score under the noise gate
+    (:mod:`lida_plugin.noisegate`): the share of images it reaches.
+
 All print a Markdown table. They use torch (logistic regressions), hence live in ``exporters``.
 """
 
@@ -580,10 +586,12 @@ def camera_eval_ops() -> list[_Op]:
     ]
 
 
-def _copies_rows(data: Path, r, cache: Path | None, field: str, label: str, ops: list[_Op]) -> list[tuple]:
+def _copies_rows(data: Path, r, cache: Path | None, field: str, label: str, ops: list[_Op],
+                 scores: dict | None = None) -> list[tuple]:  # fmt: skip
     """The detection stage fitted with 0 and ``r.<field>`` (or 1) training copies of a kind, each held-out version of
     ``ops`` scored at the threshold calibrated on the held-out real originals as the export does: rows of
-    ``(fit, version, AUC, real flagged, generated caught, threshold)``."""
+    ``(fit, version, AUC, real flagged, generated caught, threshold)``. ``scores``, when given, receives each
+    ``(copies, version)``'s held-out scores (in corpus order) and ``"generated"``, the held-out labels."""
     import dataclasses
 
     from lida_plugin.detect import calibrate_threshold, head_score
@@ -604,6 +612,8 @@ def _copies_rows(data: Path, r, cache: Path | None, field: str, label: str, ops:
         t = calibrate_threshold(np.asarray(head_score(emb[~train & ~gen], head)), r.fpr, r.fpr_confidence)
         for name, (f, c) in ev.items():
             sc = np.asarray(head_score(image_embeddings(apply_map(f, mean, proj), c), head), dtype=np.float64)
+            if scores is not None:
+                scores[(k, name)], scores["generated"] = sc, y
             rows.append((f"{k} {label}", name, roc_auc(sc, y), (sc[~y] >= t).mean(), (sc[y] >= t).mean(), t))
     return rows
 
@@ -764,6 +774,103 @@ def jpeg_real(data: Path, model: str | None, threads: int, cache: Path | None = 
     return _copies_table(rows, f"{head} every train image; held-out images, ldm-sr too.")
 
 
+# -- noise-real --------------------------------------------------------------------------------------
+def noise_eval_ops() -> list[_Op]:
+    """What the noise probe scores: originals, Gaussian noise per channel at sd 0.5-3 and the same on all three
+    channels, and a dithered export (a 16-bit rendering, e.g. a raw converter's, rounded to 8 bits with triangular
+    dither of +-1 grey level)."""
+    from .spam_model import Noise
+
+    def dither(p: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng(777)
+        t = rng.random(p.shape) - rng.random(p.shape)  # triangular on [-1, 1]
+        return np.clip(np.rint(p + t), 0, 255).astype(np.uint8)
+
+    ops = [_Op("original", lambda p: p)]
+    ops += [_Op(f"noise sd {sd:g}", Noise(sd, False, 12345).apply) for sd in (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)]
+    ops += [_Op(f"mono noise sd {sd:g}", Noise(sd, True, 12345).apply) for sd in (1.0, 2.0)]
+    return ops + [_Op("dithered export", dither)]
+
+
+def noise_real(data: Path, model: str | None, threads: int, cache: Path | None = Path("runs/cache"),
+               recipe=None) -> str:  # fmt: skip
+    """Held-out images with light noise, against the detection stage fitted without and with noised copies of the
+    train real images (:func:`lida_exporters.spam_model.noise_plan`); threshold calibrated on the held-out real
+    originals as the export does; then the noise gate's reach on the same versions. ``model`` is not used."""
+    from lida_plugin import noisegate
+    from lida_plugin.fingerprint import extract_crops
+
+    from .spam_model import SpamRecipe
+
+    r = recipe or SpamRecipe()
+    ops = noise_eval_ops()
+    scores: dict = {}
+    rows = _copies_rows(data, r, cache, "det_noise_copies", "noise copies", ops, scores)
+    who = "train images" if r.noise_generated else "train real images"
+    k = r.det_noise_copies or 1
+    head = (
+        f"Recipe as bundled (det_resize_copies {r.det_resize_copies}) with 0 or {k} noised"
+        f" copies (sd {r.noise_sd[0]:g}-{r.noise_sd[1]:g}) of every one of the {who}; held-out images, ldm-sr too."
+    )
+    out = [_copies_table(rows, head), "", f"The noise gate (score >= {noisegate.NOISE_THRESHOLD}): share of held-out"
+           " images it reaches, and the score's median / maximum.", "",
+           "| held-out images | real: reached | real: median / max | generated: reached | generated: median / max |",
+           "|---|---|---|---|---|"]  # fmt: skip
+    noise = {op.name: [] for op in ops}  # each version's gate score per held-out image, in corpus order
+    for e in load_corpus(data):
+        if e.split != "train":
+            px = decode_file(e.path).pixels
+            for op in ops:
+                c = extract_crops(op.apply(px), noisegate.CROP, noisegate.CROPS, noisegate.ALIGN)
+                noise[op.name].append(noisegate.noise_score(c))
+    y = scores["generated"]
+    for op in ops:
+        cells = []
+        for g in (False, True):
+            v = np.asarray(noise[op.name])[y == g]
+            cells += [f"{(v >= noisegate.NOISE_THRESHOLD).mean():.1%}", f"{np.median(v):.2f} / {v.max():.2f}"]
+        out.append(f"| {op.name} | " + " | ".join(cells) + " |")
+    out += ["", _banded_table({n: scores[(k, n)] for n in noise}, {n: np.asarray(v) for n, v in noise.items()}, y, r)]
+    return "\n".join(out)
+
+
+BANDS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1)  # noise-score band edges of the banded threshold (noise_real)
+
+
+def _banded_table(scores: dict, noise: dict, y: np.ndarray, r) -> str:
+    """The detection threshold calibrated per band of the noise gate's score instead of once: the real photos' scores
+    move with their noise, a generator's less. Cross-calibrated: the held-out real images in two halves (by image,
+    every version of an image on its side), each half's rates read at the bands' thresholds calibrated on the other
+    half's versions pooled (the recipe's fpr and confidence; a band with fewer than 20 real versions takes the
+    threshold of all of them); FPR pooled, TPR over all generated versions, averaged over the two."""
+    from lida_plugin.detect import calibrate_threshold
+
+    real = np.flatnonzero(~y)
+    half = np.zeros(len(y), int)
+    half[real[1::2]] = 1
+    edges = np.array(BANDS)
+
+    def thresholds(side: int) -> tuple[np.ndarray, float]:
+        m = ~y & (half == side)
+        s = np.concatenate([scores[n][m] for n in scores])
+        b = np.searchsorted(edges, np.concatenate([noise[n][m] for n in scores]), side="right")
+        whole = calibrate_threshold(s, r.fpr, r.fpr_confidence)
+        return np.array([calibrate_threshold(s[b == i], r.fpr, r.fpr_confidence) if (b == i).sum() >= 20
+                         else whole for i in range(len(edges) + 1)]), whole  # fmt: skip
+
+    cal = [thresholds(1), thresholds(0)]  # cal[side]: fitted on the other side
+    lines = ["Banded threshold (cross-calibrated on the held-out real images' versions; bands of the noise gate's"
+             f" score at {', '.join(map(str, BANDS))}), the noised-copies fit above, against its one threshold"
+             " calibrated on the originals:", "", "| held-out images | real called generated | generated caught |",
+             "|---|---|---|"]  # fmt: skip
+    for n in scores:
+        b = np.searchsorted(edges, noise[n], side="right")
+        fp = np.concatenate([scores[n][~y & (half == h)] >= cal[h][0][b[~y & (half == h)]] for h in (0, 1)])
+        tp = np.mean([(scores[n][y] >= cal[h][0][b[y]]).mean() for h in (0, 1)])
+        lines.append(f"| {n} | {fp.mean():.1%} | {tp:.1%} |")
+    return "\n".join(lines)
+
+
 # -- cfa-scores --------------------------------------------------------------------------------------
 def cfa_versions() -> dict[str, Callable[[np.ndarray, int], np.ndarray]]:
     """The versions :func:`cfa_scores` reads: originals, and held-out images demosaiced (CFA phase per image)."""
@@ -830,6 +937,7 @@ def main(argv: list[str] | None = None) -> int:
         "head-robustness": head_robustness,
         "jpeg-real": jpeg_real,
         "jpeg-scores": jpeg_scores,
+        "noise-real": noise_real,
     }
     p.add_argument("probe", choices=list(probes))
     p.add_argument("--data", default=str(DEFAULT_DATA), help="corpus root (default ../shared/data)")
@@ -840,6 +948,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--det-resize-copies", type=int, help=f"{recipe} resized copies of the train images (ditto)")
     p.add_argument("--det-camera-copies", type=int, help=f"{recipe} camera-processed copies of them (ditto)")
     p.add_argument("--det-jpeg-copies", type=int, help=f"{recipe} JPEG round trips of them (ditto)")
+    p.add_argument("--det-noise-copies", type=int, help=f"{recipe} noised copies of the real ones (ditto)")
+    p.add_argument("--noise-sd", help="noise-real: the copies' noise sd range, LO,HI (default 0.25,1.25)")
+    p.add_argument("--noise-generated", action="store_true", help="noise-real: noised copies of generated images too")
     p.add_argument("--camera-methods", help="camera-real: the copies' demosaicing methods, comma-separated"
                    " (of bilinear, mhc, vng, ea; default bilinear,mhc)")  # fmt: skip
     p.add_argument("--no-camera-noise", action="store_true", help="camera-real: copies without noise")
@@ -850,15 +961,23 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     fn = probes[a.probe]
     kw = {}
-    fields = ("det_rzoo", "det_resize_copies", "det_camera_copies", "det_jpeg_copies")
+    fields = ("det_rzoo", "det_resize_copies", "det_camera_copies", "det_jpeg_copies", "det_noise_copies")
     given = {k: v for k in fields if (v := getattr(a, k)) is not None}
+    if a.noise_sd:
+        try:
+            lo, hi = (float(v) for v in a.noise_sd.split(","))
+        except ValueError:
+            p.error(f"--noise-sd wants LO,HI (two numbers), got {a.noise_sd!r}")
+        given["noise_sd"] = (lo, hi)
+    if a.noise_generated:
+        given["noise_generated"] = True
     if a.camera_methods:
         given["camera_methods"] = tuple(m.strip() for m in a.camera_methods.split(","))
     if a.no_camera_noise:
         given["camera_noise"] = False
     if given:
-        if a.probe not in ("real-set-out", "family-out", "camera-real", "jpeg-real"):  # the recipe's probes
-            p.error("--det-* options are for real-set-out, family-out and camera-real")
+        if a.probe not in ("real-set-out", "family-out", "camera-real", "jpeg-real", "noise-real"):  # recipe probes
+            p.error("--det-* options are for real-set-out, family-out, camera-real, jpeg-real and noise-real")
         from .spam_model import SpamRecipe
 
         base = SpamRecipe(det_resize_copies=0) if a.probe == "real-set-out" else SpamRecipe()

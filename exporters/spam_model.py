@@ -63,6 +63,9 @@ LEGACY = {
     "camera_methods": ("bilinear", "mhc"),
     "camera_noise": True,
     "det_jpeg_copies": 0,
+    "det_noise_copies": 0,
+    "noise_sd": (0.25, 1.25),
+    "noise_generated": False,
 }  # recipe fields the first model did not have, at its values
 #: the Pillow filters of the resized training copies (lida_plugin.lossy.resized; Lanczos is left for evaluation:
 #: a filter no fit saw)
@@ -113,6 +116,12 @@ class SpamRecipe:
     # also fit the detection column and head on this many JPEG round trips of every train image (quality 70-98,
     # 4:2:0 or 4:4:4, decoded back: what a PNG made from a JPEG holds); 0: not (docs/evaluation.md, "JPEG history")
     det_jpeg_copies: int = 0
+    # also fit the detection column and head on this many noised copies of every train real image (Gaussian noise,
+    # sd uniform in noise_sd, independent per channel or the same on all three; labels kept): light noise or a
+    # dithered export does not make a photo generated; 0: not (docs/evaluation.md, "Light noise")
+    det_noise_copies: int = 0
+    noise_sd: tuple[float, float] = (0.25, 1.25)
+    noise_generated: bool = False  # the generated train images get noised copies too (labels kept)
 
 
 # -- features ------------------------------------------------------------------------------------
@@ -540,6 +549,35 @@ def jpeg_plan(train_idx: Sequence[int], copies: int, seed: int = 0) -> list[tupl
             for _ in range(copies) for i in train_idx]  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Noise:
+    """Gaussian noise of ``sd`` grey levels (independent per channel, or the same on all three when ``mono``),
+    seeded, rounded and clipped to 8 bits, as a :func:`processed_copy_features` op."""
+
+    sd: float
+    mono: bool = False
+    seed: int = 0
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray:
+        px = np.asarray(pixels)[..., :3]
+        shape = px.shape[:2] + (1,) if self.mono else px.shape
+        n = np.random.default_rng(self.seed).normal(0.0, self.sd, shape)
+        return np.clip(np.rint(px + n), 0, 255).astype(np.uint8)
+
+    def describe(self) -> str:
+        return f"noise-{self.sd!r}-{'mono' if self.mono else 'rgb'}-{self.seed}"
+
+
+def noise_plan(items, train_idx: Sequence[int], copies: int, sd: tuple[float, float] = (0.25, 1.25),
+               generated: bool = False, seed: int = 0) -> list[tuple[int, Noise]]:  # fmt: skip
+    """``(item index, noise)`` of each noised training copy (seeded): the train real images (and the generated
+    ones when ``generated``), sd uniform in ``sd``, the same noise on all three channels one time in four."""
+    rng = np.random.default_rng(seed)
+    idx = [i for i in train_idx if generated or items[i].kind != "generated"]
+    return [(int(i), Noise(float(rng.uniform(*sd)), bool(rng.random() < 0.25), int(rng.integers(2**31))))
+            for _ in range(copies) for i in idx]  # fmt: skip
+
+
 def resized_copy_features(items, plan, r: SpamRecipe, cache: Path | None = None, progress: bool = True):
     """``(SPAM crop features [C, F], crop counts)`` of the resized copies in ``plan``, cached by plan and files."""
     ops = [(i, _Resize(fac, flt)) for i, fac, flt in plan]
@@ -623,6 +661,9 @@ def detection_fit_set(items, feats, counts, fit: np.ndarray, r: SpamRecipe, cach
         copies.append((plan, "camera"))
     if r.det_jpeg_copies:
         copies.append((jpeg_plan(train_idx, r.det_jpeg_copies), "jpeg"))
+    if r.det_noise_copies:
+        plan = noise_plan(items, train_idx, r.det_noise_copies, tuple(r.noise_sd), r.noise_generated)
+        copies.append((plan, "noise"))
     for plan, tag in copies:
         cf, cc = processed_copy_features(items, plan, r, cache, progress, tag=tag)
         src = [i for i, _ in plan]
@@ -724,6 +765,12 @@ def fit_and_export(
             else ""
         )
         + (f" + {r.det_jpeg_copies} JPEG round trips of every train image (jpeg_plan)" if r.det_jpeg_copies else "")
+        + (
+            f" + {r.det_noise_copies} noised copies (sd {r.noise_sd[0]}-{r.noise_sd[1]}) of every train"
+            f" {'' if r.noise_generated else 'real '}image (noise_plan)"
+            if r.det_noise_copies
+            else ""
+        )
         + (f" + {r.det_rzoo} random decoders' images as generated (rzoo)" if r.det_rzoo else ""),
         "detection_head": f"logistic regression on the image embedding, L2 {r.head_l2}, train split,"
         f" train AUC {roc_auc(sc_tr, gen[train]):.4f}",

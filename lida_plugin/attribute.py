@@ -41,6 +41,7 @@ from .evidence import apply_evidence, check_setup, read_evidence
 from .fingerprint import extract_crops
 from .jpeghist import jpeg_history_reasons
 from .lossy import load_detector, lossy_evidence
+from .noisegate import noise_reasons
 from .retrieve import Neighbor, Retriever
 from .store import StoreStack
 
@@ -121,6 +122,16 @@ class Prepared:
         return self.decoded.sha256
 
 
+def _inconclusive_reason(decoded: Decoded, det: Detection) -> str:
+    if not decoded.reliable:
+        return "fingerprint unreliable: " + "; ".join(decoded.reasons) + " (--force overrides)"
+    return (
+        f"ai_score {det.ai_score:.3f} below the threshold {det.threshold:.3f}, but not evidence of a real photo: "
+        + "; ".join(decoded.masked)
+        + " (--force overrides)"
+    )
+
+
 def verdict(
     decoded: Decoded,
     det: Detection,
@@ -136,15 +147,11 @@ def verdict(
     the nearest generator's family is named alone (generator ``None``) when its similarity beats the
     nearest generator of any *other* family by at least the margin; ``neighbors`` must then reach
     such a generator when one is registered (:meth:`~lida_plugin.retrieve.Retriever.rank` with
-    ``other_family``). No other family in ``neighbors``: nothing to compare with, no family named."""
-    if not decoded.reliable and not force:
-        return (
-            INCONCLUSIVE,
-            None,
-            None,
-            None,
-            "fingerprint unreliable: " + "; ".join(decoded.reasons) + " (--force overrides)",
-        )
+    ``other_family``). No other family in ``neighbors``: nothing to compare with, no family named.
+    A ``real`` reading of pixels with ``decoded.masked`` reasons (added noise, :mod:`lida_plugin.noisegate`) is
+    ``inconclusive`` unless ``force``: noise hides a generator's traces, it does not make them."""
+    if not force and (not decoded.reliable or (decoded.masked and not det.is_generated)):
+        return INCONCLUSIVE, None, None, None, _inconclusive_reason(decoded, det)
     if not det.is_generated:
         return (
             REAL,
@@ -284,6 +291,8 @@ class Attributor:
         if grid is not None and decoded.reliable:  # a camera original; after the lossy detector (not a codec's)
             decoded.reasons += camera_reasons(decoded.pixels, grid)
             decoded.reliable = not decoded.reasons
+        if grid is not None and decoded.reliable:  # noise that would hide a generator: only 'real' is void
+            decoded.masked = noise_reasons(decoded.pixels, grid)
         # Keep the shape (width/height) but not the pixels: the crops are all the later stages need,
         # and a batch of prepared files waiting for the encoder must not hold whole images.
         decoded.pixels = np.broadcast_to(np.zeros((), np.uint8), decoded.pixels.shape)
@@ -329,6 +338,7 @@ class Attributor:
         info = self.encoder.info
         v, gen, fam, score, reason = verdict(dec, det, neigh, info.open_set_threshold, self.force, info.family_margin)
         known = self._exact_match(dec.sha256, stores)
+        void = bool(dec.masked) and not det.is_generated  # the noise gate voids a 'real' reading (noisegate)
         if known is not None:
             reason += (
                 f"; these exact bytes are a registered exemplar of {known['generator']}"
@@ -356,10 +366,11 @@ class Attributor:
                 for n in neigh[: self.top_k]  # (a further one of another family is for the verdict only)
             ],  # fmt: skip
             reliability={
-                "reliable": dec.reliable,
-                "forced": self.force and not dec.reliable,
-                "reasons": list(dec.reasons),
-                "notes": list(dec.notes),
+                "reliable": dec.reliable and not void,
+                "forced": self.force and (not dec.reliable or void),
+                "reasons": list(dec.reasons) + (list(dec.masked) if void else []),
+                "notes": list(dec.notes)
+                + ([] if void else [f"{m}; the 'ai-generated' reading stands" for m in dec.masked]),  # fmt: skip
             },
             exact_match=known,
             image={

@@ -108,6 +108,9 @@ class Decoded:
     notes: list[str] = field(default_factory=list)  # conversions that keep the low bits
     jpeg_quality: int | None = None
     jpeg_history: bool = False  # lossless pixels that were a JPEG (lida_plugin.jpeghist; set by the attributor)
+    # why a ``real`` reading of these pixels is not evidence, though an ``ai-generated`` one is (added noise:
+    # lida_plugin.noisegate; set by the attributor)
+    masked: list[str] = field(default_factory=list)
 
     @property
     def height(self) -> int:

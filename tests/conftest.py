@@ -27,7 +27,9 @@ TINY_DIM = 24
 def synthetic_pixels(kind: str, seed: int, size: int = 128) -> np.ndarray:
     """An RGB image whose high bits are smooth content and whose low 3 bits are the 'generator'.
 
-    ``kind`` ``"real"`` gets random low bits (sensor-like noise); any other kind gets an 8×8
+    ``kind`` ``"real"`` gets grey content and random low bits (sensor-like noise) the same in the three channels:
+    channel-independent noise of that strength, or colour steps on every row, are what ``lida_plugin.noisegate``
+    reads as added noise, which voids a ``real`` reading; any other kind gets an 8×8
     low-bit pattern tiled over the image, fixed by the kind's name, so images of one kind share
     a fingerprint whatever their content.
     """
@@ -36,7 +38,8 @@ def synthetic_pixels(kind: str, seed: int, size: int = 128) -> np.ndarray:
     base = np.stack([(xx * rng.uniform(0.5, 1.5) + yy * rng.uniform(0.2, 1)) % 256 for _ in range(3)], axis=-1)
     high = (base.astype(np.uint8) & 0xF8).astype(np.uint8)
     if kind == "real":
-        low = rng.integers(0, 8, (size, size, 3), dtype=np.uint8)
+        high = np.repeat(high[..., :1], 3, axis=2)
+        low = np.repeat(rng.integers(0, 8, (size, size, 1), dtype=np.uint8), 3, axis=2)
     else:
         k = np.random.default_rng(_KIND_SEEDS.get(kind, zlib.crc32(kind.encode())))
         tile = k.integers(0, 8, (8, 8, 3), dtype=np.uint8)

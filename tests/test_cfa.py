@@ -15,11 +15,12 @@ from lida_plugin.fingerprint import extract_crops
 
 
 def _scene(seed: int, side: int = 256) -> np.ndarray:
-    """Smooth content with sensor-like white noise: no demosaicing pattern."""
+    """Smooth content with sensor-like white noise (the same in the three channels: channel-independent noise of
+    this strength is what lida_plugin.noisegate reads as added noise): no demosaicing pattern."""
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 256, (side // 16, side // 16, 3), dtype=np.uint8)
     up = np.asarray(Image.fromarray(small).resize((side, side), Image.BICUBIC), dtype=np.float64)
-    return np.clip(np.rint(up + rng.normal(0, 3, up.shape)), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(up + rng.normal(0, 3, up.shape[:2])[..., None]), 0, 255).astype(np.uint8)
 
 
 @pytest.mark.parametrize("method", ["bilinear", "mhc"])

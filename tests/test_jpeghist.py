@@ -18,7 +18,8 @@ def _scene(seed: int, side: int = 256) -> np.ndarray:
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 256, (side // 16, side // 16, 3), dtype=np.uint8)
     up = np.asarray(Image.fromarray(small).resize((side, side), Image.BICUBIC), dtype=np.float64)
-    return np.clip(np.rint(up + rng.normal(0, 3, up.shape)), 0, 255).astype(np.uint8)
+    noise = rng.normal(0, 3, up.shape[:2])[..., None]  # the same in all channels (lida_plugin.noisegate: not added)
+    return np.clip(np.rint(up + noise), 0, 255).astype(np.uint8)
 
 
 def _round_trip(px: np.ndarray, q: int, sub: int = 2) -> np.ndarray:
