@@ -41,13 +41,20 @@ def noise_score(crops: np.ndarray) -> float:
     if x.ndim != 4 or len(x) == 0 or x.shape[1] < 3 or min(x.shape[-2:]) < BLOCK + 2:
         return 0.0
     x = x.astype(np.int16)
-    d = np.stack([x[:, 0] - x[:, 1], x[:, 2] - x[:, 1]], axis=1)  # [K, 2, S, S], |d| <= 255
-    r = d[..., :-2] - 2 * d[..., 1:-1] + d[..., 2:]  # [1, -2, 1] along rows ...
-    r = r[..., :-2, :] - 2 * r[..., 1:-1, :] + r[..., 2:, :]  # ... and columns: |r| <= 16 * 255, fits int16
-    k, _, h, w = r.shape
+    d = np.empty((x.shape[0], 2, *x.shape[2:]), np.int16)  # R - G, B - G: |d| <= 255
+    np.subtract(x[:, 0], x[:, 1], out=d[:, 0])
+    np.subtract(x[:, 2], x[:, 1], out=d[:, 1])
+    r = d[..., :-2] + d[..., 2:]  # [1, -2, 1] along rows ...
+    r -= d[..., 1:-1]
+    r -= d[..., 1:-1]
+    e = r[..., :-2, :] + r[..., 2:, :]  # ... and columns: |e| <= 16 * 255, fits int16
+    e -= r[..., 1:-1, :]
+    e -= r[..., 1:-1, :]
+    k, _, h, w = e.shape
     bh, bw = h // BLOCK, w // BLOCK
-    r = r[..., : bh * BLOCK, : bw * BLOCK].astype(np.float32)
-    blocks = (r * r).reshape(k, 2, bh, BLOCK, bw, BLOCK).sum(axis=(1, 3, 5), dtype=np.float64)
+    e = e[..., : bh * BLOCK, : bw * BLOCK].astype(np.float32)
+    np.square(e, out=e)
+    blocks = e.reshape(k, 2, bh, BLOCK, bw, BLOCK).sum(axis=(1, 3, 5)).astype(np.float64)
     var = blocks.ravel() / (2 * BLOCK * BLOCK * 72.0)  # per block: the noise variance under the module's model
     return float(np.sqrt(np.quantile(var, QUANTILE)))
 
