@@ -29,3 +29,37 @@ def held_out_pixels(data: str) -> Iterator[tuple[object, np.ndarray]]:
 
     for e in heldout_capped(load_corpus(data)):
         yield e, decode_file(e.path).pixels
+
+
+def runtime_verdicts(model: str | None, data: str, versions) -> tuple[str, dict[tuple[str, str, bool], list[str]]]:
+    """Every held-out image's versions through the whole runtime (no store: detection only), plain and forced:
+    ``(model id, {(kind, version, forced): verdicts})``. ``versions(entry, pixels)`` gives ``(name, file bytes)``s."""
+    from lida_plugin.attribute import Attributor
+    from lida_plugin.encoder import Encoder
+    from lida_plugin.store import open_stack
+
+    enc = Encoder(model)
+    runs = {f: Attributor(enc, open_stack(enc, None, use_default=False), force=f) for f in (False, True)}
+    out: dict[tuple[str, str, bool], list[str]] = {}
+    for e, px in held_out_pixels(data):
+        files = versions(e, px)
+        for forced, att in runs.items():
+            results = att.finish([att.prepare(f"{e.relpath}[{name}]", b) for name, b in files])
+            for (name, _), r in zip(files, results, strict=True):
+                if r.ok:
+                    out.setdefault((e.kind, name, forced), []).append(r.verdict)
+    return enc.info.model_id, out
+
+
+def print_verdicts(out: dict[tuple[str, str, bool], list[str]], names, forced_header: str) -> None:
+    """:func:`runtime_verdicts`' shares as a Markdown table, per class and version (in ``names``' order)."""
+    print(f"| class | version | images | `lida attribute`: ai-generated / inconclusive / real | {forced_header} |")
+    print("|---|---|---|---|---|")
+    for kind in ("real", "generated"):
+        for name in names:
+            v, f = out.get((kind, name, False), []), out.get((kind, name, True), [])
+            if not v:
+                continue
+            shares = " / ".join(f"{v.count(x) / len(v):.1%}" for x in ("ai-generated", "inconclusive", "real"))
+            forced = " / ".join(f"{f.count(x) / len(f):.1%}" for x in ("ai-generated", "real"))
+            print(f"| {kind} | {name} | {len(v)} | {shares} | {forced} |")

@@ -20,13 +20,10 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
-from _corpus import held_out_pixels, parse_args
+from _corpus import parse_args, print_verdicts, runtime_verdicts
 
 from lida_exporters.camera import demosaic, noisy, unsharp
-from lida_plugin.attribute import Attributor
-from lida_plugin.encoder import Encoder
 from lida_plugin.lossy import jpeg_bytes, png_bytes, resized
-from lida_plugin.store import open_stack
 
 VERSIONS = {
     "original": lambda p, ph: p,
@@ -45,31 +42,14 @@ VERSIONS = {
 def main() -> None:
     args = parse_args(__doc__, lambda p: p.add_argument("--jpeg", type=int, metavar="Q", help="save as JPEG at Q"))
     encode = (lambda px: jpeg_bytes(px, args.jpeg, 2)) if args.jpeg else png_bytes
-    enc = Encoder(args.model)
-    runs = {f: Attributor(enc, open_stack(enc, None, use_default=False), force=f) for f in (False, True)}
-    out: dict[tuple[str, str, bool], list[str]] = {}
-    for e, px in held_out_pixels(args.data):
+
+    def versions(e, px):
         phase = zlib.crc32(e.relpath.encode()) % 4
-        data = [(name, encode(np.ascontiguousarray(fn(px, phase)))) for name, fn in VERSIONS.items()]
-        for forced, att in runs.items():
-            results = att.finish([att.prepare(f"{e.relpath}[{name}]", b) for name, b in data])
-            for (name, _), r in zip(data, results, strict=True):
-                if r.ok:
-                    out.setdefault((e.kind, name, forced), []).append(r.verdict)
-    print(f"model `{enc.info.model_id}`" + (f", every version saved as JPEG q{args.jpeg}" if args.jpeg else "") + "\n")
-    print(
-        "| class | version | images | `lida attribute`: ai-generated / inconclusive / real |"
-        " `--force` (the model alone; for a JPEG the lossy detector): ai-generated / real |"
-    )
-    print("|---|---|---|---|---|")
-    for kind in ("real", "generated"):
-        for name in VERSIONS:
-            v, f = out.get((kind, name, False), []), out.get((kind, name, True), [])
-            if not v:
-                continue
-            shares = " / ".join(f"{v.count(x) / len(v):.1%}" for x in ("ai-generated", "inconclusive", "real"))
-            forced = " / ".join(f"{f.count(x) / len(f):.1%}" for x in ("ai-generated", "real"))
-            print(f"| {kind} | {name} | {len(v)} | {shares} | {forced} |")
+        return [(name, encode(np.ascontiguousarray(fn(px, phase)))) for name, fn in VERSIONS.items()]
+
+    model_id, out = runtime_verdicts(args.model, args.data, versions)
+    print(f"model `{model_id}`" + (f", every version saved as JPEG q{args.jpeg}" if args.jpeg else "") + "\n")
+    print_verdicts(out, VERSIONS, "`--force` (the model alone; for a JPEG the lossy detector): ai-generated / real")
 
 
 if __name__ == "__main__":

@@ -14,39 +14,22 @@ of `lida_plugin.noisegate`). Numbers in docs/evaluation.md, "Light noise".
 
 from __future__ import annotations
 
-from _corpus import held_out_pixels, parse_args
+from _corpus import parse_args, print_verdicts, runtime_verdicts
 
 from lida_exporters.probes import noise_eval_ops
-from lida_plugin.attribute import Attributor
-from lida_plugin.encoder import Encoder
 from lida_plugin.lossy import png_bytes
-from lida_plugin.store import open_stack
 
 
 def main() -> None:
     args = parse_args(__doc__)
-    enc = Encoder(args.model)
-    runs = {f: Attributor(enc, open_stack(enc, None, use_default=False), force=f) for f in (False, True)}
     ops = noise_eval_ops()
-    out: dict[tuple[str, str, bool], list[str]] = {}
-    for e, px in held_out_pixels(args.data):
-        data = [(op.name, png_bytes(op.apply(px))) for op in ops]
-        for forced, att in runs.items():
-            results = att.finish([att.prepare(f"{e.relpath}[{name}]", b) for name, b in data])
-            for (name, _), r in zip(data, results, strict=True):
-                if r.ok:
-                    out.setdefault((e.kind, name, forced), []).append(r.verdict)
-    print(f"model `{enc.info.model_id}`\n")
-    print("| class | version | images | `lida attribute`: ai-generated / inconclusive / real |"
-          " `--force` (the model alone): ai-generated / real |\n|---|---|---|---|---|")  # fmt: skip
-    for kind in ("real", "generated"):
-        for op in ops:
-            v, f = out.get((kind, op.name, False), []), out.get((kind, op.name, True), [])
-            if not v:
-                continue
-            shares = " / ".join(f"{v.count(x) / len(v):.1%}" for x in ("ai-generated", "inconclusive", "real"))
-            forced = " / ".join(f"{f.count(x) / len(f):.1%}" for x in ("ai-generated", "real"))
-            print(f"| {kind} | {op.name} | {len(v)} | {shares} | {forced} |")
+
+    def versions(e, px):
+        return [(o.name, png_bytes(o.apply(px))) for o in ops]
+
+    model_id, out = runtime_verdicts(args.model, args.data, versions)
+    print(f"model `{model_id}`\n")
+    print_verdicts(out, [o.name for o in ops], "`--force` (the model alone): ai-generated / real")
 
 
 if __name__ == "__main__":

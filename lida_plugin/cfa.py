@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fingerprint import extract_crops
+from .fingerprint import check_crops
 
 #: With 16 crops of 64x64, a score at or above this is a camera's demosaicing. Measured (2026-12-03) on the
 #: corpus' 1,110 originals, which have no such traces: at most 0.26 (generated) and 0.13 (real); held-out images
@@ -85,10 +85,7 @@ def camera_reasons(pixels: np.ndarray, crops: np.ndarray | None = None) -> list[
     too small to tell: fewer than :data:`MIN_CROPS` crops of 64x64 on an 8-px grid). ``crops``: the image's
     crops on that very grid (:func:`~lida_plugin.fingerprint.extract_crops` with :data:`CROP`, :data:`CROPS`,
     :data:`ALIGN`) when the caller has them already."""
-    if crops is None:
-        if min(pixels.shape[:2]) < CROP:
-            return []
-        crops = extract_crops(pixels, CROP, CROPS, ALIGN)
+    crops = check_crops(pixels, crops, CROP, CROPS, ALIGN)
     if len(crops) < MIN_CROPS:
         return []
     s, t = cfa_score(crops), threshold(len(crops))

@@ -105,3 +105,14 @@ def extract_crops(
     for i, (y, x) in enumerate(pos):
         out[i] = pixels[y : y + size, x : x + size, :3].transpose(2, 0, 1)
     return out
+
+
+def check_crops(pixels: np.ndarray, crops: np.ndarray | None, size: int, count: int, align: int) -> np.ndarray:
+    """The crops a pixel check reads (:mod:`lida_plugin.cfa`, :mod:`lida_plugin.noisegate`): ``crops`` when the
+    caller has them on that grid already, else cut from ``pixels``; none (an empty array) for an image smaller than
+    one crop."""
+    if crops is not None:
+        return crops
+    if min(pixels.shape[:2]) < size:
+        return np.zeros((0, 3, size, size), np.uint8)
+    return extract_crops(pixels, size, count, align)

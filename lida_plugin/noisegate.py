@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fingerprint import extract_crops
+from .fingerprint import check_crops
 
 #: With up to 16 crops of 64x64, a score at or above this (grey levels) is noise no original of the corpus shows.
 #: Measured (2026-12-07, ``python -m lida_exporters.probes noise-real``): docs/evaluation.md, "Light noise".
@@ -64,10 +64,7 @@ def noise_reasons(pixels: np.ndarray, crops: np.ndarray | None = None) -> list[s
     :data:`NOISE_THRESHOLD`, or it is smaller than one crop). ``crops``: the image's crops on the gate's grid
     (:func:`~lida_plugin.fingerprint.extract_crops` with :data:`CROP`, :data:`CROPS`, :data:`ALIGN`) when the
     caller has them already."""
-    if crops is None:
-        if min(pixels.shape[:2]) < CROP:
-            return []
-        crops = extract_crops(pixels, CROP, CROPS, ALIGN)
+    crops = check_crops(pixels, crops, CROP, CROPS, ALIGN)
     if len(crops) < MIN_CROPS:
         return []
     s = noise_score(crops)
