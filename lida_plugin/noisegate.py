@@ -1,7 +1,7 @@
 """Added noise: is this lossless image's colour noise floor too high for a ``real`` reading to mean anything?
 
 Light noise is the cheapest way to hide a generator: Gaussian noise of 1.5-2 grey levels on a generated PNG
-made the fingerprint model call it ``real`` 88-98% of the time (docs/evaluation.md, "Light noise"), because the
+made the fingerprint model call it ``real`` 85-98% of the time (docs/evaluation.md, "Light noise"), because the
 noise swamps the residual statistics the model reads, and noisy residuals are what its real photos have. A
 generator's traces survive noise or they do not; noise does not create them. So the rule is one-sided: when the
 image carries noise above the floor that the corpus' originals show, a ``real`` reading is not evidence and the
