@@ -100,9 +100,9 @@ def unsharp(pixels: np.ndarray, amount: float, sigma: float) -> np.ndarray:
     return np.clip(np.rint(x + amount * (x - blur)), 0, 255).astype(np.uint8)
 
 
-def noisy(pixels: np.ndarray, sd: float, seed: int) -> np.ndarray:
-    """Gaussian noise of ``sd`` grey levels, seeded."""
-    n = np.random.default_rng(seed).normal(0.0, sd, pixels.shape)
+def noisy(pixels: np.ndarray, sd: float, seed: int, mono: bool = False) -> np.ndarray:
+    """Gaussian noise of ``sd`` grey levels, seeded: independent per channel, or the same on all when ``mono``."""
+    n = np.random.default_rng(seed).normal(0.0, sd, pixels.shape[:-1] + (1,) if mono else pixels.shape)
     return np.clip(np.rint(pixels + n), 0, 255).astype(np.uint8)
 
 

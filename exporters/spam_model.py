@@ -559,10 +559,9 @@ class Noise:
     seed: int = 0
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:
-        px = np.asarray(pixels)[..., :3]
-        shape = px.shape[:2] + (1,) if self.mono else px.shape
-        n = np.random.default_rng(self.seed).normal(0.0, self.sd, shape)
-        return np.clip(np.rint(px + n), 0, 255).astype(np.uint8)
+        from .camera import noisy
+
+        return noisy(np.asarray(pixels)[..., :3], self.sd, self.seed, self.mono)
 
     def describe(self) -> str:
         return f"noise-{self.sd!r}-{'mono' if self.mono else 'rgb'}-{self.seed}"

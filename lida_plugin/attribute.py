@@ -122,6 +122,11 @@ class Prepared:
         return self.decoded.sha256
 
 
+def _noise_voids(decoded: Decoded, det: Detection) -> bool:
+    """The noise gate's one-sided rule (:mod:`lida_plugin.noisegate`): a ``real`` reading of noised pixels is void."""
+    return bool(decoded.masked) and not det.is_generated
+
+
 def _inconclusive_reason(decoded: Decoded, det: Detection) -> str:
     if not decoded.reliable:
         return "fingerprint unreliable: " + "; ".join(decoded.reasons) + " (--force overrides)"
@@ -150,7 +155,7 @@ def verdict(
     ``other_family``). No other family in ``neighbors``: nothing to compare with, no family named.
     A ``real`` reading of pixels with ``decoded.masked`` reasons (added noise, :mod:`lida_plugin.noisegate`) is
     ``inconclusive`` unless ``force``: noise hides a generator's traces, it does not make them."""
-    if not force and (not decoded.reliable or (decoded.masked and not det.is_generated)):
+    if not force and (not decoded.reliable or _noise_voids(decoded, det)):
         return INCONCLUSIVE, None, None, None, _inconclusive_reason(decoded, det)
     if not det.is_generated:
         return (
@@ -338,7 +343,7 @@ class Attributor:
         info = self.encoder.info
         v, gen, fam, score, reason = verdict(dec, det, neigh, info.open_set_threshold, self.force, info.family_margin)
         known = self._exact_match(dec.sha256, stores)
-        void = bool(dec.masked) and not det.is_generated  # the noise gate voids a 'real' reading (noisegate)
+        void = _noise_voids(dec, det)
         if known is not None:
             reason += (
                 f"; these exact bytes are a registered exemplar of {known['generator']}"

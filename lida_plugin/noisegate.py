@@ -31,7 +31,6 @@ from .fingerprint import check_crops
 NOISE_THRESHOLD = 1.1
 QUANTILE = 0.1  # the blocks' variance quantile that is the floor (the flattest tenth of the image)
 CROP, CROPS, ALIGN = 64, 16, 8  # the crop grid the score is read on (lida_plugin.fingerprint.crop_grid)
-MIN_CROPS = 1
 BLOCK = 8
 
 
@@ -64,10 +63,7 @@ def noise_reasons(pixels: np.ndarray, crops: np.ndarray | None = None) -> list[s
     :data:`NOISE_THRESHOLD`, or it is smaller than one crop). ``crops``: the image's crops on the gate's grid
     (:func:`~lida_plugin.fingerprint.extract_crops` with :data:`CROP`, :data:`CROPS`, :data:`ALIGN`) when the
     caller has them already."""
-    crops = check_crops(pixels, crops, CROP, CROPS, ALIGN)
-    if len(crops) < MIN_CROPS:
-        return []
-    s = noise_score(crops)
+    s = noise_score(check_crops(pixels, crops, CROP, CROPS, ALIGN))  # 0 for no crops
     if s < NOISE_THRESHOLD:
         return []
     return [
