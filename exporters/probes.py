@@ -135,7 +135,7 @@ def _corpus_embeddings(entries, model: str | None, threads: int) -> tuple[np.nda
     from lida_plugin.evaluate.embed import OnnxEmbedder, embed_paths
 
     embedder = OnnxEmbedder(model, threads=threads)
-    embs, _, _, _ = embed_paths([e.path for e in entries], {"model": embedder})
+    embs, _, _, _, _ = embed_paths([e.path for e in entries], {"model": embedder})
     return embs["model"], embedder.info.model_id
 
 
@@ -351,8 +351,10 @@ def _fit_stage(items, feats, counts, train: np.ndarray, r, cache: Path | None = 
     owner = np.repeat(np.arange(len(items)), counts)
     ct = train[owner]
     mean, proj = fit_map(feats[ct], [eval_label(items[i]) for i in owner[ct]], r)
+    if r.head_noise:
+        raise ValueError("the probes score version-1 heads: head_noise is for lida-train spam")
     det = detection_fit_set(items, feats, counts, train, r, cache, progress=False)
-    proj, emb, head = fit_detection_stage(*det, mean, proj, r)
+    proj, emb, head = fit_detection_stage(*det[:4], mean, proj, r)
     return mean, proj, head, emb[: len(items)]
 
 

@@ -66,11 +66,17 @@ LEGACY = {
     "det_noise_copies": 0,
     "noise_sd": (0.25, 1.25),
     "noise_generated": False,
+    "head_noise": False,
 }  # recipe fields the first model did not have, at its values
 #: the Pillow filters of the resized training copies (lida_plugin.lossy.resized; Lanczos is left for evaluation:
 #: a filter no fit saw)
 RESIZE_FILTERS = ("bicubic", "bilinear", "box", "hamming")
 PARITY_TOL = 1e-4
+#: the version-2 head's noise basis (lida_plugin.contract.noise_terms): hinges at these noise floors, capped
+NOISE_KNOTS, NOISE_CAP = (0.4, 0.6, 0.8, 1.0, 1.2), 1.5
+#: the versions of each held-out real photo a noise-reading head's threshold is calibrated on, besides the
+#: original: Gaussian noise of these sd (grey levels), independent per channel, and ``mono`` the same on all three
+CALIBRATION_NOISE = ((0.5, False), (0.75, False), (1.0, False), (1.0, True))
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,11 @@ class SpamRecipe:
     det_noise_copies: int = 0
     noise_sd: tuple[float, float] = (0.25, 1.25)
     noise_generated: bool = False  # the generated train images get noised copies too (labels kept)
+    # the head also reads each image's colour noise floor (lida_plugin.noisegate.noise_score; a version-2 head:
+    # a shift and a change of direction with the noise, NOISE_KNOTS, NOISE_CAP), and its threshold is calibrated
+    # on the held-out real photos and noised versions of them (CALIBRATION_NOISE); False: a version-1 head
+    # calibrated on the originals, the bundled model (docs/evaluation.md, "Light noise")
+    head_noise: bool = False
 
 
 # -- features ------------------------------------------------------------------------------------
@@ -190,16 +201,21 @@ def detection_column(
 
 def fit_detection_stage(
     feats: np.ndarray, counts: Sequence[int], generated: np.ndarray, fit: np.ndarray, mean: np.ndarray,
-    proj: np.ndarray, r: SpamRecipe,
+    proj: np.ndarray, r: SpamRecipe, noise: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:  # fmt: skip
     """The detection column (when ``r.det_column``) appended to the map, then the head, both fitted on the
-    images ``fit`` marks (crop features ``feats``, ``counts`` crops per image); returns ``(proj with the
-    column, every image's embedding, the head)``."""
+    images ``fit`` marks (crop features ``feats``, ``counts`` crops per image; ``noise``: their noise floors, for
+    a head that reads them, ``r.head_noise``); returns ``(proj with the column, every image's embedding, the
+    head)``."""
     if r.det_column > 0:
         col = detection_column(feats, counts, generated, fit, mean, proj, r)
         proj = np.hstack([proj, col[:, None]])
     emb = image_embeddings(apply_map(feats, mean, proj), counts)
-    return proj, emb, fit_head(emb[fit], generated[fit], r.head_l2)
+    if not r.head_noise:
+        return proj, emb, fit_head(emb[fit], generated[fit], r.head_l2)
+    if noise is None:
+        raise ValueError("a head that reads the noise floor (head_noise) needs the images' noise floors")
+    return proj, emb, fit_noise_head(emb[fit], np.asarray(noise)[fit], generated[fit], r.head_l2)
 
 
 def apply_map(x: np.ndarray, mean: np.ndarray, proj: np.ndarray) -> np.ndarray:
@@ -237,6 +253,25 @@ def fit_head(emb: np.ndarray, generated: np.ndarray, l2: float = 1e-2, iters: in
             break
     return {"kind": "logistic", "version": 1, "input": "image_embedding",
             "w": [round(float(v), 8) for v in theta[:d]], "b": round(float(theta[d]), 8)}  # fmt: skip
+
+
+def noise_head_features(emb: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """What a version-2 head is linear in: ``[e, noise_terms(n), min(n, cap) e]`` (lida_plugin.contract.head_score)."""
+    from lida_plugin.contract import noise_terms
+
+    e = np.asarray(emb, dtype=np.float64)
+    n = np.asarray(noise, dtype=np.float64).reshape(-1)
+    return np.hstack([e, noise_terms(n, NOISE_CAP, NOISE_KNOTS), np.minimum(n, NOISE_CAP)[:, None] * e])
+
+
+def fit_noise_head(emb: np.ndarray, noise: np.ndarray, generated: np.ndarray, l2: float = 1e-2) -> dict:
+    """:func:`fit_head` on :func:`noise_head_features`: the version-2 ``lida.detection_head`` dict."""
+    d, j = np.asarray(emb).shape[1], len(NOISE_KNOTS) + 1
+    h = fit_head(noise_head_features(emb, noise), generated, l2)
+    w = h["w"]
+    return {"kind": "logistic", "version": 2, "input": "image_embedding+noise_floor", "w": w[:d], "b": h["b"],
+            "noise": {"score": "colour-noise-floor", "version": 1, "cap": NOISE_CAP, "knots": list(NOISE_KNOTS),
+                      "v": w[d : d + j], "u": w[d + j :]}}  # fmt: skip
 
 
 # -- the ONNX graph ------------------------------------------------------------------------------------
@@ -619,6 +654,40 @@ def processed_copy_features(items, plan, r: SpamRecipe, cache: Path | None = Non
     return _cached_features(cache / f"spam-{tag}-{key[:16]}.npz" if cache is not None else None, compute)
 
 
+def image_noise_floors(crops: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+    """The noise floor (:func:`lida_plugin.noisegate.noise_score`) of each image's crops, ``[len(counts)]``."""
+    from lida_plugin.noisegate import noise_score
+
+    b = np.cumsum([0, *counts])
+    return np.array([noise_score(crops[b[i] : b[i + 1]]) for i in range(len(counts))], dtype=np.float64)
+
+
+def copy_noise_floors(items, plan, r: SpamRecipe, cache: Path | None = None, progress: bool = True,
+                      tag: str = "copies") -> np.ndarray:  # fmt: skip
+    """The noise floor of each of ``plan``'s copies (as :func:`processed_copy_features` makes them), cached."""
+    from tqdm import tqdm
+
+    from lida_plugin.decode import decode_file
+    from lida_plugin.noisegate import noise_score
+
+    files = [(e.relpath, e.path.stat().st_size) for e in items]
+    ops = [(i, op.describe()) for i, op in plan]
+    key = hashlib.sha256(json.dumps([r.crop, r.crop_count, r.align, ops, files]).encode()).hexdigest()
+    f = cache / f"noise-{tag}-{key[:16]}.npy" if cache is not None else None
+    if f is not None and f.is_file():
+        return np.load(f)
+    out = np.array(
+        [
+            noise_score(image_crops(op.apply(decode_file(items[i].path).pixels), r))
+            for i, op in tqdm(plan, desc=f"{tag} noise", unit="img", disable=not progress, mininterval=2.0)
+        ]
+    )
+    if f is not None:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        np.save(f, out)
+    return out
+
+
 def rzoo_features(items, photos_of: np.ndarray, n: int, r: SpamRecipe, cache: Path | None = None,
                    progress: bool = True) -> tuple[np.ndarray, list[int]]:  # fmt: skip
     """``(SPAM crop features [C, F], crop counts)`` of ``n`` random decoders' images (:mod:`lida_exporters.rzoo`,
@@ -641,11 +710,18 @@ def rzoo_features(items, photos_of: np.ndarray, n: int, r: SpamRecipe, cache: Pa
 
 
 def detection_fit_set(items, feats, counts, fit: np.ndarray, r: SpamRecipe, cache: Path | None = None,
-                      progress: bool = True) -> tuple[np.ndarray, list[int], np.ndarray, np.ndarray]:  # fmt: skip
-    """What the detection column and head are fitted on: ``(crop features, crop counts, generated?, in the fit?)``
-    of every item (the ``fit`` ones in the fit), then ``r.det_resize_copies`` resized copies of every train item
-    and ``r.det_camera_copies`` camera-processed and ``r.det_jpeg_copies`` JPEG round-tripped ones (each in the fit
-    when its item is), then ``r.det_rzoo`` random decoders' images made from the fit's real photos."""
+                      progress: bool = True, noise: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, list[int], np.ndarray, np.ndarray, np.ndarray | None]:  # fmt: skip
+    """What the detection column and head are fitted on: ``(crop features, crop counts, generated?, in the fit?,
+    noise floors)`` of every item (the ``fit`` ones in the fit), then ``r.det_resize_copies`` resized copies of
+    every train item and ``r.det_camera_copies`` camera-processed and ``r.det_jpeg_copies`` JPEG round-tripped and
+    ``r.det_noise_copies`` noised ones (each in the fit when its item is), then ``r.det_rzoo`` random decoders'
+    images made from the fit's real photos. The noise floors (for ``r.head_noise``; else None) of the items are
+    ``noise`` (:func:`image_noise_floors`), the copies' are computed (:func:`copy_noise_floors`)."""
+    if r.head_noise and noise is None:
+        raise ValueError("head_noise needs the items' noise floors (image_noise_floors)")
+    if r.head_noise and r.det_rzoo:
+        raise ValueError("head_noise with det_rzoo: the random decoders' noise floors are not computed")
     gen = np.array([it.kind == "generated" for it in items])
     fit = np.asarray(fit, bool)
     parts = [(feats, list(counts), gen, fit)]
@@ -663,10 +739,13 @@ def detection_fit_set(items, feats, counts, fit: np.ndarray, r: SpamRecipe, cach
     if r.det_noise_copies:
         plan = noise_plan(items, train_idx, r.det_noise_copies, tuple(r.noise_sd), r.noise_generated)
         copies.append((plan, "noise"))
+    floors = [np.asarray(noise, np.float64)] if r.head_noise else []
     for plan, tag in copies:
         cf, cc = processed_copy_features(items, plan, r, cache, progress, tag=tag)
         src = [i for i, _ in plan]
         parts.append((cf, cc, gen[src], fit[src]))
+        if r.head_noise:
+            floors.append(copy_noise_floors(items, plan, r, cache, progress, tag=tag))
     if r.det_rzoo:
         zf, zc = rzoo_features(items, fit & ~gen, r.det_rzoo, r, cache, progress)
         parts.append((zf, zc, np.ones(len(zc), bool), np.ones(len(zc), bool)))
@@ -675,6 +754,7 @@ def detection_fit_set(items, feats, counts, fit: np.ndarray, r: SpamRecipe, cach
         [c for p in parts for c in p[1]],
         np.concatenate([p[2] for p in parts]),
         np.concatenate([p[3] for p in parts]),
+        np.concatenate(floors) if r.head_noise else None,
     )
 
 
@@ -705,8 +785,9 @@ def fit_and_export(
         crop_labels += list(zl[:: r.zoo_every])
     mean, proj = fit_map(fit_x, crop_labels, r)
     gen = np.array([it.kind == "generated" for it in items])
-    det_f, det_c, det_gen, det_fit = detection_fit_set(items, feats, counts, train, r, cache, progress)
-    proj, det_emb, head = fit_detection_stage(det_f, det_c, det_gen, det_fit, mean, proj, r)
+    floors = image_noise_floors(all_crops, counts) if r.head_noise else None
+    det_f, det_c, det_gen, det_fit, det_n = detection_fit_set(items, feats, counts, train, r, cache, progress, floors)
+    proj, det_emb, head = fit_detection_stage(det_f, det_c, det_gen, det_fit, mean, proj, r, det_n)
     emb = det_emb[: len(items)]
     real_tr = train & ~gen
     proto = emb[real_tr].mean(0)
@@ -730,7 +811,13 @@ def fit_and_export(
     real_ho = ~train & ~gen
     if not real_ho.any():
         raise ValueError("calibration needs held-out real images")
-    det_t = calibrate_threshold(ai_scores(emb[real_ho], probe)[0], r.fpr, r.fpr_confidence)
+    cal = ai_scores(emb[real_ho], probe, None if floors is None else floors[real_ho])[0]
+    if r.head_noise:  # and noised versions of them: light noise does not make a photo generated
+        plan = [(int(i), Noise(sd, mono, 4242)) for sd, mono in CALIBRATION_NOISE for i in np.flatnonzero(real_ho)]
+        cf, cc = processed_copy_features(items, plan, r, cache, progress, tag="calibration")
+        cn = copy_noise_floors(items, plan, r, cache, progress, tag="calibration")
+        cal = np.concatenate([cal, ai_scores(image_embeddings(apply_map(cf, mean, proj), cc), probe, cn)[0]])
+    det_t = calibrate_threshold(cal, r.fpr, r.fpr_confidence)
     open_labels = [i for i, it in enumerate(items) if train[i] and gen[i] and not it.label.startswith("ldm-sr")]
     open_t, open_stats = open_set_threshold(
         emb[open_labels], [items[i].label for i in open_labels], r.open_unknown_accept, r.fpr_confidence
@@ -741,7 +828,7 @@ def fit_and_export(
             emb[open_labels], [items[i].label for i in open_labels], [items[i].family for i in open_labels],
             r.family_wrong, r.fpr_confidence,
         )  # fmt: skip
-    sc_tr = ai_scores(emb[train], probe)[0]
+    sc_tr = ai_scores(emb[train], probe, None if floors is None else floors[train])[0]
     from lida_plugin.evaluate.metrics import roc_auc
 
     training = {
@@ -771,9 +858,20 @@ def fit_and_export(
             else ""
         )
         + (f" + {r.det_rzoo} random decoders' images as generated (rzoo)" if r.det_rzoo else ""),
-        "detection_head": f"logistic regression on the image embedding, L2 {r.head_l2}, train split,"
-        f" train AUC {roc_auc(sc_tr, gen[train]):.4f}",
-        "detection_calibration": f"{int(real_ho.sum())} held-out real images, fpr {r.fpr}"
+        "detection_head": "logistic regression on the image embedding"
+        + (
+            f" and its noise floor (hinges at {list(NOISE_KNOTS)}, cap {NOISE_CAP}, and the embedding times it)"
+            if r.head_noise
+            else ""
+        )
+        + f", L2 {r.head_l2}, train split, train AUC {roc_auc(sc_tr, gen[train]):.4f}",
+        "detection_calibration": f"{int(real_ho.sum())} held-out real images"
+        + (
+            f" and {len(CALIBRATION_NOISE)} noised versions of each (CALIBRATION_NOISE: {list(CALIBRATION_NOISE)})"
+            if r.head_noise
+            else ""
+        )
+        + f", fpr {r.fpr}"
         + (f" at confidence {r.fpr_confidence} (Clopper-Pearson upper bound)" if r.fpr_confidence else ""),
         "open_set": {**open_stats, "classes": sorted({items[i].label for i in open_labels})},
         **({"family_margin": fam_stats} if r.family_wrong else {}),

@@ -34,7 +34,7 @@ from .cfa import CROP as CFA_CROP
 from .cfa import CROPS as CFA_CROPS
 from .cfa import camera_reasons
 from .decode import DEFAULT_MAX_PIXELS, Decoded, decode_bytes, read_bytes
-from .detect import Detection, detect
+from .detect import Detection, detect, needs_noise, noise_floor
 from .encoder import Encoder
 from .errors import InputError, LidaError
 from .evidence import apply_evidence, check_setup, read_evidence
@@ -112,6 +112,7 @@ class Prepared:
     crops: np.ndarray
     evidence: list[dict[str, Any]] = field(default_factory=list)  # declared provenance, read with the bytes
     stage_inputs: np.ndarray | None = None  # the encoder's feature stage of the crops (Encoder.stage_inputs)
+    noise: float | None = None  # the crops' noise floor, when the model's detection head reads it (detect.noise_floor)
 
     @property
     def path(self) -> str:
@@ -296,12 +297,13 @@ class Attributor:
         if grid is not None and decoded.reliable:  # a camera original; after the lossy detector (not a codec's)
             decoded.reasons += camera_reasons(decoded.pixels, grid)
             decoded.reliable = not decoded.reasons
+        noise = noise_floor(crops, self.encoder.info)  # what the detection head reads besides the embedding
         if grid is not None and decoded.reliable:  # noise that would hide a generator: only 'real' is void
-            decoded.masked = noise_reasons(decoded.pixels, grid)
+            decoded.masked = noise_reasons(decoded.pixels, grid, noise if grid is crops else None)
         # Keep the shape (width/height) but not the pixels: the crops are all the later stages need,
         # and a batch of prepared files waiting for the encoder must not hold whole images.
         decoded.pixels = np.broadcast_to(np.zeros((), np.uint8), decoded.pixels.shape)
-        return Prepared(decoded, crops, evidence, stage_inputs)
+        return Prepared(decoded, crops, evidence, stage_inputs, noise)
 
     def _history_crops(self, decoded: Decoded, crops: np.ndarray) -> np.ndarray | None:
         """The crops the pixel-history checks read (:mod:`lida_plugin.jpeghist`, :mod:`lida_plugin.cfa`: 64x64, up
@@ -331,7 +333,8 @@ class Attributor:
         if not items:
             return []
         emb = self.encoder.embed_crop_sets([p.crops for p in items], [p.stage_inputs for p in items])
-        dets = detect(emb, self.encoder.info)
+        noise = [p.noise for p in items] if needs_noise(self.encoder.info) else None
+        dets = detect(emb, self.encoder.info, noise)
         stores, retriever = self._current()
         ranked = retriever.rank(emb, self.top_k, other_family=self.encoder.info.family_margin is not None)
         return [
@@ -360,6 +363,7 @@ class Attributor:
                 "ai_score": round(det.ai_score, 6),
                 "threshold": round(det.threshold, 6),
                 "similarity_to_real": round(det.similarity_to_real, 6),
+                **({} if det.noise_floor is None else {"noise_floor": round(det.noise_floor, 4)}),
             },
             neighbors=[
                 {

@@ -23,8 +23,10 @@ Detection
 ---------
 A model may carry a learned detection head in ``lida.detection_head`` (:data:`K_DET_HEAD`,
 contract version 2): ``{"kind": "logistic", "version": 1, "w": [D floats], "b": float}``, scored
-by :func:`head_score` on the image embedding. Without one the score is :func:`ai_score` of the
-cosine to the real prototype. ``lida_plugin.detect.ai_scores`` picks between the two.
+by :func:`head_score` on the image embedding; version 2 adds a ``"noise"`` block, terms in the image's
+colour noise floor (:func:`lida_plugin.noisegate.noise_score` of the crops the model reads; see
+:func:`head_score`). Without a head the score is :func:`ai_score` of the cosine to the real prototype.
+``lida_plugin.detect.ai_scores`` picks between them.
 
 Decision
 --------
@@ -57,7 +59,7 @@ String ``metadata_props`` with the keys in :data:`REQUIRED_KEYS` (and optionally
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -108,7 +110,10 @@ COUNT_STAGES = {"spam-counts": (1,)}
 #: as ``x & 7`` cannot be re-embedded and the originals must be registered again.
 INPUT_BITS = (3, 8)
 #: Detection heads a model may carry in ``lida.detection_head`` (kind -> versions read).
-DETECTION_HEADS = {"logistic": (1,)}
+DETECTION_HEADS = {"logistic": (1, 2)}
+#: The noise measures a version-2 head may read (``noise.score`` -> versions): ``colour-noise-floor`` v1 is
+#: :func:`lida_plugin.noisegate.noise_score` of the crops the model reads.
+NOISE_SCORES = {"colour-noise-floor": (1,)}
 
 REQUIRED_KEYS = (
     K_CONTRACT,
@@ -323,7 +328,44 @@ def _head_problems(head: Mapping[str, Any], dim: int) -> list[str]:
         return [f"detection head 'w' must be {dim} numbers (embedding_dim)"]
     if not isinstance(b, int | float):
         return ["detection head 'b' must be a number"]
+    if version == 2:
+        return _noise_problems(head.get("noise"), dim)
     return []
+
+
+def _numbers(v: Any, n: int | None = None) -> bool:
+    return isinstance(v, list) and (n is None or len(v) == n) and all(isinstance(x, int | float) for x in v)
+
+
+def _noise_problems(noise: Any, dim: int) -> list[str]:
+    """What is wrong with a version-2 head's ``noise`` block (empty when it is usable)."""
+    if not isinstance(noise, Mapping):
+        return ["detection head version 2 needs a 'noise' object"]
+    score, version = noise.get("score"), noise.get("version")
+    if version not in NOISE_SCORES.get(score, ()):
+        return [f"detection head noise score {score!r} version {version!r}; this runtime reads {NOISE_SCORES}"]
+    cap, knots = noise.get("cap"), noise.get("knots")
+    if not isinstance(cap, int | float) or cap <= 0 or not _numbers(knots) or list(knots) != sorted(knots):
+        return ["detection head noise 'cap' must be a positive number and 'knots' ascending numbers"]
+    if not _numbers(noise.get("v"), len(knots) + 1):
+        return [f"detection head noise 'v' must be {len(knots) + 1} numbers (one more than the knots)"]
+    if not _numbers(noise.get("u"), dim):
+        return [f"detection head noise 'u' must be {dim} numbers (embedding_dim)"]
+    return []
+
+
+def head_needs_noise(head: Mapping[str, Any]) -> bool:
+    """Whether a detection head reads the image's noise floor (version 2) besides its embedding."""
+    return bool(head) and head.get("version") == 2
+
+
+def noise_terms(noise: Any, cap: float, knots: Sequence[float]) -> Any:
+    """The version-2 head's basis of the noise floor ``n`` (``[M]``): ``[m, (m - k_1)+, ..., (m - k_J)+]`` with
+    ``m = min(n, cap)``; ``[M, J + 1]`` float64."""
+    import numpy as np
+
+    m = np.minimum(np.asarray(noise, dtype=np.float64).reshape(-1), float(cap))[:, None]
+    return np.hstack([m, np.maximum(0.0, m - np.asarray(knots, dtype=np.float64))])
 
 
 def counts_stage(info: ModelInfo) -> dict[str, Any] | None:
@@ -339,12 +381,29 @@ def counts_stage(info: ModelInfo) -> dict[str, Any] | None:
     return {"input": name, "T": T, "colour": channels == 5}
 
 
-def head_score(embeddings: Any, head: Mapping[str, Any]) -> Any:
-    """``ai_score`` of a ``logistic`` v1 detection head: ``sigmoid(w . e + b)`` per image embedding
-    ``e`` (the L2-normalised mean of the crop embeddings); ``[M, D]`` in, ``[M]`` float64 out."""
+def head_score(embeddings: Any, head: Mapping[str, Any], noise: Any = None) -> Any:
+    """``ai_score`` of a ``logistic`` detection head per image embedding ``e`` (the L2-normalised mean of
+    the crop embeddings); ``[M, D]`` in, ``[M]`` float64 out.
+
+    Version 1: ``sigmoid(w . e + b)``. Version 2 also reads each image's noise floor ``n`` (``noise``,
+    ``[M]``: :func:`lida_plugin.noisegate.noise_score` of the crops the model read), with ``m = min(n, cap)``:
+    ``sigmoid(w . e + b + v . noise_terms(n) + m (u . e))``: a shift of the score and a change of its
+    direction with the noise, because light noise moves a real photo's statistics towards a generator's
+    (docs/evaluation.md, "Light noise")."""
     import numpy as np
 
-    z = np.asarray(embeddings, dtype=np.float64) @ np.asarray(head["w"], dtype=np.float64) + float(head["b"])
+    e = np.asarray(embeddings, dtype=np.float64)
+    z = e @ np.asarray(head["w"], dtype=np.float64) + float(head["b"])
+    if head_needs_noise(head):
+        if noise is None:
+            raise ValueError("this detection head reads the images' noise floor: pass noise=")
+        nz = head["noise"]
+        n = np.asarray(noise, dtype=np.float64).reshape(-1)
+        if len(n) != len(z):
+            raise ValueError(f"{len(n)} noise floors for {len(z)} embeddings")
+        m = np.minimum(n, float(nz["cap"]))
+        z = z + noise_terms(n, nz["cap"], nz["knots"]) @ np.asarray(nz["v"], dtype=np.float64)
+        z = z + m * (e @ np.asarray(nz["u"], dtype=np.float64))
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # = 1 / (1 + exp(-z)), without overflow warnings
 
 

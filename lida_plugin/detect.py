@@ -1,19 +1,22 @@
 """Stage one: is it generated? An ``ai_score`` against the model's calibrated threshold.
 
 The score is the model's learned detection head when its metadata carries one
-(``lida.detection_head``, a logistic regression on the image embedding, contract version 2),
-else the prototype score of the detection loss, ``sigmoid(-sim(x, p_real) / tau)`` (every
-version-1 model). :func:`ai_scores` is the one implementation; ``lida eval`` calls it too.
+(``lida.detection_head``, a logistic regression on the image embedding, contract version 2; a head of
+version 2 also reads the image's colour noise floor, :func:`noise_floors`), else the prototype score of the
+detection loss, ``sigmoid(-sim(x, p_real) / tau)`` (every version-1 model). :func:`ai_scores` is the one
+implementation; ``lida eval`` calls it too.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from .contract import ModelInfo, ai_score, head_score
+from .contract import ModelInfo, ai_score, head_needs_noise, head_score
+from .noisegate import noise_score
 
 
 @dataclass(frozen=True)
@@ -21,25 +24,47 @@ class Detection:
     ai_score: float  # the detection head's score, or sigmoid(-sim(x, p_real) / tau); in [0, 1]
     threshold: float  # calibrated on held-out real images at the model's stated FPR
     similarity_to_real: float
+    noise_floor: float | None = None  # what a version-2 head read besides the embedding (noise_floor); else None
 
     @property
     def is_generated(self) -> bool:
         return self.ai_score >= self.threshold
 
 
-def ai_scores(embeddings: np.ndarray, info: ModelInfo) -> tuple[np.ndarray, np.ndarray]:
-    """``(ai_score [M] float64, similarity to the real prototype [M])`` for image embeddings ``[M, D]``."""
+def needs_noise(info: ModelInfo) -> bool:
+    """Whether the model's detection head reads the images' noise floor (:func:`noise_floors`)."""
+    return head_needs_noise(info.detection_head)
+
+
+def noise_floor(crops: np.ndarray, info: ModelInfo) -> float | None:
+    """What the model's detection head reads besides the embedding: the colour noise floor of the crops the
+    model reads (:func:`lida_plugin.noisegate.noise_score`), or None for a head that reads none."""
+    return noise_score(crops) if needs_noise(info) else None
+
+
+def noise_floors(crop_sets: Sequence[np.ndarray], info: ModelInfo) -> np.ndarray | None:
+    """:func:`noise_floor` of each image's crops, ``[M]`` float64, or None for a head that reads none."""
+    return np.array([noise_score(c) for c in crop_sets], dtype=np.float64) if needs_noise(info) else None
+
+
+def ai_scores(embeddings: np.ndarray, info: ModelInfo, noise: Sequence[float] | np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``(ai_score [M] float64, similarity to the real prototype [M])`` for image embeddings ``[M, D]``;
+    ``noise``: their :func:`noise_floors`, required when the model's head reads them."""
     emb = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
     sims = emb @ np.asarray(info.real_prototype, dtype=np.float32)
     if info.detection_head:
-        return np.asarray(head_score(emb, info.detection_head), dtype=np.float64), sims
+        return np.asarray(head_score(emb, info.detection_head, noise), dtype=np.float64), sims
     return np.asarray(ai_score(sims, info.detection_temperature), dtype=np.float64), sims
 
 
-def detect(embeddings: np.ndarray, info: ModelInfo) -> list[Detection]:
-    """Detections for image embeddings ``[M, D]`` (unit rows)."""
-    scores, sims = ai_scores(embeddings, info)
-    return [Detection(float(a), info.detection_threshold, float(s)) for a, s in zip(scores, sims, strict=True)]
+def detect(embeddings: np.ndarray, info: ModelInfo, noise: Sequence[float] | np.ndarray | None = None
+           ) -> list[Detection]:  # fmt: skip
+    """Detections for image embeddings ``[M, D]`` (unit rows); ``noise`` as for :func:`ai_scores`."""
+    scores, sims = ai_scores(embeddings, info, noise)
+    floors = [None] * len(scores) if noise is None or not needs_noise(info) else [float(n) for n in noise]
+    return [Detection(float(a), info.detection_threshold, float(s), n)
+            for a, s, n in zip(scores, sims, floors, strict=True)]  # fmt: skip
 
 
 def fpr_upper_bound(k: int, n: int, confidence: float) -> float:

@@ -60,12 +60,12 @@ def noise_score(crops: np.ndarray) -> float:
     return float(np.sqrt(np.quantile(var, QUANTILE)))
 
 
-def noise_reasons(pixels: np.ndarray, crops: np.ndarray | None = None) -> list[str]:
+def noise_reasons(pixels: np.ndarray, crops: np.ndarray | None = None, score: float | None = None) -> list[str]:
     """The reason a ``real`` reading of this image is not evidence (empty when its colour noise floor is below
     :data:`NOISE_THRESHOLD`, or it is smaller than one crop). ``crops``: the image's crops on the gate's grid
     (:func:`~lida_plugin.fingerprint.extract_crops` with :data:`CROP`, :data:`CROPS`, :data:`ALIGN`) when the
-    caller has them already."""
-    s = noise_score(check_crops(pixels, crops, CROP, CROPS, ALIGN))  # 0 for no crops
+    caller has them already; ``score``: their :func:`noise_score` when the caller has that too."""
+    s = noise_score(check_crops(pixels, crops, CROP, CROPS, ALIGN)) if score is None else score  # 0: no crops
     if s < NOISE_THRESHOLD:
         return []
     return [

@@ -346,3 +346,28 @@ def test_resized_copies_fit_the_detection_stage_only(tmp_path):
     assert i1.training["detection_fit"].endswith("1 resized copies of every train image (resize_plan)")
     assert i0.training["detection_fit"] == "train split"
     assert (i0.crop_size, i0.embedding_dim, i0.input_bits) == (i1.crop_size, i1.embedding_dim, i1.input_bits)
+
+
+def test_noise_head_reads_the_noise_floor_and_is_checked_by_the_contract():
+    """A version-2 head: the noise floor shifts the score (here the only thing that tells the classes apart),
+    the runtime needs the floors, and the contract refuses a malformed noise block."""
+    from lida_plugin.contract import _head_problems
+
+    rng = np.random.default_rng(4)
+    d = 8
+    x = rng.standard_normal((200, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = np.r_[np.zeros(100), np.ones(100)]
+    noise = np.where(y > 0, 0.3, 1.0) + 0.05 * rng.standard_normal(200)  # generated: low floor, real: high
+    head = sm.fit_noise_head(x, noise, y)
+    assert head["version"] == 2 and _head_problems(head, d) == []
+    info = tiny_info(embedding_dim=d, real_prototype=tuple([1.0] + [0.0] * (d - 1)), detection_head=head)
+    s, _ = ai_scores(x, info, noise)
+    assert s[y == 1].mean() > 0.8 > 0.2 > s[y == 0].mean()
+    dets = detect(x[:2], info, noise[:2])
+    assert [d_.noise_floor for d_ in dets] == pytest.approx(noise[:2].tolist())
+    with pytest.raises(ValueError, match="noise floor"):
+        ai_scores(x, info)
+    bad = {**head, "noise": {**head["noise"], "u": head["noise"]["u"][:-1]}}
+    assert "'u' must be 8 numbers" in _head_problems(bad, d)[0]
+    assert "version" in _head_problems({**head, "noise": {**head["noise"], "version": 9}}, d)[0]

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..decode import Decoded, decode_bytes, decode_file
+from ..detect import needs_noise, noise_floors
 from ..errors import InputError
 from ..fingerprint import extract_crops, fingerprint
 
@@ -147,16 +148,18 @@ def load(path: str | Path, transform: str = "none") -> Decoded:
 
 def embed_paths(
     paths: list[Path], embedders: dict[str, object], transform: str = "none", chunk: int = 32, progress: bool = False
-) -> tuple[dict[str, np.ndarray], np.ndarray, list[list[str]], list[str | None]]:
+) -> tuple[dict[str, np.ndarray], np.ndarray, list[list[str]], list[str | None], dict[str, np.ndarray]]:
     """Embed ``paths`` with every embedder, decoding each file once.
 
     Returns ``(embeddings per embedder [N, D] with NaN rows for failures, reliable [N] bool,
-    reasons [N], error [N] or None)``.
+    reasons [N], error [N] or None, noise floors [N] (NaN for failures) per embedder whose detection head
+    reads them)``.
     """
     from tqdm import tqdm
 
     n = len(paths)
     embs = {name: np.full((n, e.dim), np.nan, dtype=np.float32) for name, e in embedders.items()}
+    floors = {name: np.full(n, np.nan) for name, e in embedders.items() if e.info is not None and needs_noise(e.info)}
     reliable = np.zeros(n, dtype=bool)
     reasons: list[list[str]] = [[] for _ in range(n)]
     errors: list[str | None] = [None] * n
@@ -181,6 +184,8 @@ def embed_paths(
                     errors[i] = exc.reason
             if sets:
                 embs[name][ok] = e.embed_crop_sets(sets)
+                if name in floors:
+                    floors[name][ok] = noise_floors(sets, e.info)
         bar.update(len(idx))
     bar.close()
-    return embs, reliable, reasons, errors
+    return embs, reliable, reasons, errors, floors

@@ -90,6 +90,7 @@ class Condition:
     info: ModelInfo | None = None
     embedder: object | None = None
     meta: dict = field(default_factory=dict)
+    noise: np.ndarray | None = None  # [N] noise floors, for a model whose detection head reads them (else None)
 
 
 # -- one episode -------------------------------------------------------------------------------
@@ -135,12 +136,14 @@ def pipeline_outcomes(
     reasons: list[list[str]] | None = None,
     qemb: np.ndarray | None = None,
     force: bool = False,
+    noise: np.ndarray | None = None,
 ) -> list[str]:
     """The runtime's verdict for each query, as an outcome in :data:`OUTCOMES`.
 
     The store holds the generated gallery images only (real images are never registered: the
     runtime tells real by the prototype). ``reliable``/``reasons`` are per query (position in
-    ``queries``) for the reliability gate.
+    ``queries``) for the reliability gate. ``noise``: the queries' noise floors ``[N]`` over all entries
+    (as ``qemb``), for a model whose detection head reads them.
     """
     qsrc = emb if qemb is None else qemb
     g = [i for i in _valid(emb, gallery) if entries[i].kind == "generated"]
@@ -157,7 +160,7 @@ def pipeline_outcomes(
     if not ok:
         return out
     qe = np.ascontiguousarray(qsrc[[queries[j] for j in ok]], dtype=np.float32)
-    dets = detect(qe, info)
+    dets = detect(qe, info, None if noise is None else noise[[queries[j] for j in ok]])
     ranked = retr.rank(qe, top_k=1, other_family=info.family_margin is not None)
     for j, det, neigh in zip(ok, dets, ranked, strict=True):
         e = entries[queries[j]]
@@ -280,7 +283,7 @@ def evaluate_condition(entries: list[Entry], cond: Condition, cfg: EvalConfig, f
                 continue
             acc.add(seed, ep, episode_scores(entries, cond.emb, ep, fam))
             if cond.info is not None:
-                outs = pipeline_outcomes(entries, cond.emb, cond.info, ep.gallery, ep.queries, fam)
+                outs = pipeline_outcomes(entries, cond.emb, cond.info, ep.gallery, ep.queries, fam, noise=cond.noise)
                 for i, o in zip(ep.queries, outs, strict=True):
                     acc.pipe_closed.setdefault(entries[i].label, []).append(o)
                 if cfg.open_set:
@@ -289,11 +292,11 @@ def evaluate_condition(entries: list[Entry], cond: Condition, cfg: EvalConfig, f
                             continue
                         gal = [i for i in ep.gallery if entries[i].label != c]
                         qs = [i for i in ep.queries if entries[i].label == c]
-                        outs = pipeline_outcomes(entries, cond.emb, cond.info, gal, qs, fam)
+                        outs = pipeline_outcomes(entries, cond.emb, cond.info, gal, qs, fam, noise=cond.noise)
                         acc.pipe_open.setdefault(c, []).extend(outs)
         out["retrieval"][str(k)] = acc.result(labels_all)
     if cond.info is not None:
-        out["detection"] = prototype_detection(entries, cond.emb, cond.info, cfg.split)
+        out["detection"] = prototype_detection(entries, cond.emb, cond.info, cfg.split, cond.noise)
     return out
 
 
@@ -301,11 +304,13 @@ def query_pool(entries: list[Entry], split: str) -> list[int]:
     return [i for i, e in enumerate(entries) if split == "all" or e.split == "heldout"]
 
 
-def prototype_detection(entries: list[Entry], emb: np.ndarray, info: ModelInfo, split: str) -> dict:
+def prototype_detection(entries: list[Entry], emb: np.ndarray, info: ModelInfo, split: str,
+                        noise: np.ndarray | None = None) -> dict:  # fmt: skip
     """AUC of the model's ``ai_score`` (generated vs real; its detection head when it has one, as the
-    runtime scores it) and accuracy at its threshold, on the query pool."""
+    runtime scores it, with the entries' ``noise`` floors when it reads them) and accuracy at its threshold,
+    on the query pool."""
     q = _valid(emb, query_pool(entries, split))
-    scores = ai_scores(emb[q], info)[0]
+    scores = ai_scores(emb[q], info, None if noise is None else noise[q])[0]
     y = np.asarray([entries[i].kind == "generated" for i in q])
     per_source = {}
     for s in sorted({entries[i].source for i in q}):
@@ -345,7 +350,7 @@ def robustness(entries: list[Entry], conds: list[Condition], cfg: EvalConfig, fa
     out["families"] = len({entries[i].family for i in ep0.queries})
     for t in cfg.robust_transforms:
         t0 = time.perf_counter()
-        embs, reliable, reasons, errors = embed_paths(
+        embs, reliable, reasons, errors, floors = embed_paths(
             paths, {c.name: c.embedder for c in conds}, t, progress=cfg.progress
         )
         level: dict = {"group": TRANSFORMS[t][0], "level": TRANSFORMS[t][1], "conditions": {}}
@@ -359,7 +364,13 @@ def robustness(entries: list[Entry], conds: list[Condition], cfg: EvalConfig, fa
         for c in conds:
             qemb = np.full_like(c.emb, np.nan)
             qemb[subset] = embs[c.name]
-            level["conditions"][c.name] = _robust_condition(entries, c, qemb, subset, rel_full, reasons_full, cfg, fam)
+            qnoise = None
+            if c.name in floors:
+                qnoise = np.full(len(entries), np.nan)
+                qnoise[subset] = floors[c.name]
+            level["conditions"][c.name] = _robust_condition(
+                entries, c, qemb, subset, rel_full, reasons_full, cfg, fam, qnoise
+            )
         level["seconds"] = round(time.perf_counter() - t0, 1)
         out["levels"][t] = level
         log.info("robustness %s done in %.1fs", t, level["seconds"])
@@ -376,9 +387,11 @@ def _robust_condition(
     reasons_full: list[list[str]],
     cfg: EvalConfig,
     fam: dict[str, str],
+    qnoise: np.ndarray | None = None,
 ) -> dict:
     """One condition under one transform: Rank-1 and kNN AUC over the seeds and, for a model, detection AUC and
-    the runtime's gated and forced outcomes (queries ``qemb`` re-encoded, galleries clean)."""
+    the runtime's gated and forced outcomes (queries ``qemb`` re-encoded, their noise floors ``qnoise`` when the
+    model's head reads them; galleries clean)."""
     k, in_subset = min(cfg.shots), set(subset)
     r1, auc_knn, conf_any, conf_wrong, forced_correct, gated_correct = [], [], [], [], [], []
     fam_acc, conf_fam = [], []
@@ -394,9 +407,10 @@ def _robust_condition(
         if c.info is not None:
             rel_q = rel_full[ep.queries]
             rs_q = [reasons_full[i] for i in ep.queries]
-            gated = pipeline_outcomes(entries, c.emb, c.info, ep.gallery, ep.queries, fam, rel_q, rs_q, qemb)
+            gated = pipeline_outcomes(entries, c.emb, c.info, ep.gallery, ep.queries, fam, rel_q, rs_q, qemb,
+                                      noise=qnoise)  # fmt: skip
             forced = pipeline_outcomes(entries, c.emb, c.info, ep.gallery, ep.queries, fam, rel_q, rs_q, qemb,
-                                       force=True)  # fmt: skip
+                                       force=True, noise=qnoise)  # fmt: skip
             gen = [entries[i].kind == "generated" for i in ep.queries]
             # confident attributions (a generator, or a family alone, named) that the gate let through
             named = [o in NAMED or o in FAMILY_ALONE or (o == "correct" and g) for o, g in zip(gated, gen, strict=True)]
@@ -409,7 +423,7 @@ def _robust_condition(
             "family_accuracy": M.summarize(fam_acc)}  # fmt: skip
     if c.info is not None:
         q = [i for i in subset if not np.isnan(qemb[i, 0])]
-        sc = ai_scores(qemb[q], c.info)[0]
+        sc = ai_scores(qemb[q], c.info, None if qnoise is None else qnoise[q])[0]
         y = np.asarray([entries[i].kind == "generated" for i in q])
         cres["detection_auc"] = M.roc_auc(sc, y)
         cres["detection_at_threshold"] = M.threshold_metrics(sc, y, c.info.detection_threshold)
@@ -517,12 +531,13 @@ def evaluate(cfg: EvalConfig, pm=None) -> dict:
         raise ValueError("nothing to evaluate: no model, no baseline and no --adapt")
     t0 = time.perf_counter()
     if embedders:
-        embs, reliable, _, errors = embed_paths([e.path for e in entries], embedders, progress=cfg.progress)
+        embs, reliable, _, errors, floors = embed_paths([e.path for e in entries], embedders, progress=cfg.progress)
     else:
-        embs, reliable, errors = {}, np.ones(len(entries), dtype=bool), [None] * len(entries)
+        embs, reliable, errors, floors = {}, np.ones(len(entries), dtype=bool), [None] * len(entries), {}
     embed_s = time.perf_counter() - t0
     conds = [
-        Condition(n, descriptions[n], embs[n], getattr(e, "info", None), e, e.describe()) for n, e in embedders.items()
+        Condition(n, descriptions[n], embs[n], getattr(e, "info", None), e, e.describe(), floors.get(n))
+        for n, e in embedders.items()
     ]
     result: dict = {
         "meta": {
