@@ -348,11 +348,11 @@ def _fit_stage(items, feats, counts, train: np.ndarray, r, cache: Path | None = 
     :func:`lida_exporters.spam_model.detection_fit_set`): ``(mean, proj with the column, head, item embeddings)``."""
     from .spam_model import detection_fit_set, eval_label, fit_detection_stage, fit_map
 
+    if r.head_noise:
+        raise ValueError("the probes score version-1 heads: head_noise is for lida-train spam")
     owner = np.repeat(np.arange(len(items)), counts)
     ct = train[owner]
     mean, proj = fit_map(feats[ct], [eval_label(items[i]) for i in owner[ct]], r)
-    if r.head_noise:
-        raise ValueError("the probes score version-1 heads: head_noise is for lida-train spam")
     det = detection_fit_set(items, feats, counts, train, r, cache, progress=False)
     proj, emb, head = fit_detection_stage(*det[:4], mean, proj, r)
     return mean, proj, head, emb[: len(items)]

@@ -72,7 +72,7 @@ LEGACY = {
 #: a filter no fit saw)
 RESIZE_FILTERS = ("bicubic", "bilinear", "box", "hamming")
 PARITY_TOL = 1e-4
-#: the version-2 head's noise basis (lida_plugin.contract.noise_terms): hinges at these noise floors, capped
+#: the version-2 head's noise basis (lida_plugin.contract.noise_head_features): hinges at these noise floors, capped
 NOISE_KNOTS, NOISE_CAP = (0.4, 0.6, 0.8, 1.0, 1.2), 1.5
 #: the versions of each held-out real photo a noise-reading head's threshold is calibrated on, besides the
 #: original: Gaussian noise of these sd (grey levels), independent per channel, and ``mono`` the same on all three
@@ -255,19 +255,13 @@ def fit_head(emb: np.ndarray, generated: np.ndarray, l2: float = 1e-2, iters: in
             "w": [round(float(v), 8) for v in theta[:d]], "b": round(float(theta[d]), 8)}  # fmt: skip
 
 
-def noise_head_features(emb: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """What a version-2 head is linear in: ``[e, noise_terms(n), min(n, cap) e]`` (lida_plugin.contract.head_score)."""
-    from lida_plugin.contract import noise_terms
-
-    e = np.asarray(emb, dtype=np.float64)
-    n = np.asarray(noise, dtype=np.float64).reshape(-1)
-    return np.hstack([e, noise_terms(n, NOISE_CAP, NOISE_KNOTS), np.minimum(n, NOISE_CAP)[:, None] * e])
-
-
 def fit_noise_head(emb: np.ndarray, noise: np.ndarray, generated: np.ndarray, l2: float = 1e-2) -> dict:
-    """:func:`fit_head` on :func:`noise_head_features`: the version-2 ``lida.detection_head`` dict."""
+    """:func:`fit_head` on :func:`lida_plugin.contract.noise_head_features`: the version-2 ``lida.detection_head``
+    dict."""
+    from lida_plugin.contract import noise_head_features
+
     d, j = np.asarray(emb).shape[1], len(NOISE_KNOTS) + 1
-    h = fit_head(noise_head_features(emb, noise), generated, l2)
+    h = fit_head(noise_head_features(emb, noise, NOISE_CAP, NOISE_KNOTS), generated, l2)
     w = h["w"]
     return {"kind": "logistic", "version": 2, "input": "image_embedding+noise_floor", "w": w[:d], "b": h["b"],
             "noise": {"score": "colour-noise-floor", "version": 1, "cap": NOISE_CAP, "knots": list(NOISE_KNOTS),

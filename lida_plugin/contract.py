@@ -359,13 +359,15 @@ def head_needs_noise(head: Mapping[str, Any]) -> bool:
     return bool(head) and head.get("version") == 2
 
 
-def noise_terms(noise: Any, cap: float, knots: Sequence[float]) -> Any:
-    """The version-2 head's basis of the noise floor ``n`` (``[M]``): ``[m, (m - k_1)+, ..., (m - k_J)+]`` with
-    ``m = min(n, cap)``; ``[M, J + 1]`` float64."""
+def noise_head_features(embeddings: Any, noise: Any, cap: float, knots: Sequence[float]) -> Any:
+    """What a version-2 head is linear in, per image: ``[e, m, (m - k_1)+, ..., (m - k_J)+, m e]`` with
+    ``m = min(n, cap)`` for embeddings ``e`` ``[M, D]`` and noise floors ``n`` ``[M]``; ``[M, 2D + J + 1]``
+    float64. :func:`head_score` scores it and the exporter fits on it, so the two cannot drift."""
     import numpy as np
 
+    e = np.asarray(embeddings, dtype=np.float64)
     m = np.minimum(np.asarray(noise, dtype=np.float64).reshape(-1), float(cap))[:, None]
-    return np.hstack([m, np.maximum(0.0, m - np.asarray(knots, dtype=np.float64))])
+    return np.hstack([e, m, np.maximum(0.0, m - np.asarray(knots, dtype=np.float64)), m * e])
 
 
 def counts_stage(info: ModelInfo) -> dict[str, Any] | None:
@@ -387,23 +389,22 @@ def head_score(embeddings: Any, head: Mapping[str, Any], noise: Any = None) -> A
 
     Version 1: ``sigmoid(w . e + b)``. Version 2 also reads each image's noise floor ``n`` (``noise``,
     ``[M]``: :func:`lida_plugin.noisegate.noise_score` of the crops the model read), with ``m = min(n, cap)``:
-    ``sigmoid(w . e + b + v . noise_terms(n) + m (u . e))``: a shift of the score and a change of its
-    direction with the noise, because light noise moves a real photo's statistics towards a generator's
-    (docs/evaluation.md, "Light noise")."""
+    ``sigmoid(w . e + b + v . [m, (m - k_1)+, ...] + m (u . e))`` (:func:`noise_head_features`): a shift of
+    the score and a change of its direction with the noise, because light noise moves a real photo's
+    statistics towards a generator's (docs/evaluation.md, "Light noise")."""
     import numpy as np
 
     e = np.asarray(embeddings, dtype=np.float64)
-    z = e @ np.asarray(head["w"], dtype=np.float64) + float(head["b"])
-    if head_needs_noise(head):
-        if noise is None:
-            raise ValueError("this detection head reads the images' noise floor: pass noise=")
-        nz = head["noise"]
-        n = np.asarray(noise, dtype=np.float64).reshape(-1)
-        if len(n) != len(z):
-            raise ValueError(f"{len(n)} noise floors for {len(z)} embeddings")
-        m = np.minimum(n, float(nz["cap"]))
-        z = z + noise_terms(n, nz["cap"], nz["knots"]) @ np.asarray(nz["v"], dtype=np.float64)
-        z = z + m * (e @ np.asarray(nz["u"], dtype=np.float64))
+    if not head_needs_noise(head):
+        z = e @ np.asarray(head["w"], dtype=np.float64) + float(head["b"])
+        return 0.5 * (1.0 + np.tanh(0.5 * z))  # = 1 / (1 + exp(-z)), without overflow warnings
+    if noise is None:
+        raise ValueError("this detection head reads the images' noise floor: pass noise=")
+    nz = head["noise"]
+    if np.size(noise) != len(e):
+        raise ValueError(f"{np.size(noise)} noise floors for {len(e)} embeddings")
+    w = np.concatenate([np.asarray(head["w"]), np.asarray(nz["v"]), np.asarray(nz["u"])]).astype(np.float64)
+    z = noise_head_features(e, noise, nz["cap"], nz["knots"]) @ w + float(head["b"])
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # = 1 / (1 + exp(-z)), without overflow warnings
 
 
