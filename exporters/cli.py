@@ -279,21 +279,41 @@ def cmd_lossy(args) -> int:
     return 0
 
 
+def spam_recipe(args) -> SpamRecipe:  # noqa: F821 (imported below: no torch when parsing)
+    """The :class:`~lida_exporters.spam_model.SpamRecipe` that ``lida-train spam``'s arguments ask for (its
+    defaults: the dataclass's, which tests/test_spam_model.py checks)."""
+    from .spam_model import SpamRecipe
+
+    return SpamRecipe(T=args.T, colour=not args.no_colour, crop_count=args.crop_count, pca_dim=args.pca_dim,
+                      eps=args.eps, dim=args.dim, head_l2=args.head_l2, fpr=args.fpr,
+                      fpr_confidence=args.fpr_confidence, open_unknown_accept=args.open_unknown_accept,
+                      det_column=args.det_column, zoo_every=args.zoo_every,
+                      family_wrong=args.family_wrong, det_resize_copies=args.det_resize_copies,
+                      det_camera_copies=args.det_camera_copies, det_rzoo=args.det_rzoo,
+                      det_jpeg_copies=args.det_jpeg_copies, det_noise_copies=args.det_noise_copies,
+                      noise_sd=args.noise_sd, noise_generated=args.noise_generated, head_noise=args.head_noise,
+                      column_noise=args.column_noise)  # fmt: skip
+
+
+def _sd_range(s: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in s.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants LO,HI (two numbers), got {s!r}") from None
+    if not 0 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"wants 0 <= LO <= HI, got {s!r}")
+    return lo, hi
+
+
 def cmd_spam(args) -> int:
     """The residual-statistics model (``exporters/spam_model.py``): fit on the train split, export,
     and (unless ``--skip-store``) register the default store with it."""
     from lida_plugin.evaluate.corpus import CorpusError, load_corpus
 
-    from .spam_model import SpamRecipe, fit_and_export
+    from .spam_model import fit_and_export
 
     t0 = time.perf_counter()
-    r = SpamRecipe(T=args.T, colour=not args.no_colour, crop_count=args.crop_count, pca_dim=args.pca_dim,
-                   eps=args.eps, dim=args.dim, head_l2=args.head_l2, fpr=args.fpr,
-                   fpr_confidence=args.fpr_confidence, open_unknown_accept=args.open_unknown_accept,
-                   det_column=args.det_column, zoo_every=args.zoo_every,
-                   family_wrong=args.family_wrong, det_resize_copies=args.det_resize_copies,
-                   det_camera_copies=args.det_camera_copies, det_rzoo=args.det_rzoo,
-                   det_jpeg_copies=args.det_jpeg_copies)  # fmt: skip
+    r = spam_recipe(args)
     try:
         entries = load_corpus(args.data)
     except CorpusError as exc:
@@ -465,6 +485,42 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="also fit the detection column and head on K JPEG round trips of every train image (quality 70-98,"
         " decoded back: a PNG made from a JPEG; docs/evaluation.md, 'JPEG history')",
+    )
+    p.add_argument(
+        "--det-noise-copies",
+        type=int,
+        default=0,
+        help="also fit the detection column and head on K copies of every train real image with Gaussian noise"
+        " (sd uniform in --noise-sd; light noise or a dithered export does not make a photo generated; default:"
+        " %(default)s; docs/evaluation.md, 'Light noise')",
+    )
+    p.add_argument(
+        "--noise-sd",
+        type=_sd_range,
+        default=(0.25, 1.25),
+        metavar="LO,HI",
+        help="the noised copies' sd range in grey levels (default: %(default)s)",
+    )
+    p.add_argument(
+        "--noise-generated",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="the generated train images get noised copies too (default: %(default)s)",
+    )
+    p.add_argument(
+        "--head-noise",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="a version-2 detection head that also reads the image's noise floor, calibrated on noised versions of"
+        " the held-out real photos too (default: %(default)s; docs/evaluation.md, 'A head that reads the noise"
+        " floor')",
+    )
+    p.add_argument(
+        "--column-noise",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fit the detection column (a retrieval dimension) on the noised copies too; --no-column-noise: the"
+        " head only (default: %(default)s)",
     )
     p.add_argument(
         "--det-rzoo",

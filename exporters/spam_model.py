@@ -41,6 +41,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -67,6 +68,7 @@ LEGACY = {
     "noise_sd": (0.25, 1.25),
     "noise_generated": False,
     "head_noise": False,
+    "column_noise": True,
 }  # recipe fields the first model did not have, at its values
 #: the Pillow filters of the resized training copies (lida_plugin.lossy.resized; Lanczos is left for evaluation:
 #: a filter no fit saw)
@@ -133,6 +135,9 @@ class SpamRecipe:
     # on the held-out real photos and noised versions of them (CALIBRATION_NOISE); False: a version-1 head
     # calibrated on the originals, the bundled model (docs/evaluation.md, "Light noise")
     head_noise: bool = False
+    # the detection column (part of the retrieval space) is fitted on the noised copies too; False: on the items and
+    # the other copies only, so the noised copies teach the head and leave the retrieval space as it was
+    column_noise: bool = True
 
 
 # -- features ------------------------------------------------------------------------------------
@@ -201,14 +206,14 @@ def detection_column(
 
 def fit_detection_stage(
     feats: np.ndarray, counts: Sequence[int], generated: np.ndarray, fit: np.ndarray, mean: np.ndarray,
-    proj: np.ndarray, r: SpamRecipe, noise: np.ndarray | None = None,
+    proj: np.ndarray, r: SpamRecipe, noise: np.ndarray | None = None, column_fit: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:  # fmt: skip
     """The detection column (when ``r.det_column``) appended to the map, then the head, both fitted on the
     images ``fit`` marks (crop features ``feats``, ``counts`` crops per image; ``noise``: their noise floors, for
-    a head that reads them, ``r.head_noise``); returns ``(proj with the column, every image's embedding, the
-    head)``."""
+    a head that reads them, ``r.head_noise``; ``column_fit``: the images the column is fitted on instead, when
+    given); returns ``(proj with the column, every image's embedding, the head)``."""
     if r.det_column > 0:
-        col = detection_column(feats, counts, generated, fit, mean, proj, r)
+        col = detection_column(feats, counts, generated, fit if column_fit is None else column_fit, mean, proj, r)
         proj = np.hstack([proj, col[:, None]])
     emb = image_embeddings(apply_map(feats, mean, proj), counts)
     if not r.head_noise:
@@ -703,12 +708,21 @@ def rzoo_features(items, photos_of: np.ndarray, n: int, r: SpamRecipe, cache: Pa
     return _cached_features(cache / f"spam-rzoo-{key[:16]}.npz" if cache is not None else None, compute)
 
 
+class DetectionFitSet(NamedTuple):
+    """What the detection column and head are fitted on (:func:`detection_fit_set`), one entry per image."""
+
+    feats: np.ndarray  # crop features [C, F]
+    counts: list[int]  # crops per image
+    generated: np.ndarray  # bool
+    fit: np.ndarray  # bool: in the fit
+    noise: np.ndarray | None  # noise floors (r.head_noise), else None
+    source: np.ndarray  # str: "item", or the copies' kind ("resized", "camera", "jpeg", "noise", "rzoo")
+
+
 def detection_fit_set(items, feats, counts, fit: np.ndarray, r: SpamRecipe, cache: Path | None = None,
-                      progress: bool = True, noise: np.ndarray | None = None
-                      ) -> tuple[np.ndarray, list[int], np.ndarray, np.ndarray, np.ndarray | None]:  # fmt: skip
-    """What the detection column and head are fitted on: ``(crop features, crop counts, generated?, in the fit?,
-    noise floors)`` of every item (the ``fit`` ones in the fit), then ``r.det_resize_copies`` resized copies of
-    every train item and ``r.det_camera_copies`` camera-processed and ``r.det_jpeg_copies`` JPEG round-tripped and
+                      progress: bool = True, noise: np.ndarray | None = None) -> DetectionFitSet:  # fmt: skip
+    """Every item (the ``fit`` ones in the fit), then ``r.det_resize_copies`` resized copies of every train item
+    and ``r.det_camera_copies`` camera-processed and ``r.det_jpeg_copies`` JPEG round-tripped and
     ``r.det_noise_copies`` noised ones (each in the fit when its item is), then ``r.det_rzoo`` random decoders'
     images made from the fit's real photos. The noise floors (for ``r.head_noise``; else None) of the items are
     ``noise`` (:func:`image_noise_floors`), the copies' are computed (:func:`copy_noise_floors`)."""
@@ -718,7 +732,7 @@ def detection_fit_set(items, feats, counts, fit: np.ndarray, r: SpamRecipe, cach
         raise ValueError("head_noise with det_rzoo: the random decoders' noise floors are not computed")
     gen = np.array([it.kind == "generated" for it in items])
     fit = np.asarray(fit, bool)
-    parts = [(feats, list(counts), gen, fit)]
+    parts = [(feats, list(counts), gen, fit, "item")]
     train_idx = [i for i, it in enumerate(items) if it.split == "train"]
     copies = []  # (plan of (item index, op), cache tag): each copy keeps its item's label and fit
     if r.det_resize_copies:
@@ -737,18 +751,19 @@ def detection_fit_set(items, feats, counts, fit: np.ndarray, r: SpamRecipe, cach
     for plan, tag in copies:
         cf, cc = processed_copy_features(items, plan, r, cache, progress, tag=tag)
         src = [i for i, _ in plan]
-        parts.append((cf, cc, gen[src], fit[src]))
+        parts.append((cf, cc, gen[src], fit[src], tag))
         if r.head_noise:
             floors.append(copy_noise_floors(items, plan, r, cache, progress, tag=tag))
     if r.det_rzoo:
         zf, zc = rzoo_features(items, fit & ~gen, r.det_rzoo, r, cache, progress)
-        parts.append((zf, zc, np.ones(len(zc), bool), np.ones(len(zc), bool)))
-    return (
+        parts.append((zf, zc, np.ones(len(zc), bool), np.ones(len(zc), bool), "rzoo"))
+    return DetectionFitSet(
         np.concatenate([p[0] for p in parts]),
         [c for p in parts for c in p[1]],
         np.concatenate([p[2] for p in parts]),
         np.concatenate([p[3] for p in parts]),
         np.concatenate(floors) if r.head_noise else None,
+        np.concatenate([np.full(len(p[1]), p[4]) for p in parts]),
     )
 
 
@@ -780,8 +795,9 @@ def fit_and_export(
     mean, proj = fit_map(fit_x, crop_labels, r)
     gen = np.array([it.kind == "generated" for it in items])
     floors = image_noise_floors(all_crops, counts) if r.head_noise else None
-    det_f, det_c, det_gen, det_fit, det_n = detection_fit_set(items, feats, counts, train, r, cache, progress, floors)
-    proj, det_emb, head = fit_detection_stage(det_f, det_c, det_gen, det_fit, mean, proj, r, det_n)
+    det = detection_fit_set(items, feats, counts, train, r, cache, progress, floors)
+    column_fit = None if r.column_noise else det.fit & (det.source != "noise")
+    proj, det_emb, head = fit_detection_stage(*det[:4], mean, proj, r, det.noise, column_fit)
     emb = det_emb[: len(items)]
     real_tr = train & ~gen
     proto = emb[real_tr].mean(0)
@@ -848,6 +864,7 @@ def fit_and_export(
         + (
             f" + {r.det_noise_copies} noised copies (sd {r.noise_sd[0]}-{r.noise_sd[1]}) of every train"
             f" {'' if r.noise_generated else 'real '}image (noise_plan)"
+            + ("" if r.column_noise else ", in the head's fit only (not the detection column's)")
             if r.det_noise_copies
             else ""
         )

@@ -97,21 +97,22 @@ def test_detection_fit_set_adds_copies_in_the_fit_of_their_items(tmp_path):
     train = np.array([e.split == "train" for e in items])
     gen = np.array([e.kind == "generated" for e in items])
     fit = train & ~(gen & (np.arange(len(items)) % 2 == 0))  # some generated train items left out
-    f, c, g, inside, floors = sm.detection_fit_set(items, feats, counts, fit, r, None, progress=False)
+    f, c, g, inside, floors, source = sm.detection_fit_set(items, feats, counts, fit, r, None, progress=False)
     assert floors is None  # a version-1 head reads no noise floor
     n, k = len(items), int(train.sum())
     assert len(c) == len(g) == len(inside) == n + 2 * k and f.shape[0] == sum(c)
     src = np.flatnonzero(train)
     assert np.array_equal(inside[:n], fit) and np.array_equal(inside[n : n + k], fit[src])
     assert np.array_equal(inside[n + k :], fit[src]) and np.array_equal(g[n + k :], gen[src])
+    assert list(source) == ["item"] * n + ["resized"] * k + ["camera"] * k
     plain = sm.SpamRecipe(crop=32, crop_count=4, colour=False, det_resize_copies=0)
-    f0, c0, _, _, _ = sm.detection_fit_set(items, feats, counts, fit, plain, None, progress=False)
+    f0, c0, *_ = sm.detection_fit_set(items, feats, counts, fit, plain, None, progress=False)
     assert np.array_equal(f0, feats) and c0 == list(counts)
     # a head that reads the noise floor gets one per image and copy: the items' as given, the copies' computed
     noisy = sm.SpamRecipe(crop=32, crop_count=4, colour=False, det_resize_copies=1, head_noise=True)
     crops, _, _ = sm.corpus_features(items, noisy, None, progress=False)
     mine = sm.image_noise_floors(crops, counts)
-    *_, nf = sm.detection_fit_set(items, feats, counts, fit, noisy, None, progress=False, noise=mine)
+    nf = sm.detection_fit_set(items, feats, counts, fit, noisy, None, progress=False, noise=mine).noise
     assert len(nf) == n + k and np.array_equal(nf[:n], mine) and np.isfinite(nf).all()
     with pytest.raises(ValueError, match="noise floors"):
         sm.detection_fit_set(items, feats, counts, fit, noisy, None, progress=False)

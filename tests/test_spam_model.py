@@ -371,3 +371,56 @@ def test_noise_head_reads_the_noise_floor_and_is_checked_by_the_contract():
     bad = {**head, "noise": {**head["noise"], "u": head["noise"]["u"][:-1]}}
     assert "'u' must be 8 numbers" in _head_problems(bad, d)[0]
     assert "version" in _head_problems({**head, "noise": {**head["noise"], "version": 9}}, d)[0]
+
+
+def test_noise_head_exports_and_column_noise_keeps_the_noised_copies_out_of_the_retrieval_space(tmp_path):
+    """``head_noise`` end to end: a version-2 head in the exported model, calibrated on noised versions too;
+    ``column_noise=False`` fits the detection column (a retrieval dimension) without the noised copies, the head
+    still with them."""
+    from lida_plugin.detect import needs_noise
+    from lida_plugin.evaluate.corpus import load_corpus
+
+    root = tmp_path / "data"
+    for i in range(8):
+        write_png(root / "real" / "set" / f"r{i}.png", "real", 300 + i, size=96)
+        write_png(root / "generated" / "gen-a" / f"g{i}.png", "gen-a", 400 + i, size=96)
+        write_png(root / "generated" / "gen-b" / f"h{i}.png", "gen-b", 500 + i, size=96)
+    items = load_corpus(root)
+    base = dict(crop=32, crop_count=4, pca_dim=24, dim=8, colour=False, open_unknown_accept=0.0, det_resize_copies=0)
+    r1 = sm.SpamRecipe(**base, det_noise_copies=1, noise_generated=True, head_noise=True)
+    r2 = sm.SpamRecipe(**{**r1.__dict__, "column_noise": False})
+    _, i1, _ = sm.fit_and_export(items, tmp_path / "m1.onnx", r1, progress=False)
+    _, i2, _ = sm.fit_and_export(items, tmp_path / "m2.onnx", r2, progress=False)
+    assert i1.detection_head["version"] == 2 and needs_noise(i1) and needs_noise(i2)
+    assert "noised versions of each" in i1.training["detection_calibration"]
+    assert i1.model_id != i2.model_id and sm.LEGACY["column_noise"] is True
+    assert "in the head's fit only" in i2.training["detection_fit"]
+    assert "head's fit only" not in i1.training["detection_fit"]
+    # the column is the one fitted on the rows column_fit marks
+    crops, feats, counts = sm.corpus_features(items, r2, None, progress=False)
+    train = np.array([e.split == "train" for e in items])
+    det = sm.detection_fit_set(items, feats, counts, train, r2, None, False, sm.image_noise_floors(crops, counts))
+    assert set(det.source) == {"item", "noise"}
+    owner = np.repeat(np.arange(len(items)), counts)
+    mean, proj = sm.fit_map(feats[train[owner]], [sm.eval_label(items[i]) for i in owner[train[owner]]], r2)
+    clean = det.fit & (det.source != "noise")
+    pj, _, head = sm.fit_detection_stage(*det[:4], mean, proj, r2, det.noise, clean)
+    col = sm.detection_column(*det[:3], clean, mean, proj, r2)
+    assert np.array_equal(pj[:, -1], col) and head["version"] == 2
+    pj_all, _, _ = sm.fit_detection_stage(*det[:4], mean, proj, r2, det.noise)
+    assert not np.allclose(pj_all[:, -1], col)
+
+
+def test_lida_train_spam_defaults_are_the_recipe_defaults():
+    """``lida-train spam`` with no options asks for ``SpamRecipe()`` (so the command rebuilds the bundled model), and
+    the noise options reach the recipe."""
+    from lida_exporters.cli import build_parser, spam_recipe
+
+    p = build_parser()
+    assert spam_recipe(p.parse_args(["spam"])) == sm.SpamRecipe()
+    r = spam_recipe(p.parse_args(["spam", "--det-noise-copies", "3", "--noise-sd", "0.25,2", "--noise-generated",
+                                  "--head-noise", "--no-column-noise"]))  # fmt: skip
+    got = (r.det_noise_copies, r.noise_sd, r.noise_generated, r.head_noise, r.column_noise)
+    assert got == (3, (0.25, 2.0), True, True, False)
+    with pytest.raises(SystemExit):
+        p.parse_args(["spam", "--noise-sd", "2,1"])
