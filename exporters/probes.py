@@ -73,6 +73,11 @@
     (:func:`lida_exporters.spam_model.noise_plan`); and each version's score under the noise gate
     (:mod:`lida_plugin.noisegate`): the share of images it reaches.
 
+``python -m lida_exporters.probes noise-head [--head-l2 0.01,0.001,0.0003,0.0001]``
+    The version-2 detection head (reads the noise floor; 3 noised copies of every train image) at several L2
+    strengths against the bundled version-1 head, each threshold calibrated as the export does, on the noise-real
+    versions of the held-out images (docs/evaluation.md, "A head that reads the noise floor").
+
 All print a Markdown table. They use torch (logistic regressions), hence live in ``exporters``.
 """
 
@@ -81,7 +86,7 @@ from __future__ import annotations
 import argparse
 import io
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -873,6 +878,77 @@ def _banded_table(scores: dict, noise: dict, y: np.ndarray, r) -> str:
     return "\n".join(lines)
 
 
+# -- noise-head --------------------------------------------------------------------------------------
+NOISE_HEAD_VERSIONS = ("original", "noise sd 0.5", "noise sd 1", "noise sd 1.5", "noise sd 2", "mono noise sd 2",
+                       "dithered export")  # fmt: skip
+
+
+def noise_head(data: Path, model: str | None, threads: int, cache: Path | None = Path("runs/cache"),
+               recipe=None, l2s: Sequence[float] = (1e-2, 1e-3, 3e-4, 1e-4)) -> str:  # fmt: skip
+    """The version-2 detection head (reads the noise floor; ``recipe``: ``SpamRecipe()`` with 3 noised copies of
+    every train image, sd 0.25-2, and ``head_noise`` unless given) at each L2 of ``l2s``, against the bundled
+    recipe's version-1 head; each threshold calibrated as the export calibrates it (version 1: the held-out real
+    originals; version 2: those and their ``CALIBRATION_NOISE`` versions); held-out images, ldm-sr too, as
+    :func:`noise_eval_ops` makes them. ``model`` is not used (the recipes are fitted afresh)."""
+    from lida_plugin.detect import calibrate_threshold, head_score
+
+    from . import spam_model as sm
+
+    v2 = recipe or sm.SpamRecipe(det_noise_copies=3, noise_sd=(0.25, 2.0), noise_generated=True, head_noise=True)
+    if not v2.head_noise:
+        raise ValueError("noise-head compares version-2 heads: the recipe needs head_noise")
+    items = load_corpus(data)
+    crops, feats, counts = sm.corpus_features(items, v2, cache, progress=False)
+    train = np.array([it.split == "train" for it in items])
+    gen = np.array([it.kind == "generated" for it in items])
+    held, real_ho = np.flatnonzero(~train), ~train & ~gen
+    owner = np.repeat(np.arange(len(items)), counts)
+    mean, proj = sm.fit_map(feats[train[owner]], [sm.eval_label(items[i]) for i in owner[train[owner]]], v2)
+    floors = sm.image_noise_floors(crops, counts)
+    ops = {op.name: op for op in noise_eval_ops()}
+    ev = {}
+    for name in NOISE_HEAD_VERSIONS:
+        plan = [(int(i), ops[name]) for i in held]
+        f, c = sm.processed_copy_features(items, plan, v2, cache, False, "eval")
+        ev[name] = (f, c, sm.copy_noise_floors(items, plan, v2, cache, False, "eval"))
+    real_idx = np.flatnonzero(real_ho)
+    cal_plan = [(int(i), sm.Noise(sd, mono, 4242)) for sd, mono in sm.CALIBRATION_NOISE for i in real_idx]
+    cal_f, cal_c = sm.processed_copy_features(items, cal_plan, v2, cache, False, "calibration")
+    cal_n = sm.copy_noise_floors(items, cal_plan, v2, cache, False, "calibration")
+    yh = gen[held]
+    named = yh & np.array([not items[i].label.startswith("ldm-sr") for i in held])
+
+    def row(label: str, r, pj, head) -> str:
+        def score(f, c, n):
+            return np.asarray(head_score(sm.image_embeddings(sm.apply_map(f, mean, pj), c), head, n), np.float64)
+
+        cal = [score(feats, counts, floors)[real_ho]] + ([score(cal_f, cal_c, cal_n)] if r.head_noise else [])
+        t = calibrate_threshold(np.concatenate(cal), r.fpr, r.fpr_confidence)
+        sc = {k: score(*v) >= t for k, v in ev.items()}
+        cells = [f"{100 * sc[k][~yh].mean():.1f} / {100 * sc[k][yh].mean():.1f}" for k in NOISE_HEAD_VERSIONS]
+        return f"| {label} | {t:.3f} | {' | '.join(cells)} | {100 * sc['original'][named].mean():.1f} |"
+
+    v1 = sm.SpamRecipe()
+    det = sm.detection_fit_set(items, feats, counts, train, v1, cache, progress=False)
+    pj, _, head = sm.fit_detection_stage(*det[:4], mean, proj, v1)
+    out = [
+        "Real photos called generated / generated images caught (%), held-out images, ldm-sr too; the last column:"
+        " the named (not ldm-sr) generators' clean images caught.",
+        "",
+        f"| detection head | threshold | {' | '.join(NOISE_HEAD_VERSIONS)} | named, original |",
+        "|---" * (len(NOISE_HEAD_VERSIONS) + 3) + "|",
+        row(f"version 1, the bundled recipe (L2 {v1.head_l2:g})", v1, pj, head),
+    ]
+    det = sm.detection_fit_set(items, feats, counts, train, v2, cache, False, floors)
+    column_fit = None if v2.column_noise else det.fit & (det.source != "noise")
+    for l2 in l2s:
+        r = sm.SpamRecipe(**{**v2.__dict__, "head_l2": l2})
+        pj, _, head = sm.fit_detection_stage(*det[:4], mean, proj, r, det.noise, column_fit)
+        out.append(row(f"version 2, {v2.det_noise_copies} noised copies (sd {v2.noise_sd[0]:g}-{v2.noise_sd[1]:g}),"
+                       f" L2 {l2:g}", r, pj, head))  # fmt: skip
+    return "\n".join(out)
+
+
 # -- cfa-scores --------------------------------------------------------------------------------------
 def cfa_versions() -> dict[str, Callable[[np.ndarray, int], np.ndarray]]:
     """The versions :func:`cfa_scores` reads: originals, and held-out images demosaiced (CFA phase per image)."""
@@ -940,6 +1016,7 @@ def main(argv: list[str] | None = None) -> int:
         "jpeg-real": jpeg_real,
         "jpeg-scores": jpeg_scores,
         "noise-real": noise_real,
+        "noise-head": noise_head,
     }
     p.add_argument("probe", choices=list(probes))
     p.add_argument("--data", default=str(DEFAULT_DATA), help="corpus root (default ../shared/data)")
@@ -956,6 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--camera-methods", help="camera-real: the copies' demosaicing methods, comma-separated"
                    " (of bilinear, mhc, vng, ea; default bilinear,mhc)")  # fmt: skip
     p.add_argument("--no-camera-noise", action="store_true", help="camera-real: copies without noise")
+    p.add_argument("--head-l2", help="noise-head: the version-2 head's L2 strengths, comma-separated")
     a = p.parse_args(argv)
     if not Path(a.data).is_dir():
         print(f"error: data folder {a.data} does not exist", file=sys.stderr)
@@ -977,6 +1055,13 @@ def main(argv: list[str] | None = None) -> int:
         given["camera_methods"] = tuple(m.strip() for m in a.camera_methods.split(","))
     if a.no_camera_noise:
         given["camera_noise"] = False
+    if a.head_l2:
+        if a.probe != "noise-head":
+            p.error("--head-l2 is for noise-head")
+        try:
+            kw["l2s"] = tuple(float(v) for v in a.head_l2.split(","))
+        except ValueError:
+            p.error(f"--head-l2 wants numbers separated by commas, got {a.head_l2!r}")
     if given:
         if a.probe not in ("real-set-out", "family-out", "camera-real", "jpeg-real", "noise-real"):  # recipe probes
             p.error("--det-* options are for real-set-out, family-out, camera-real, jpeg-real and noise-real")

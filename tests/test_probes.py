@@ -163,3 +163,15 @@ def test_jpeg_scores_and_jpeg_real_table_the_round_trips(tmp_path, capsys):
     table = probes.jpeg_real(root, None, 1, cache=None, recipe=SpamRecipe(T=1, colour=False, pca_dim=8, dim=4))
     fits = {ln.split("|")[1].strip() for ln in table.splitlines() if ln.startswith("| ") and "JPEG copies" in ln}
     assert fits == {"0 JPEG copies", "1 JPEG copies"}
+
+
+def test_noise_head_options_are_checked(corpus, tmp_path):
+    """``--head-l2`` belongs to noise-head and wants numbers; noise-head compares version-2 heads only."""
+    from lida_exporters.spam_model import SpamRecipe
+
+    with pytest.raises(SystemExit):
+        probes.main(["ceiling", "--data", str(corpus), "--head-l2", "0.01"])
+    with pytest.raises(SystemExit):
+        probes.main(["noise-head", "--data", str(corpus), "--head-l2", "small"])
+    with pytest.raises(ValueError, match="head_noise"):
+        probes.noise_head(corpus, None, 1, None, recipe=SpamRecipe())
