@@ -940,10 +940,9 @@ def noise_head(data: Path, model: str | None, threads: int, cache: Path | None =
         row(f"version 1, the bundled recipe (L2 {v1.head_l2:g})", v1, pj, head),
     ]
     det = sm.detection_fit_set(items, feats, counts, train, v2, cache, False, floors)
-    column_fit = None if v2.column_noise else det.fit & (det.source != "noise")
     for l2 in l2s:
         r = sm.SpamRecipe(**{**v2.__dict__, "head_l2": l2})
-        pj, _, head = sm.fit_detection_stage(*det[:4], mean, proj, r, det.noise, column_fit)
+        pj, _, head = sm.fit_detection_stage(*det[:4], mean, proj, r, det.noise, det.column_fit(r))
         out.append(row(f"version 2, {v2.det_noise_copies} noised copies (sd {v2.noise_sd[0]:g}-{v2.noise_sd[1]:g}),"
                        f" L2 {l2:g}", r, pj, head))  # fmt: skip
     return "\n".join(out)

@@ -718,6 +718,11 @@ class DetectionFitSet(NamedTuple):
     noise: np.ndarray | None  # noise floors (r.head_noise), else None
     source: np.ndarray  # str: "item", or the copies' kind ("resized", "camera", "jpeg", "noise", "rzoo")
 
+    def column_fit(self, r: SpamRecipe) -> np.ndarray | None:
+        """The images the detection column is fitted on when that is not ``fit`` (``r.column_noise`` False: the
+        noised copies left out), else None: :func:`fit_detection_stage`'s ``column_fit``."""
+        return None if r.column_noise else self.fit & (self.source != "noise")
+
 
 def detection_fit_set(items, feats, counts, fit: np.ndarray, r: SpamRecipe, cache: Path | None = None,
                       progress: bool = True, noise: np.ndarray | None = None) -> DetectionFitSet:  # fmt: skip
@@ -796,8 +801,7 @@ def fit_and_export(
     gen = np.array([it.kind == "generated" for it in items])
     floors = image_noise_floors(all_crops, counts) if r.head_noise else None
     det = detection_fit_set(items, feats, counts, train, r, cache, progress, floors)
-    column_fit = None if r.column_noise else det.fit & (det.source != "noise")
-    proj, det_emb, head = fit_detection_stage(*det[:4], mean, proj, r, det.noise, column_fit)
+    proj, det_emb, head = fit_detection_stage(*det[:4], mean, proj, r, det.noise, det.column_fit(r))
     emb = det_emb[: len(items)]
     real_tr = train & ~gen
     proto = emb[real_tr].mean(0)

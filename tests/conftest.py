@@ -58,6 +58,16 @@ def write_png(path: Path, kind: str, seed: int, size: int = 128) -> Path:
     return path
 
 
+def write_two_generator_corpus(root: Path, n: int = 8, size: int = 96) -> Path:
+    """A tiny corpus for the exporters' fits: ``n`` real photos and ``n`` images of each of two generators (the
+    open-set threshold needs two); returns ``root``."""
+    for i in range(n):
+        write_png(root / "real" / "set" / f"r{i}.png", "real", 300 + i, size=size)
+        write_png(root / "generated" / "gen-a" / f"g{i}.png", "gen-a", 400 + i, size=size)
+        write_png(root / "generated" / "gen-b" / f"h{i}.png", "gen-b", 500 + i, size=size)
+    return root
+
+
 def build_tiny_model(path: Path, info: ModelInfo, seed: int = 0) -> Path:
     """Write an ONNX encoder honouring the contract: BitwiseAnd -> scale -> conv8/8 -> |.| -> mean -> L2."""
     import onnx

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import write_png
+from conftest import write_png, write_two_generator_corpus
 
 pytest.importorskip("torch")
 from lida_exporters import camera as C  # noqa: E402
@@ -121,11 +121,7 @@ def test_detection_fit_set_adds_copies_in_the_fit_of_their_items(tmp_path):
 def test_camera_copies_enter_the_recipe_hash_and_the_training_record(tmp_path):
     from lida_plugin.evaluate.corpus import load_corpus
 
-    root = tmp_path / "data"
-    for i in range(8):
-        write_png(root / "real" / "set" / f"r{i}.png", "real", 300 + i, size=96)
-        write_png(root / "generated" / "gen-a" / f"g{i}.png", "gen-a", 400 + i, size=96)
-        write_png(root / "generated" / "gen-b" / f"h{i}.png", "gen-b", 500 + i, size=96)
+    root = write_two_generator_corpus(tmp_path / "data")
     items = load_corpus(root)
     r0 = sm.SpamRecipe(crop=32, crop_count=4, pca_dim=24, dim=8, colour=False, open_unknown_accept=0.0)
     r1 = sm.SpamRecipe(**{**r0.__dict__, "det_camera_copies": 1})

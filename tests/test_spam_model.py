@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import tiny_info, write_png
+from conftest import tiny_info, write_two_generator_corpus
 
 from lida_plugin.contract import ContractError, parse_metadata
 from lida_plugin.detect import ai_scores, calibrate_threshold, detect
@@ -321,11 +321,7 @@ def test_resized_copies_fit_the_detection_stage_only(tmp_path):
     (map, crops, contract) is as without them, and the copies are seeded."""
     from lida_plugin.evaluate.corpus import load_corpus
 
-    root = tmp_path / "data"
-    for i in range(8):
-        write_png(root / "real" / "set" / f"r{i}.png", "real", 300 + i, size=96)
-        write_png(root / "generated" / "gen-a" / f"g{i}.png", "gen-a", 400 + i, size=96)
-        write_png(root / "generated" / "gen-b" / f"h{i}.png", "gen-b", 500 + i, size=96)  # the open set needs two
+    root = write_two_generator_corpus(tmp_path / "data")
     items = load_corpus(root)
     train = [i for i, e in enumerate(items) if e.split == "train"]
     plan = sm.resize_plan(train, 2)
@@ -380,11 +376,7 @@ def test_noise_head_exports_and_column_noise_keeps_the_noised_copies_out_of_the_
     from lida_plugin.detect import needs_noise
     from lida_plugin.evaluate.corpus import load_corpus
 
-    root = tmp_path / "data"
-    for i in range(8):
-        write_png(root / "real" / "set" / f"r{i}.png", "real", 300 + i, size=96)
-        write_png(root / "generated" / "gen-a" / f"g{i}.png", "gen-a", 400 + i, size=96)
-        write_png(root / "generated" / "gen-b" / f"h{i}.png", "gen-b", 500 + i, size=96)
+    root = write_two_generator_corpus(tmp_path / "data")
     items = load_corpus(root)
     base = dict(crop=32, crop_count=4, pca_dim=24, dim=8, colour=False, open_unknown_accept=0.0, det_resize_copies=0)
     r1 = sm.SpamRecipe(**base, det_noise_copies=1, noise_generated=True, head_noise=True)
