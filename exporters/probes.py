@@ -32,7 +32,11 @@
     held-out photos as the export does, and every image of the left-out set scored: the share
     flagged AI against the stated 5%. The same fit with every set in gives each set's held-out rate. Then
     the threshold calibrated the way a photo of an unseen kind meets it (cross-fitted: each other set
-    scored by a fit without it), measured on the left-out set again (nested: it is in no fit).
+    scored by a fit without it), measured on the left-out set again (nested: it is in no fit). Every real
+    photo's noised versions (``spam_model.CALIBRATION_NOISE``) are scored too, in a column of their own.
+    ``--det-resize-copies 1`` gives the bundled recipe; ``--head-noise [--head-l2 L]`` with the noise options
+    (``--det-noise-copies 3 --noise-sd 0.25,2 --noise-generated``) the version-2 head, which reads the noise
+    floor and is calibrated on the real photos and their noised versions, as the export calibrates it.
 
 ``python -m lida_exporters.probes resize-real``
     Real photos downscaled and saved as PNG (what web publishing does) against the detection head: the
@@ -97,6 +101,7 @@ from lida_plugin.decode import decode_bytes, decode_file
 from lida_plugin.encoder import Encoder
 from lida_plugin.evaluate.corpus import load_corpus
 
+from .cli import _sd_range
 from .train import DEFAULT_DATA
 
 
@@ -347,35 +352,59 @@ def resize_gate(data: Path, model: str | None, threads: int, seed: int = 0) -> s
 
 
 # -- real-set-out ----------------------------------------------------------------------------------
-def _fit_stage(items, feats, counts, train: np.ndarray, r, cache: Path | None = None):
+def _fit_stage(items, feats, counts, train: np.ndarray, r, cache: Path | None = None, floors: np.ndarray | None = None):
     """The spam recipe's map, detection column and head fitted on ``train`` images (and, as the recipe says,
-    resized and camera-processed copies of them and random decoders' images made from their real photos:
-    :func:`lida_exporters.spam_model.detection_fit_set`): ``(mean, proj with the column, head, item embeddings)``."""
+    resized, camera-processed and noised copies of them and random decoders' images made from their real photos:
+    :func:`lida_exporters.spam_model.detection_fit_set`): ``(mean, proj with the column, head, item embeddings)``.
+    ``floors``: the items' noise floors (:func:`lida_exporters.spam_model.image_noise_floors`), which a version-2
+    head (``r.head_noise``) needs."""
     from .spam_model import detection_fit_set, eval_label, fit_detection_stage, fit_map
 
-    if r.head_noise:
-        raise ValueError("the probes score version-1 heads: head_noise is for lida-train spam")
     owner = np.repeat(np.arange(len(items)), counts)
     ct = train[owner]
     mean, proj = fit_map(feats[ct], [eval_label(items[i]) for i in owner[ct]], r)
-    det = detection_fit_set(items, feats, counts, train, r, cache, progress=False)
-    proj, emb, head = fit_detection_stage(*det[:4], mean, proj, r)
+    det = detection_fit_set(items, feats, counts, train, r, cache, False, floors)
+    proj, emb, head = fit_detection_stage(*det[:4], mean, proj, r, det.noise, det.column_fit(r))
     return mean, proj, head, emb[: len(items)]
 
 
-def _fit_detector(items, feats, counts, train: np.ndarray, r, cache: Path | None = None) -> np.ndarray:
-    """Every item's ``ai_score`` under :func:`_fit_stage`'s fit."""
+@dataclass
+class _Copies:
+    """Versions of some items scored next to them under every fit (:func:`_fit_detector`): crop features,
+    crop counts, noise floors, and the item each was made from."""
+
+    feats: np.ndarray
+    counts: list[int]
+    floors: np.ndarray
+    owner: np.ndarray
+
+
+def _fit_detector(items, feats, counts, train: np.ndarray, r, cache: Path | None = None,
+                  floors: np.ndarray | None = None, copies: _Copies | None = None) -> np.ndarray:  # fmt: skip
+    """Every item's ``ai_score`` under :func:`_fit_stage`'s fit, then (given) every one of ``copies``'."""
     from lida_plugin.detect import head_score
 
-    _, _, head, emb = _fit_stage(items, feats, counts, train, r, cache)
-    return np.asarray(head_score(emb, head), dtype=np.float64)
+    from .spam_model import apply_map, image_embeddings
+
+    mean, proj, head, emb = _fit_stage(items, feats, counts, train, r, cache, floors)
+    score = np.asarray(head_score(emb, head, floors if r.head_noise else None), dtype=np.float64)
+    if copies is None:
+        return score
+    ce = image_embeddings(apply_map(copies.feats, mean, proj), copies.counts)
+    cs = np.asarray(head_score(ce, head, copies.floors if r.head_noise else None), dtype=np.float64)
+    return np.concatenate([score, cs])
 
 
-def _crossfit_rows(items, feats, counts, train, gen, real_set, outer: dict, r, cache=None) -> list[tuple]:
+def _crossfit_rows(items, feats, counts, train, gen, real_set, outer: dict, r, cache=None, floors=None,
+                   copies=None, cal=None, ev=None, noised=None) -> list[tuple]:  # fmt: skip
     """Each real set left out again, the threshold now cross-fitted without it: every *other* set scored by
-    a fit that never saw it (nor the left-out one), their pooled scores calibrated at the recipe's rate."""
+    a fit that never saw it (nor the left-out one), their pooled scores calibrated at the recipe's rate.
+    ``cal``/``ev``/``noised`` widen an item mask to the scores calibrated on / measured / of the noised versions
+    (:func:`real_set_out`)."""
     from lida_plugin.detect import calibrate_threshold
 
+    cal = cal or (lambda m: m)
+    ev = ev or (lambda m: m)
     sets = sorted(outer)
     rows = []
     for name in sets:
@@ -383,54 +412,97 @@ def _crossfit_rows(items, feats, counts, train, gen, real_set, outer: dict, r, c
         for other in sets:
             if other != name:
                 seen = train & (real_set != name) & (real_set != other)
-                pooled.append(_fit_detector(items, feats, counts, seen, r, cache)[real_set == other])
+                s = _fit_detector(items, feats, counts, seen, r, cache, floors, copies)
+                pooled.append(s[cal(real_set == other)])
         t = calibrate_threshold(np.concatenate(pooled), r.fpr, r.fpr_confidence)
         score, out = outer[name], real_set == name
-        tpr = float((score[~train & gen] >= t).mean())
-        rows.append((name, "left out, threshold cross-fitted", int(out.sum()), float((score[out] >= t).mean()), tpr, t))
+        rows.append(_set_row(name, "left out, threshold cross-fitted", score, out, ~train & gen, t, ev, noised))
     return rows
+
+
+def _set_row(name: str, where: str, score: np.ndarray, real: np.ndarray, held_gen: np.ndarray, t: float, ev,
+             noised=None) -> tuple:  # fmt: skip
+    """``(set, in the fit?, photos, flagged AI, flagged AI of its noised versions or None, TPR, threshold)``."""
+    m = ev(real)
+    flagged_noised = float((score[noised(real)] >= t).mean()) if noised is not None else None
+    return (name, where, int(m.sum()), float((score[m] >= t).mean()), flagged_noised,
+            float((score[ev(held_gen)] >= t).mean()), t)  # fmt: skip
 
 
 def real_set_out(data: Path, model: str | None, threads: int, cache: Path | None = Path("runs/cache"),
                  recipe=None, crossfit: bool = True) -> str:  # fmt: skip
     """Long because it is one table: the all-sets fit, then one fit per left-out real set. ``recipe``: the
-    bundled model's (``SpamRecipe()``) unless given; ``model`` is not used (the recipe is fitted afresh)."""
+    recipe bundled before the resized copies (``SpamRecipe(det_resize_copies=0)``) unless given; ``model`` is not
+    used (the recipe is fitted afresh). Every real photo's ``CALIBRATION_NOISE`` versions are scored too (a column
+    of their own); for a version-2 head (``head_noise``) the thresholds are calibrated on the real photos used and
+    their noised versions, as the export calibrates it, and the head reads the noise floors."""
     from lida_plugin.detect import calibrate_threshold
 
-    from .spam_model import SpamRecipe, corpus_features
+    from . import spam_model as sm
 
-    r = recipe or SpamRecipe(det_resize_copies=0)  # (first measured for the model bundled before the resized copies)
+    r = recipe or sm.SpamRecipe(det_resize_copies=0)  # (first measured for the model bundled before the resized copies)
     items = load_corpus(data)
-    _, feats, counts = corpus_features(items, r, cache, progress=False)
+    crops, feats, counts = sm.corpus_features(items, r, cache, progress=False)
     train = np.array([it.split == "train" for it in items])
     gen = np.array([it.kind == "generated" for it in items])
     real_set = np.array([it.source if it.kind == "real" else "" for it in items])
+    floors = sm.image_noise_floors(crops, counts) if r.head_noise else None
+    plan = [(int(i), sm.Noise(sd, mono, 4242)) for sd, mono in sm.CALIBRATION_NOISE for i in np.flatnonzero(~gen)]
+    cf, cc = sm.processed_copy_features(items, plan, r, cache, False, "real-noised")
+    cn = sm.copy_noise_floors(items, plan, r, cache, False, "real-noised")
+    copies = _Copies(cf, cc, cn, np.array([i for i, _ in plan]))
+    own = np.concatenate([np.arange(len(items)), copies.owner])
+    is_copy = np.arange(len(own)) >= len(items)
+
+    def cal(m: np.ndarray) -> np.ndarray:  # the scores a threshold is calibrated on: the photos (and versions)
+        return m[own] & (~is_copy if not r.head_noise else True)
+
+    def ev(m: np.ndarray) -> np.ndarray:  # the scores measured: the images themselves
+        return m[own] & ~is_copy
+
+    def noised(m: np.ndarray) -> np.ndarray:
+        return m[own] & is_copy
+
     sets = sorted(set(real_set[~gen]))
     rows = []
-    score = _fit_detector(items, feats, counts, train, r, cache)
-    t = calibrate_threshold(score[~train & ~gen], r.fpr, r.fpr_confidence)
-    tpr = float((score[~train & gen] >= t).mean())
+    score = _fit_detector(items, feats, counts, train, r, cache, floors, copies)
+    t = calibrate_threshold(score[cal(~train & ~gen)], r.fpr, r.fpr_confidence)
     for name in sets:
         m = ~train & (real_set == name)
-        rows.append((name, "in (held-out half)", int(m.sum()), float((score[m] >= t).mean()), tpr, t))
+        rows.append(_set_row(name, "in (held-out half)", score, m, ~train & gen, t, ev, noised))
     outer = {}
     for name in sets:
         out = real_set == name
-        score = outer[name] = _fit_detector(items, feats, counts, train & ~out, r, cache)
-        t = calibrate_threshold(score[~train & ~gen & ~out], r.fpr, r.fpr_confidence)
-        tpr = float((score[~train & gen] >= t).mean())
-        rows.append((name, "left out (all its images)", int(out.sum()), float((score[out] >= t).mean()), tpr, t))
+        score = outer[name] = _fit_detector(items, feats, counts, train & ~out, r, cache, floors, copies)
+        t = calibrate_threshold(score[cal(~train & ~gen & ~out)], r.fpr, r.fpr_confidence)
+        rows.append(_set_row(name, "left out (all its images)", score, out, ~train & gen, t, ev, noised))
     if crossfit and len(sets) >= 3:  # every inner fit needs a real set left in it
-        rows += _crossfit_rows(items, feats, counts, train, gen, real_set, outer, r, cache)
+        fits = (floors, copies, cal, ev, noised)
+        rows += _crossfit_rows(items, feats, counts, train, gen, real_set, outer, r, cache, *fits)
+    head = f"version 2 (reads the noise floor), L2 {r.head_l2:g}" if r.head_noise else f"version 1, L2 {r.head_l2:g}"
+    noise = f"{r.det_noise_copies} noised copies (sd {r.noise_sd[0]:g}-{r.noise_sd[1]:g})" if r.det_noise_copies else ""
     lines = [
-        f"Recipe of `lida-train spam` (SPAM T={r.T}{' + colour' if r.colour else ''}, threshold at {r.fpr:.0%} FPR"
-        f" with {r.fpr_confidence:.0%} confidence on the held-out real photos used); share of a real set's photos"
-        " flagged AI-generated, and the held-out generated images caught at the same threshold.",
+        f"Recipe of `lida-train spam` (SPAM T={r.T}{' + colour' if r.colour else ''}, {r.det_resize_copies} resized"
+        f" copies{', ' + noise if noise else ''}; detection head {head}; threshold at {r.fpr:.0%} FPR with"
+        f" {r.fpr_confidence:.0%} confidence on the held-out real photos used"
+        f"{' and their noised versions' if r.head_noise else ''}); share of a real set's photos flagged AI-generated,"
+        f" of their {len(sm.CALIBRATION_NOISE)} noised versions each (CALIBRATION_NOISE), and the held-out generated"
+        " images caught at the same threshold.",
         "",
-        "| real set | in the fit? | photos | flagged AI | TPR (held-out generated) | threshold |",
-        "|---|---|---|---|---|---|",
+        "| real set | in the fit? | photos | flagged AI | noised versions flagged | TPR (held-out generated)"
+        " | threshold |",
+        "|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {n} | {w} | {k} | {100 * f:.1f}% | {100 * tp:.1f}% | {th:.3f} |" for n, w, k, f, tp, th in rows]
+    for n, w, k, f, fn, tp, th in rows:
+        cell = "" if fn is None else f"{100 * fn:.1f}%"
+        lines.append(f"| {n} | {w} | {k} | {100 * f:.1f}% | {cell} | {100 * tp:.1f}% | {th:.3f} |")
+    pooled = [row for row in rows if row[1] == "left out (all its images)"]
+    k = sum(row[2] for row in pooled)
+    flagged = 100 * sum(row[3] * row[2] for row in pooled) / k
+    flagged_noised = 100 * sum(row[4] * row[2] for row in pooled) / k
+    caught = 100 * np.mean([row[5] for row in pooled])
+    lines += ["", f"Left out, pooled: {flagged:.1f}% of {k} photos flagged, {flagged_noised:.1f}% of their noised"
+              f" versions; held-out generated caught {caught:.1f}% (mean over the fits)."]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -1027,12 +1099,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--det-camera-copies", type=int, help=f"{recipe} camera-processed copies of them (ditto)")
     p.add_argument("--det-jpeg-copies", type=int, help=f"{recipe} JPEG round trips of them (ditto)")
     p.add_argument("--det-noise-copies", type=int, help=f"{recipe} noised copies of the real ones (ditto)")
-    p.add_argument("--noise-sd", help="noise-real: the copies' noise sd range, LO,HI (default 0.25,1.25)")
-    p.add_argument("--noise-generated", action="store_true", help="noise-real: noised copies of generated images too")
+    p.add_argument("--noise-sd", type=_sd_range, metavar="LO,HI",
+                   help="noise-real, real-set-out: the copies' noise sd range (default 0.25,1.25)")  # fmt: skip
+    p.add_argument("--noise-generated", action="store_true",
+                   help="noise-real, real-set-out: noised copies of generated images too")  # fmt: skip
+    p.add_argument("--head-noise", action="store_true",
+                   help="real-set-out: the version-2 detection head, which reads the noise floor"
+                   " (SpamRecipe.head_noise)")  # fmt: skip
     p.add_argument("--camera-methods", help="camera-real: the copies' demosaicing methods, comma-separated"
                    " (of bilinear, mhc, vng, ea; default bilinear,mhc)")  # fmt: skip
     p.add_argument("--no-camera-noise", action="store_true", help="camera-real: copies without noise")
-    p.add_argument("--head-l2", help="noise-head: the version-2 head's L2 strengths, comma-separated")
+    p.add_argument("--head-l2", help="noise-head: the version-2 head's L2 strengths, comma-separated;"
+                   " real-set-out: the head's L2 (one number)")  # fmt: skip
     a = p.parse_args(argv)
     if not Path(a.data).is_dir():
         print(f"error: data folder {a.data} does not exist", file=sys.stderr)
@@ -1043,27 +1121,32 @@ def main(argv: list[str] | None = None) -> int:
     fields = ("det_rzoo", "det_resize_copies", "det_camera_copies", "det_jpeg_copies", "det_noise_copies")
     given = {k: v for k in fields if (v := getattr(a, k)) is not None}
     if a.noise_sd:
-        try:
-            lo, hi = (float(v) for v in a.noise_sd.split(","))
-        except ValueError:
-            p.error(f"--noise-sd wants LO,HI (two numbers), got {a.noise_sd!r}")
-        given["noise_sd"] = (lo, hi)
+        given["noise_sd"] = a.noise_sd
     if a.noise_generated:
         given["noise_generated"] = True
     if a.camera_methods:
         given["camera_methods"] = tuple(m.strip() for m in a.camera_methods.split(","))
     if a.no_camera_noise:
         given["camera_noise"] = False
+    if a.head_noise:
+        given["head_noise"] = True
     if a.head_l2:
-        if a.probe != "noise-head":
-            p.error("--head-l2 is for noise-head")
+        if a.probe not in ("noise-head", "real-set-out"):
+            p.error("--head-l2 is for noise-head and real-set-out")
         try:
-            kw["l2s"] = tuple(float(v) for v in a.head_l2.split(","))
+            l2s = tuple(float(v) for v in a.head_l2.split(","))
         except ValueError:
             p.error(f"--head-l2 wants numbers separated by commas, got {a.head_l2!r}")
+        if a.probe == "noise-head":
+            kw["l2s"] = l2s
+        elif len(l2s) != 1:
+            p.error(f"real-set-out's --head-l2 is one number, got {a.head_l2!r}")
+        else:
+            given["head_l2"] = l2s[0]
     if given:
         if a.probe not in ("real-set-out", "family-out", "camera-real", "jpeg-real", "noise-real"):  # recipe probes
-            p.error("--det-* options are for real-set-out, family-out, camera-real, jpeg-real and noise-real")
+            p.error("--det-*, --noise-*, --head-noise and --camera-* options are for real-set-out, family-out,"
+                    " camera-real, jpeg-real and noise-real")  # fmt: skip
         from .spam_model import SpamRecipe
 
         base = SpamRecipe(det_resize_copies=0) if a.probe == "real-set-out" else SpamRecipe()

@@ -60,14 +60,18 @@ def test_resize_gate_thresholds_hold_on_train_originals(corpus, tiny_model, caps
     assert all(len(r) == 6 and all(0 <= v <= 100 for v in r) for _, r in rows)
 
 
-def test_real_set_out_fits_without_each_real_set(corpus):
+@pytest.mark.parametrize("head_noise", [False, True], ids=["version-1 head", "version-2 head"])
+def test_real_set_out_fits_without_each_real_set(corpus, head_noise):
     from lida_exporters.spam_model import SpamRecipe
 
     for i in range(6):
         write_png(corpus / "real" / "r2" / f"other-{i}.png", "real", 900 + i)
         write_png(corpus / "real" / "r3" / f"third-{i}.png", "real", 950 + i)
     r = SpamRecipe(T=1, colour=False, pca_dim=8, dim=4)
+    if head_noise:  # the version-2 head: noised copies in the fit, the noise floor read, noised versions calibrated
+        r = SpamRecipe(**{**r.__dict__, "det_noise_copies": 1, "noise_generated": True, "head_noise": True})
     table = probes.real_set_out(corpus, None, 1, cache=None, recipe=r)
+    assert ("version 2" in table) == head_noise
     rows = [
         [c.strip() for c in ln.strip("|").split("|")]
         for ln in table.splitlines()
@@ -76,8 +80,13 @@ def test_real_set_out_fits_without_each_real_set(corpus):
     assert [(c[0], c[1].split(",")[-1].split()[0], int(c[2])) for c in rows] == [
         ("r1", "in", 3), ("r2", "in", 3), ("r3", "in", 3), ("r1", "left", 6), ("r2", "left", 6), ("r3", "left", 6),
         ("r1", "threshold", 6), ("r2", "threshold", 6), ("r3", "threshold", 6)]  # fmt: skip
-    for c in rows:  # flagged, TPR, threshold
-        assert 0 <= float(c[3].rstrip("%")) <= 100 and 0 <= float(c[4].rstrip("%")) <= 100 and 0 <= float(c[5]) <= 1
+    for c in rows:  # flagged, noised versions flagged, TPR, threshold
+        assert all(0 <= float(v.rstrip("%")) <= 100 for v in c[3:6]) and 0 <= float(c[6]) <= 1
+    left = [c for c in rows if c[1].startswith("left out (all")]
+    pooled = re.search(r"pooled: ([\d.]+)% of (\d+) photos flagged, ([\d.]+)% of their noised", table)
+    assert int(pooled[2]) == 18
+    for col, group in ((3, 1), (4, 3)):  # the pooled rates are the left-out rows' rates weighted by their photos
+        assert float(pooled[group]) == pytest.approx(sum(float(c[col].rstrip("%")) * 6 for c in left) / 18, abs=0.06)
 
 
 def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):
@@ -175,3 +184,9 @@ def test_noise_head_options_are_checked(corpus, tmp_path):
         probes.main(["noise-head", "--data", str(corpus), "--head-l2", "small"])
     with pytest.raises(ValueError, match="head_noise"):
         probes.noise_head(corpus, None, 1, None, recipe=SpamRecipe())
+    with pytest.raises(SystemExit):  # real-set-out's head has one L2
+        probes.main(["real-set-out", "--data", str(corpus), "--head-l2", "0.01,0.001"])
+    with pytest.raises(SystemExit):  # the sd range runs low to high (lida-train spam's own --noise-sd type)
+        probes.main(["real-set-out", "--data", str(corpus), "--noise-sd", "2,1"])
+    with pytest.raises(SystemExit):
+        probes.main(["ceiling", "--data", str(corpus), "--head-noise"])
