@@ -448,8 +448,7 @@ def real_set_out(data: Path, model: str | None, threads: int, cache: Path | None
     real_set = np.array([it.source if it.kind == "real" else "" for it in items])
     floors = sm.image_noise_floors(crops, counts) if r.head_noise else None
     plan = [(int(i), sm.Noise(sd, mono, 4242)) for sd, mono in sm.CALIBRATION_NOISE for i in np.flatnonzero(~gen)]
-    cf, cc = sm.processed_copy_features(items, plan, r, cache, False, "real-noised")
-    cn = sm.copy_noise_floors(items, plan, r, cache, False, "real-noised")
+    cf, cc, cn = sm.processed_copies(items, plan, r, cache, False, "real-noised")
     copies = _Copies(cf, cc, cn, np.array([i for i, _ in plan]))
     own = np.concatenate([np.arange(len(items)), copies.owner])
     is_copy = np.arange(len(own)) >= len(items)
@@ -981,12 +980,10 @@ def noise_head(data: Path, model: str | None, threads: int, cache: Path | None =
     ev = {}
     for name in NOISE_HEAD_VERSIONS:
         plan = [(int(i), ops[name]) for i in held]
-        f, c = sm.processed_copy_features(items, plan, v2, cache, False, "eval")
-        ev[name] = (f, c, sm.copy_noise_floors(items, plan, v2, cache, False, "eval"))
+        ev[name] = sm.processed_copies(items, plan, v2, cache, False, "eval")
     real_idx = np.flatnonzero(real_ho)
     cal_plan = [(int(i), sm.Noise(sd, mono, 4242)) for sd, mono in sm.CALIBRATION_NOISE for i in real_idx]
-    cal_f, cal_c = sm.processed_copy_features(items, cal_plan, v2, cache, False, "calibration")
-    cal_n = sm.copy_noise_floors(items, cal_plan, v2, cache, False, "calibration")
+    cal_f, cal_c, cal_n = sm.processed_copies(items, cal_plan, v2, cache, False, "calibration")
     yh = gen[held]
     named = yh & np.array([not items[i].label.startswith("ldm-sr") for i in held])
 

@@ -629,28 +629,44 @@ def _cached_features(f: Path | None, compute) -> tuple[np.ndarray, list[int]]:
     return feats, counts
 
 
-def processed_copy_features(items, plan, r: SpamRecipe, cache: Path | None = None, progress: bool = True,
-                            tag: str = "copies") -> tuple[np.ndarray, list[int]]:  # fmt: skip
-    """``(SPAM crop features [C, F], crop counts)`` of ``plan``'s copies: ``(item index, op)`` pairs, ``op``
-    with ``apply(pixels)`` and ``describe()`` (e.g. :class:`lida_exporters.camera.CameraOps`); cached by the
-    ops' descriptions and the files."""
+def processed_copies(items, plan, r: SpamRecipe, cache: Path | None = None, progress: bool = True,
+                     tag: str = "copies") -> tuple[np.ndarray, list[int], np.ndarray]:  # fmt: skip
+    """``(SPAM crop features [C, F], crop counts, noise floors [len(plan)])`` of ``plan``'s copies: ``(item index,
+    op)`` pairs, ``op`` with ``apply(pixels)`` and ``describe()`` (e.g. :class:`lida_exporters.camera.CameraOps`).
+    Each copy is decoded and made once; the floor is :func:`lida_plugin.noisegate.noise_score` of the crops the
+    features read. Cached in one ``.npz`` by the ops' descriptions, the feature settings and the files (a cache
+    file without floors, from before they were kept, is made again)."""
     from tqdm import tqdm
 
     from lida_plugin.decode import decode_file
+    from lida_plugin.noisegate import noise_score
 
     files = [(e.relpath, e.path.stat().st_size) for e in items]
     ops = [(i, op.describe()) for i, op in plan]
     key = hashlib.sha256(json.dumps([r.T, r.crop, r.crop_count, r.align, r.colour, ops, files]).encode()).hexdigest()
+    f = cache / f"spam-{tag}-{key[:16]}.npz" if cache is not None else None
+    if f is not None and f.is_file():
+        z = np.load(f)
+        if "floors" in z.files:
+            return z["feats"], z["counts"].tolist(), z["floors"]
+    feats, counts, floors = [], [], []
+    for i, op in tqdm(plan, desc=tag, unit="img", disable=not progress, mininterval=2.0):
+        c = image_crops(op.apply(decode_file(items[i].path).pixels), r)
+        feats.append(crop_features(c, r.T, r.colour))
+        counts.append(len(c))
+        floors.append(noise_score(c))
+    out = np.concatenate(feats), counts, np.asarray(floors, dtype=np.float64)
+    if f is not None:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(f, feats=out[0], counts=np.asarray(counts), floors=out[2])
+    return out
 
-    def compute():
-        feats, counts = [], []
-        for i, op in tqdm(plan, desc=tag, unit="img", disable=not progress, mininterval=2.0):
-            c = image_crops(op.apply(decode_file(items[i].path).pixels), r)
-            feats.append(crop_features(c, r.T, r.colour))
-            counts.append(len(c))
-        return np.concatenate(feats), counts
 
-    return _cached_features(cache / f"spam-{tag}-{key[:16]}.npz" if cache is not None else None, compute)
+def processed_copy_features(items, plan, r: SpamRecipe, cache: Path | None = None, progress: bool = True,
+                            tag: str = "copies") -> tuple[np.ndarray, list[int]]:  # fmt: skip
+    """``(SPAM crop features [C, F], crop counts)`` of ``plan``'s copies: :func:`processed_copies` without the
+    floors."""
+    return processed_copies(items, plan, r, cache, progress, tag)[:2]
 
 
 def image_noise_floors(crops: np.ndarray, counts: Sequence[int]) -> np.ndarray:
@@ -659,32 +675,6 @@ def image_noise_floors(crops: np.ndarray, counts: Sequence[int]) -> np.ndarray:
 
     b = np.cumsum([0, *counts])
     return np.array([noise_score(crops[b[i] : b[i + 1]]) for i in range(len(counts))], dtype=np.float64)
-
-
-def copy_noise_floors(items, plan, r: SpamRecipe, cache: Path | None = None, progress: bool = True,
-                      tag: str = "copies") -> np.ndarray:  # fmt: skip
-    """The noise floor of each of ``plan``'s copies (as :func:`processed_copy_features` makes them), cached."""
-    from tqdm import tqdm
-
-    from lida_plugin.decode import decode_file
-    from lida_plugin.noisegate import noise_score
-
-    files = [(e.relpath, e.path.stat().st_size) for e in items]
-    ops = [(i, op.describe()) for i, op in plan]
-    key = hashlib.sha256(json.dumps([r.crop, r.crop_count, r.align, ops, files]).encode()).hexdigest()
-    f = cache / f"noise-{tag}-{key[:16]}.npy" if cache is not None else None
-    if f is not None and f.is_file():
-        return np.load(f)
-    out = np.array(
-        [
-            noise_score(image_crops(op.apply(decode_file(items[i].path).pixels), r))
-            for i, op in tqdm(plan, desc=f"{tag} noise", unit="img", disable=not progress, mininterval=2.0)
-        ]
-    )
-    if f is not None:
-        f.parent.mkdir(parents=True, exist_ok=True)
-        np.save(f, out)
-    return out
 
 
 def rzoo_features(items, photos_of: np.ndarray, n: int, r: SpamRecipe, cache: Path | None = None,
@@ -730,7 +720,7 @@ def detection_fit_set(items, feats, counts, fit: np.ndarray, r: SpamRecipe, cach
     and ``r.det_camera_copies`` camera-processed and ``r.det_jpeg_copies`` JPEG round-tripped and
     ``r.det_noise_copies`` noised ones (each in the fit when its item is), then ``r.det_rzoo`` random decoders'
     images made from the fit's real photos. The noise floors (for ``r.head_noise``; else None) of the items are
-    ``noise`` (:func:`image_noise_floors`), the copies' are computed (:func:`copy_noise_floors`)."""
+    ``noise`` (:func:`image_noise_floors`), the copies' are computed with them (:func:`processed_copies`)."""
     if r.head_noise and noise is None:
         raise ValueError("head_noise needs the items' noise floors (image_noise_floors)")
     if r.head_noise and r.det_rzoo:
@@ -754,11 +744,11 @@ def detection_fit_set(items, feats, counts, fit: np.ndarray, r: SpamRecipe, cach
         copies.append((plan, "noise"))
     floors = [np.asarray(noise, np.float64)] if r.head_noise else []
     for plan, tag in copies:
-        cf, cc = processed_copy_features(items, plan, r, cache, progress, tag=tag)
+        cf, cc, cn = processed_copies(items, plan, r, cache, progress, tag=tag)
         src = [i for i, _ in plan]
         parts.append((cf, cc, gen[src], fit[src], tag))
         if r.head_noise:
-            floors.append(copy_noise_floors(items, plan, r, cache, progress, tag=tag))
+            floors.append(cn)
     if r.det_rzoo:
         zf, zc = rzoo_features(items, fit & ~gen, r.det_rzoo, r, cache, progress)
         parts.append((zf, zc, np.ones(len(zc), bool), np.ones(len(zc), bool), "rzoo"))
@@ -828,8 +818,7 @@ def fit_and_export(
     cal = ai_scores(emb[real_ho], probe, None if floors is None else floors[real_ho])[0]
     if r.head_noise:  # and noised versions of them: light noise does not make a photo generated
         plan = [(int(i), Noise(sd, mono, 4242)) for sd, mono in CALIBRATION_NOISE for i in np.flatnonzero(real_ho)]
-        cf, cc = processed_copy_features(items, plan, r, cache, progress, tag="calibration")
-        cn = copy_noise_floors(items, plan, r, cache, progress, tag="calibration")
+        cf, cc, cn = processed_copies(items, plan, r, cache, progress, tag="calibration")
         cal = np.concatenate([cal, ai_scores(image_embeddings(apply_map(cf, mean, proj), cc), probe, cn)[0]])
     det_t = calibrate_threshold(cal, r.fpr, r.fpr_confidence)
     open_labels = [i for i, it in enumerate(items) if train[i] and gen[i] and not it.label.startswith("ldm-sr")]

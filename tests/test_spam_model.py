@@ -344,6 +344,36 @@ def test_resized_copies_fit_the_detection_stage_only(tmp_path):
     assert (i0.crop_size, i0.embedding_dim, i0.input_bits) == (i1.crop_size, i1.embedding_dim, i1.input_bits)
 
 
+def test_processed_copies_make_features_and_noise_floors_in_one_pass_and_cache_both(tmp_path, monkeypatch):
+    """Each copy decoded once for its features and its noise floor (the floor of the crops the features read);
+    the cache gives both back without decoding, and a cache file from before the floors were kept is made again."""
+    from lida_plugin import decode
+    from lida_plugin.evaluate.corpus import load_corpus
+    from lida_plugin.noisegate import noise_score
+
+    items = load_corpus(write_two_generator_corpus(tmp_path / "data", n=3))
+    plan = [(i, sm.Noise(1.0 + i / 4, i % 2 == 1, 7 + i)) for i in range(len(items))]
+    real_decode = decode.decode_file
+    want = [noise_score(sm.image_crops(op.apply(real_decode(items[i].path).pixels), R)) for i, op in plan]
+    decoded = []
+
+    def counting_decode(path, *a, **kw):
+        decoded.append(path)
+        return real_decode(path, *a, **kw)
+
+    monkeypatch.setattr(decode, "decode_file", counting_decode)
+    cache = tmp_path / "cache"
+    feats, counts, floors = sm.processed_copies(items, plan, R, cache, progress=False, tag="t")
+    assert len(decoded) == len(plan) and np.allclose(floors, want)
+    assert feats.shape[0] == sum(counts) and len(counts) == len(plan)
+    f2, c2 = sm.processed_copy_features(items, plan, R, cache, progress=False, tag="t")
+    assert len(decoded) == len(plan) and np.array_equal(f2, feats) and c2 == counts  # from the cache
+    (old,) = cache.glob("spam-t-*.npz")
+    np.savez(old, feats=feats, counts=np.asarray(counts))  # a cache file without floors
+    _, _, again = sm.processed_copies(items, plan, R, cache, progress=False, tag="t")
+    assert len(decoded) == 2 * len(plan) and np.allclose(again, want) and "floors" in np.load(old).files
+
+
 def test_noise_head_reads_the_noise_floor_and_is_checked_by_the_contract():
     """A version-2 head: the noise floor shifts the score (here the only thing that tells the classes apart),
     the runtime needs the floors, and the contract refuses a malformed noise block."""
