@@ -428,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pca-dim", type=int, default=256, help="PCA dimensions before whitening (default: %(default)s)")
     p.add_argument("--eps", type=float, default=0.01, help="whitening eigenvalue floor (default: %(default)s)")
     p.add_argument("--dim", type=int, default=128, help="embedding dimensions (default: %(default)s)")
-    p.add_argument("--head-l2", type=float, default=1e-2, help="detection head L2 (default: %(default)s)")
+    p.add_argument("--head-l2", type=float, default=3e-4,
+                   help="detection head L2 (default: %(default)s; the version-1 heads: 0.01)")  # fmt: skip
     p.add_argument(
         "--det-column",
         type=float,
@@ -489,31 +490,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--det-noise-copies",
         type=int,
-        default=0,
+        default=3,
         help="also fit the detection column and head on K copies of every train real image with Gaussian noise"
-        " (sd uniform in --noise-sd; light noise or a dithered export does not make a photo generated; default:"
-        " %(default)s; docs/evaluation.md, 'Light noise')",
+        " (sd uniform in --noise-sd; light noise or a dithered export does not make a photo generated; 0: not, the"
+        " models before 2026-12-08; default: %(default)s; docs/evaluation.md, 'Light noise')",
     )
     p.add_argument(
         "--noise-sd",
         type=_sd_range,
-        default=(0.25, 1.25),
+        default=(0.25, 2.0),
         metavar="LO,HI",
         help="the noised copies' sd range in grey levels (default: %(default)s)",
     )
     p.add_argument(
         "--noise-generated",
         action=argparse.BooleanOptionalAction,
-        default=False,
+        default=True,
         help="the generated train images get noised copies too (default: %(default)s)",
     )
     p.add_argument(
         "--head-noise",
         action=argparse.BooleanOptionalAction,
-        default=False,
+        default=True,
         help="a version-2 detection head that also reads the image's noise floor, calibrated on noised versions of"
-        " the held-out real photos too (default: %(default)s; docs/evaluation.md, 'A head that reads the noise"
-        " floor')",
+        " the held-out real photos too (--no-head-noise: version 1, the models before 2026-12-08; default:"
+        " %(default)s; docs/evaluation.md, 'A head that reads the noise floor')",
     )
     p.add_argument(
         "--column-noise",

@@ -429,6 +429,34 @@ def _set_row(name: str, where: str, score: np.ndarray, real: np.ndarray, held_ge
             float((score[ev(held_gen)] >= t).mean()), t)  # fmt: skip
 
 
+def _real_noised(items, crops, counts, gen: np.ndarray, r, cache: Path | None):
+    """What the detection probes score next to the items: ``(floors, copies, cal, ev, noised)``. ``floors``, the
+    items' noise floors for a version-2 head (``r.head_noise``; else None); ``copies``, every real photo's
+    ``CALIBRATION_NOISE`` versions (:class:`_Copies`, scored by :func:`_fit_detector` after the items); and three
+    functions widening an item mask to those scores: ``cal``, the ones a threshold is calibrated on (the photos,
+    and for a version-2 head their noised versions too, as the export calibrates it), ``ev``, the items themselves,
+    ``noised``, the noised versions."""
+    from . import spam_model as sm
+
+    floors = sm.image_noise_floors(crops, counts) if r.head_noise else None
+    plan = [(int(i), sm.Noise(sd, mono, 4242)) for sd, mono in sm.CALIBRATION_NOISE for i in np.flatnonzero(~gen)]
+    cf, cc, cn = sm.processed_copies(items, plan, r, cache, False, "real-noised")
+    copies = _Copies(cf, cc, cn, np.array([i for i, _ in plan]))
+    own = np.concatenate([np.arange(len(items)), copies.owner])
+    is_copy = np.arange(len(own)) >= len(items)
+
+    def cal(m: np.ndarray) -> np.ndarray:
+        return m[own] & (True if r.head_noise else ~is_copy)
+
+    def ev(m: np.ndarray) -> np.ndarray:
+        return m[own] & ~is_copy
+
+    def noised(m: np.ndarray) -> np.ndarray:
+        return m[own] & is_copy
+
+    return floors, copies, cal, ev, noised
+
+
 def real_set_out(data: Path, model: str | None, threads: int, cache: Path | None = Path("runs/cache"),
                  recipe=None, crossfit: bool = True) -> str:  # fmt: skip
     """Long because it is one table: the all-sets fit, then one fit per left-out real set. ``recipe``: the
@@ -440,28 +468,14 @@ def real_set_out(data: Path, model: str | None, threads: int, cache: Path | None
 
     from . import spam_model as sm
 
-    r = recipe or sm.SpamRecipe(det_resize_copies=0)  # (first measured for the model bundled before the resized copies)
+    r = recipe or sm.SpamRecipe(**{**sm.VERSION1.__dict__, "det_resize_copies": 0})  # (first measured for the model
+    # bundled before the resized copies)
     items = load_corpus(data)
     crops, feats, counts = sm.corpus_features(items, r, cache, progress=False)
     train = np.array([it.split == "train" for it in items])
     gen = np.array([it.kind == "generated" for it in items])
     real_set = np.array([it.source if it.kind == "real" else "" for it in items])
-    floors = sm.image_noise_floors(crops, counts) if r.head_noise else None
-    plan = [(int(i), sm.Noise(sd, mono, 4242)) for sd, mono in sm.CALIBRATION_NOISE for i in np.flatnonzero(~gen)]
-    cf, cc, cn = sm.processed_copies(items, plan, r, cache, False, "real-noised")
-    copies = _Copies(cf, cc, cn, np.array([i for i, _ in plan]))
-    own = np.concatenate([np.arange(len(items)), copies.owner])
-    is_copy = np.arange(len(own)) >= len(items)
-
-    def cal(m: np.ndarray) -> np.ndarray:  # the scores a threshold is calibrated on: the photos (and versions)
-        return m[own] & (~is_copy if not r.head_noise else True)
-
-    def ev(m: np.ndarray) -> np.ndarray:  # the scores measured: the images themselves
-        return m[own] & ~is_copy
-
-    def noised(m: np.ndarray) -> np.ndarray:
-        return m[own] & is_copy
-
+    floors, copies, cal, ev, noised = _real_noised(items, crops, counts, gen, r, cache)
     sets = sorted(set(real_set[~gen]))
     rows = []
     score = _fit_detector(items, feats, counts, train, r, cache, floors, copies)
@@ -522,19 +536,21 @@ def family_out(data: Path, model: str | None, threads: int, cache: Path | None =
     from lida_plugin.detect import calibrate_threshold
     from lida_plugin.evaluate.metrics import roc_auc
 
-    from .spam_model import SpamRecipe, corpus_features
+    from .spam_model import VERSION1, corpus_features
 
-    r = recipe or SpamRecipe()
+    r = recipe or VERSION1
     items = load_corpus(data)
-    _, feats, counts = corpus_features(items, r, cache, progress=False)
+    crops, feats, counts = corpus_features(items, r, cache, progress=False)
     train = np.array([it.split == "train" for it in items])
     gen = np.array([it.kind == "generated" for it in items])
     real_ho = ~train & ~gen
+    floors, copies, cal, ev, _ = _real_noised(items, crops, counts, gen, r, cache) if r.head_noise else [None] * 5
     rows, aucs, hits = [], [], []
     for fold in family_folds(items):
         infold = gen & np.array([it.family in fold for it in items])
-        score = _fit_detector(items, feats, counts, train & ~infold, r, cache)
-        t = calibrate_threshold(score[real_ho], r.fpr, r.fpr_confidence)
+        score = _fit_detector(items, feats, counts, train & ~infold, r, cache, floors, copies)
+        t = calibrate_threshold(score[cal(real_ho) if cal else real_ho], r.fpr, r.fpr_confidence)
+        score = score[ev(np.ones(len(items), bool))] if ev else score  # the items' own scores
         q = ~train & infold
         aucs.append(roc_auc(np.concatenate([score[q], score[real_ho]]), np.arange(q.sum() + real_ho.sum()) < q.sum()))
         hits += (score[q] >= t).tolist()
@@ -542,9 +558,11 @@ def family_out(data: Path, model: str | None, threads: int, cache: Path | None =
         caught = 100 * float((score[q] >= t).mean())
         rows.append(f"| {names} | {int(q.sum())} | {aucs[-1]:.4f} | {caught:.1f}% | {t:.3f} |")
     lines = [
-        f"Recipe: det_resize_copies {r.det_resize_copies}, det_rzoo {r.det_rzoo}, det_column {r.det_column}; held-out"
-        f" generated images of the left-out families against the {int(real_ho.sum())} held-out real photos;"
-        " threshold calibrated on those photos as the export does.",
+        f"Recipe: det_resize_copies {r.det_resize_copies}, det_rzoo {r.det_rzoo}, det_noise_copies"
+        f" {r.det_noise_copies}, det_column {r.det_column}, detection head version {2 if r.head_noise else 1}"
+        f" (L2 {r.head_l2:g}); held-out generated images of the left-out families against the"
+        f" {int(real_ho.sum())} held-out real photos; threshold calibrated on those photos"
+        f"{' and their noised versions' if r.head_noise else ''} as the export does.",
         "",
         "| families left out | generated | AUC | caught at the threshold | threshold |",
         "|---|---|---|---|---|",
@@ -566,7 +584,7 @@ def resize_real(data: Path, model: str | None, threads: int, cache: Path | None 
 
     from .spam_model import (
         RESIZE_FILTERS,
-        SpamRecipe,
+        VERSION1,
         apply_map,
         corpus_features,
         eval_label,
@@ -577,7 +595,7 @@ def resize_real(data: Path, model: str | None, threads: int, cache: Path | None 
     )
     from .spam_model import image_embeddings as img_emb
 
-    r = recipe or SpamRecipe()
+    r = recipe or VERSION1
     items = load_corpus(data)
     _, feats, counts = corpus_features(items, r, cache, progress=False)
     n = len(items)
@@ -710,9 +728,9 @@ def camera_real(data: Path, model: str | None, threads: int, cache: Path | None 
     """Held-out images through camera-like processing, against the detection stage fitted without and with
     camera-processed training copies (:mod:`lida_exporters.camera`); threshold calibrated on the held-out real
     originals as the export does. ``model`` is not used (the recipe is fitted afresh)."""
-    from .spam_model import SpamRecipe
+    from .spam_model import VERSION1
 
-    r = recipe or SpamRecipe()
+    r = recipe or VERSION1
     rows = _copies_rows(data, r, cache, "det_camera_copies", "camera copies", camera_eval_ops())
     noise = "on" if r.camera_noise else "off"
     head = f"Recipe as bundled (det_resize_copies {r.det_resize_copies}) with 0 or 1 camera-processed copies of"
@@ -792,9 +810,9 @@ def head_robustness(data: Path, model: str | None, threads: int, cache: Path | N
     from lida_plugin.evaluate.metrics import roc_auc
 
     from .camera import camera_plan
-    from .spam_model import SpamRecipe, corpus_features, processed_copy_features, resize_plan, resized_copy_features
+    from .spam_model import VERSION1, corpus_features, processed_copy_features, resize_plan, resized_copy_features
 
-    r = SpamRecipe()
+    r = VERSION1
     items = load_corpus(data)
     _, feats, counts = corpus_features(items, r, cache, progress=False)
     x = _image_means(feats, counts)
@@ -844,9 +862,9 @@ def jpeg_real(data: Path, model: str | None, threads: int, cache: Path | None = 
     the detection stage fitted without and with JPEG round-trip copies of every train image
     (:func:`lida_exporters.spam_model.jpeg_plan`); threshold calibrated on the held-out real originals as the
     export does. ``model`` is not used."""
-    from .spam_model import SpamRecipe
+    from .spam_model import VERSION1
 
-    r = recipe or SpamRecipe()
+    r = recipe or VERSION1
     rows = _copies_rows(data, r, cache, "det_jpeg_copies", "JPEG copies", jpeg_eval_ops())
     head = f"Recipe as bundled (det_resize_copies {r.det_resize_copies}) with 0 or 1 JPEG round trips of"
     return _copies_table(rows, f"{head} every train image; held-out images, ldm-sr too.")
@@ -878,9 +896,9 @@ def noise_real(data: Path, model: str | None, threads: int, cache: Path | None =
     from lida_plugin import noisegate
     from lida_plugin.fingerprint import extract_crops
 
-    from .spam_model import SpamRecipe
+    from .spam_model import VERSION1
 
-    r = recipe or SpamRecipe()
+    r = recipe or VERSION1
     ops = noise_eval_ops()
     scores: dict = {}
     rows = _copies_rows(data, r, cache, "det_noise_copies", "noise copies", ops, scores)
@@ -997,7 +1015,7 @@ def noise_head(data: Path, model: str | None, threads: int, cache: Path | None =
         cells = [f"{100 * sc[k][~yh].mean():.1f} / {100 * sc[k][yh].mean():.1f}" for k in NOISE_HEAD_VERSIONS]
         return f"| {label} | {t:.3f} | {' | '.join(cells)} | {100 * sc['original'][named].mean():.1f} |"
 
-    v1 = sm.SpamRecipe()
+    v1 = sm.VERSION1
     det = sm.detection_fit_set(items, feats, counts, train, v1, cache, progress=False)
     pj, _, head = sm.fit_detection_stage(*det[:4], mean, proj, v1)
     out = [
@@ -1101,13 +1119,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise-generated", action="store_true",
                    help="noise-real, real-set-out: noised copies of generated images too")  # fmt: skip
     p.add_argument("--head-noise", action="store_true",
-                   help="real-set-out: the version-2 detection head, which reads the noise floor"
+                   help="real-set-out, family-out: the version-2 detection head, which reads the noise floor"
                    " (SpamRecipe.head_noise)")  # fmt: skip
     p.add_argument("--camera-methods", help="camera-real: the copies' demosaicing methods, comma-separated"
                    " (of bilinear, mhc, vng, ea; default bilinear,mhc)")  # fmt: skip
     p.add_argument("--no-camera-noise", action="store_true", help="camera-real: copies without noise")
     p.add_argument("--head-l2", help="noise-head: the version-2 head's L2 strengths, comma-separated;"
-                   " real-set-out: the head's L2 (one number)")  # fmt: skip
+                   " real-set-out, family-out: the head's L2 (one number)")  # fmt: skip
     a = p.parse_args(argv)
     if not Path(a.data).is_dir():
         print(f"error: data folder {a.data} does not exist", file=sys.stderr)
@@ -1128,8 +1146,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.head_noise:
         given["head_noise"] = True
     if a.head_l2:
-        if a.probe not in ("noise-head", "real-set-out"):
-            p.error("--head-l2 is for noise-head and real-set-out")
+        if a.probe not in ("noise-head", "real-set-out", "family-out"):
+            p.error("--head-l2 is for noise-head, real-set-out and family-out")
         try:
             l2s = tuple(float(v) for v in a.head_l2.split(","))
         except ValueError:
@@ -1137,16 +1155,16 @@ def main(argv: list[str] | None = None) -> int:
         if a.probe == "noise-head":
             kw["l2s"] = l2s
         elif len(l2s) != 1:
-            p.error(f"real-set-out's --head-l2 is one number, got {a.head_l2!r}")
+            p.error(f"{a.probe}'s --head-l2 is one number, got {a.head_l2!r}")
         else:
             given["head_l2"] = l2s[0]
     if given:
         if a.probe not in ("real-set-out", "family-out", "camera-real", "jpeg-real", "noise-real"):  # recipe probes
             p.error("--det-*, --noise-*, --head-noise and --camera-* options are for real-set-out, family-out,"
                     " camera-real, jpeg-real and noise-real")  # fmt: skip
-        from .spam_model import SpamRecipe
+        from .spam_model import VERSION1, SpamRecipe
 
-        base = SpamRecipe(det_resize_copies=0) if a.probe == "real-set-out" else SpamRecipe()
+        base = SpamRecipe(**{**VERSION1.__dict__, "det_resize_copies": 0}) if a.probe == "real-set-out" else VERSION1
         kw["recipe"] = SpamRecipe(**{**base.__dict__, **given})
     print(fn(Path(a.data), a.model, a.threads, **kw))
     return 0

@@ -93,7 +93,7 @@ class SpamRecipe:
     pca_dim: int = 256
     eps: float = 0.01
     dim: int = 128
-    head_l2: float = 1e-2
+    head_l2: float = 3e-4  # the version-1 heads: 1e-2 (VERSION1)
     fpr: float = 0.05
     fpr_confidence: float = 0.9  # the stated FPR holds with this confidence (calibrate_threshold)
     # open-set threshold: an unregistered generator named at most this often (leave-one-out on the train
@@ -126,18 +126,27 @@ class SpamRecipe:
     det_jpeg_copies: int = 0
     # also fit the detection column and head on this many noised copies of every train real image (Gaussian noise,
     # sd uniform in noise_sd, independent per channel or the same on all three; labels kept): light noise or a
-    # dithered export does not make a photo generated; 0: not (docs/evaluation.md, "Light noise")
-    det_noise_copies: int = 0
-    noise_sd: tuple[float, float] = (0.25, 1.25)
-    noise_generated: bool = False  # the generated train images get noised copies too (labels kept)
+    # dithered export does not make a photo generated; 0: not, the models before 2026-12-08 (docs/evaluation.md,
+    # "Light noise", "A head that reads the noise floor")
+    det_noise_copies: int = 3
+    noise_sd: tuple[float, float] = (0.25, 2.0)
+    noise_generated: bool = True  # the generated train images get noised copies too (labels kept)
     # the head also reads each image's colour noise floor (lida_plugin.noisegate.noise_score; a version-2 head:
     # a shift and a change of direction with the noise, NOISE_KNOTS, NOISE_CAP), and its threshold is calibrated
     # on the held-out real photos and noised versions of them (CALIBRATION_NOISE); False: a version-1 head
-    # calibrated on the originals, the bundled model (docs/evaluation.md, "Light noise")
-    head_noise: bool = False
+    # calibrated on the originals, the models before 2026-12-08 (VERSION1; docs/evaluation.md, "Leave-real-set-out
+    # with the version-2 head")
+    head_noise: bool = True
     # the detection column (part of the retrieval space) is fitted on the noised copies too; False: on the items and
     # the other copies only, so the noised copies teach the head and leave the retrieval space as it was
     column_noise: bool = True
+
+
+#: the recipe bundled from 2026-12-02 to 2026-12-07 (``lida-spamc-t3-wcw129-704e36c937``): a version-1 detection
+#: head (L2 1e-2) on the originals and one resized copy of each train image, no noised copies. The detection probes
+#: (``python -m lida_exporters.probes``) that measured it start from it; ``lida-train spam --det-noise-copies 0
+#: --noise-sd 0.25,1.25 --no-noise-generated --no-head-noise --head-l2 0.01`` fits it again
+VERSION1 = SpamRecipe(head_l2=1e-2, det_noise_copies=0, noise_sd=(0.25, 1.25), noise_generated=False, head_noise=False)
 
 
 # -- features ------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@ random-decoder zoo (``lida_exporters.rzoo``), and how ``spam_model.detection_fit
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from conftest import write_png, write_two_generator_corpus
@@ -92,7 +94,7 @@ def test_detection_fit_set_adds_copies_in_the_fit_of_their_items(tmp_path):
         write_png(root / "real" / "set" / f"r{i}.png", "real", 300 + i, size=96)
         write_png(root / "generated" / "gen-a" / f"g{i}.png", "gen-a", 400 + i, size=96)
     items = load_corpus(root)
-    r = sm.SpamRecipe(crop=32, crop_count=4, colour=False, det_resize_copies=1, det_camera_copies=1)
+    r = replace(sm.VERSION1, crop=32, crop_count=4, colour=False, det_resize_copies=1, det_camera_copies=1)
     _, feats, counts = sm.corpus_features(items, r, None, progress=False)
     train = np.array([e.split == "train" for e in items])
     gen = np.array([e.kind == "generated" for e in items])
@@ -105,11 +107,11 @@ def test_detection_fit_set_adds_copies_in_the_fit_of_their_items(tmp_path):
     assert np.array_equal(inside[:n], fit) and np.array_equal(inside[n : n + k], fit[src])
     assert np.array_equal(inside[n + k :], fit[src]) and np.array_equal(g[n + k :], gen[src])
     assert list(source) == ["item"] * n + ["resized"] * k + ["camera"] * k
-    plain = sm.SpamRecipe(crop=32, crop_count=4, colour=False, det_resize_copies=0)
+    plain = replace(sm.VERSION1, crop=32, crop_count=4, colour=False, det_resize_copies=0)
     f0, c0, *_ = sm.detection_fit_set(items, feats, counts, fit, plain, None, progress=False)
     assert np.array_equal(f0, feats) and c0 == list(counts)
     # a head that reads the noise floor gets one per image and copy: the items' as given, the copies' computed
-    noisy = sm.SpamRecipe(crop=32, crop_count=4, colour=False, det_resize_copies=1, head_noise=True)
+    noisy = replace(sm.VERSION1, crop=32, crop_count=4, colour=False, det_resize_copies=1, head_noise=True)
     crops, _, _ = sm.corpus_features(items, noisy, None, progress=False)
     mine = sm.image_noise_floors(crops, counts)
     nf = sm.detection_fit_set(items, feats, counts, fit, noisy, None, progress=False, noise=mine).noise
@@ -123,8 +125,8 @@ def test_camera_copies_enter_the_recipe_hash_and_the_training_record(tmp_path):
 
     root = write_two_generator_corpus(tmp_path / "data")
     items = load_corpus(root)
-    r0 = sm.SpamRecipe(crop=32, crop_count=4, pca_dim=24, dim=8, colour=False, open_unknown_accept=0.0)
-    r1 = sm.SpamRecipe(**{**r0.__dict__, "det_camera_copies": 1})
+    r0 = replace(sm.VERSION1, crop=32, crop_count=4, pca_dim=24, dim=8, colour=False, open_unknown_accept=0.0)
+    r1 = replace(r0, det_camera_copies=1)
     _, i0, _ = sm.fit_and_export(items, tmp_path / "m0.onnx", r0, progress=False)
     _, i1, _ = sm.fit_and_export(items, tmp_path / "m1.onnx", r1, progress=False)
     assert i0.model_id != i1.model_id

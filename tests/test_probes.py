@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 from conftest import write_png
@@ -62,14 +63,14 @@ def test_resize_gate_thresholds_hold_on_train_originals(corpus, tiny_model, caps
 
 @pytest.mark.parametrize("head_noise", [False, True], ids=["version-1 head", "version-2 head"])
 def test_real_set_out_fits_without_each_real_set(corpus, head_noise):
-    from lida_exporters.spam_model import SpamRecipe
+    from lida_exporters.spam_model import VERSION1
 
     for i in range(6):
         write_png(corpus / "real" / "r2" / f"other-{i}.png", "real", 900 + i)
         write_png(corpus / "real" / "r3" / f"third-{i}.png", "real", 950 + i)
-    r = SpamRecipe(T=1, colour=False, pca_dim=8, dim=4)
+    r = replace(VERSION1, T=1, colour=False, pca_dim=8, dim=4)
     if head_noise:  # the version-2 head: noised copies in the fit, the noise floor read, noised versions calibrated
-        r = SpamRecipe(**{**r.__dict__, "det_noise_copies": 1, "noise_generated": True, "head_noise": True})
+        r = replace(r, det_noise_copies=1, noise_generated=True, head_noise=True)
     table = probes.real_set_out(corpus, None, 1, cache=None, recipe=r)
     assert ("version 2" in table) == head_noise
     rows = [
@@ -115,8 +116,9 @@ def test_crop_level_ceiling_sees_crop_structure_and_not_noise():
     assert acc0 < 0.6
 
 
-def test_family_out_leaves_each_fold_of_families_out(tmp_path):
-    from lida_exporters.spam_model import SpamRecipe
+@pytest.mark.parametrize("head_noise", [False, True], ids=["version-1 head", "version-2 head"])
+def test_family_out_leaves_each_fold_of_families_out(tmp_path, head_noise):
+    from lida_exporters.spam_model import VERSION1
 
     root = tmp_path / "data"
     for k, g in enumerate(("gen-a", "gen-b", "gen-c")):
@@ -124,8 +126,11 @@ def test_family_out_leaves_each_fold_of_families_out(tmp_path):
             write_png(root / "generated" / g / f"{g}-{i}.png", g, 100 * k + i)
     for i in range(8):
         write_png(root / "real" / "r1" / f"real-{i}.png", "real", 700 + i)
-    r = SpamRecipe(T=1, colour=False, pca_dim=8, dim=4, det_resize_copies=0)
+    r = replace(VERSION1, T=1, colour=False, pca_dim=8, dim=4, det_resize_copies=0)
+    if head_noise:
+        r = replace(r, det_noise_copies=1, noise_generated=True, head_noise=True)
     table = probes.family_out(root, None, 1, cache=None, recipe=r)
+    assert f"detection head version {2 if head_noise else 1}" in table
     rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in table.splitlines() if ln.startswith("| ")]
     folds = rows[1:-1]
     # no manifest: each generator is its own family; 3 families in 5 folds leave two folds empty (skipped)
@@ -156,7 +161,7 @@ def test_head_robustness_tables_both_heads_with_and_without_camera_copies(corpus
 
 
 def test_jpeg_scores_and_jpeg_real_table_the_round_trips(tmp_path, capsys):
-    from lida_exporters.spam_model import SpamRecipe
+    from lida_exporters.spam_model import VERSION1
 
     root = tmp_path / "data"
     for k, g in enumerate(("gen-a", "gen-b")):
@@ -169,21 +174,21 @@ def test_jpeg_scores_and_jpeg_real_table_the_round_trips(tmp_path, capsys):
     rows = {(r[0], r[1]): r for r in rows if len(r) == 6 and r[2].isdigit()}
     assert rows[("JPEG q75 4:2:0", "generated")][-1] == "100.0%"  # a q75 round trip is always seen
     assert {("original", "r1"), ("original", "generated"), ("JPEG q98 4:2:0", "real")} <= set(rows)
-    table = probes.jpeg_real(root, None, 1, cache=None, recipe=SpamRecipe(T=1, colour=False, pca_dim=8, dim=4))
+    table = probes.jpeg_real(root, None, 1, cache=None, recipe=replace(VERSION1, T=1, colour=False, pca_dim=8, dim=4))
     fits = {ln.split("|")[1].strip() for ln in table.splitlines() if ln.startswith("| ") and "JPEG copies" in ln}
     assert fits == {"0 JPEG copies", "1 JPEG copies"}
 
 
 def test_noise_head_options_are_checked(corpus, tmp_path):
     """``--head-l2`` belongs to noise-head and wants numbers; noise-head compares version-2 heads only."""
-    from lida_exporters.spam_model import SpamRecipe
+    from lida_exporters.spam_model import VERSION1
 
     with pytest.raises(SystemExit):
         probes.main(["ceiling", "--data", str(corpus), "--head-l2", "0.01"])
     with pytest.raises(SystemExit):
         probes.main(["noise-head", "--data", str(corpus), "--head-l2", "small"])
     with pytest.raises(ValueError, match="head_noise"):
-        probes.noise_head(corpus, None, 1, None, recipe=SpamRecipe())
+        probes.noise_head(corpus, None, 1, None, recipe=VERSION1)
     with pytest.raises(SystemExit):  # real-set-out's head has one L2
         probes.main(["real-set-out", "--data", str(corpus), "--head-l2", "0.01,0.001"])
     with pytest.raises(SystemExit):  # the sd range runs low to high (lida-train spam's own --noise-sd type)

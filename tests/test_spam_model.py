@@ -3,6 +3,8 @@ detection head, the contract's version-2 keys, and the store refusing low-bit cr
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from conftest import tiny_info, write_two_generator_corpus
@@ -327,10 +329,9 @@ def test_resized_copies_fit_the_detection_stage_only(tmp_path):
     plan = sm.resize_plan(train, 2)
     assert plan == sm.resize_plan(train, 2) and len(plan) == 2 * len(train)
     assert all(0.4 <= f <= 0.9 and flt in sm.RESIZE_FILTERS for _, f, flt in plan)
-    r0 = sm.SpamRecipe(
-        crop=32, crop_count=4, pca_dim=24, dim=8, colour=False, open_unknown_accept=0.0, det_resize_copies=0
-    )
-    r1 = sm.SpamRecipe(**{**r0.__dict__, "det_resize_copies": 1})
+    small = dict(crop=32, crop_count=4, pca_dim=24, dim=8, colour=False, open_unknown_accept=0.0)
+    r0 = replace(sm.VERSION1, **small, det_resize_copies=0)
+    r1 = replace(r0, det_resize_copies=1)
     feats, counts = sm.resized_copy_features(items, sm.resize_plan(train, 1), r1, cache=tmp_path / "cache",
                                              progress=False)  # fmt: skip
     assert len(counts) == len(train) and feats.shape[0] == sum(counts) and all(c >= 1 for c in counts)
@@ -434,15 +435,20 @@ def test_noise_head_exports_and_column_noise_keeps_the_noised_copies_out_of_the_
 
 
 def test_lida_train_spam_defaults_are_the_recipe_defaults():
-    """``lida-train spam`` with no options asks for ``SpamRecipe()`` (so the command rebuilds the bundled model), and
-    the noise options reach the recipe."""
+    """``lida-train spam`` with no options asks for ``SpamRecipe()`` (so the command rebuilds the bundled model), the
+    noise options reach the recipe, and the flags ``VERSION1`` names give it (the model bundled before the
+    version-2 head)."""
     from lida_exporters.cli import build_parser, spam_recipe
 
     p = build_parser()
     assert spam_recipe(p.parse_args(["spam"])) == sm.SpamRecipe()
-    r = spam_recipe(p.parse_args(["spam", "--det-noise-copies", "3", "--noise-sd", "0.25,2", "--noise-generated",
-                                  "--head-noise", "--no-column-noise"]))  # fmt: skip
+    r = spam_recipe(p.parse_args(["spam", "--det-noise-copies", "1", "--noise-sd", "0.5,1", "--no-noise-generated",
+                                  "--no-head-noise", "--no-column-noise"]))  # fmt: skip
     got = (r.det_noise_copies, r.noise_sd, r.noise_generated, r.head_noise, r.column_noise)
-    assert got == (3, (0.25, 2.0), True, True, False)
+    assert got == (1, (0.5, 1.0), False, False, False)
+    v1 = ["--det-noise-copies", "0", "--noise-sd", "0.25,1.25", "--no-noise-generated", "--no-head-noise", "--head-l2",
+          "0.01"]  # fmt: skip
+    assert spam_recipe(p.parse_args(["spam", *v1])) == sm.VERSION1 and not sm.VERSION1.head_noise
+    assert sm.SpamRecipe().head_noise and sm.SpamRecipe().det_noise_copies == 3
     with pytest.raises(SystemExit):
         p.parse_args(["spam", "--noise-sd", "2,1"])
