@@ -86,12 +86,16 @@ def conv_flops(model_path: Path, crop: int) -> float:
     from onnx import shape_inference
 
     m = onnx.load(str(model_path))
-    for inp in m.graph.input:
+    for inp in m.graph.input:  # the crops [N, 3, H, W]; other inputs (a feature stage's counts) keep their shapes
         dims = inp.type.tensor_type.shape.dim
-        dims[0].dim_value = 1
-        if len(dims) == 4 and not dims[2].dim_value:
-            dims[2].dim_value = dims[3].dim_value = crop
-    m = shape_inference.infer_shapes(m)
+        if len(dims) == 4:
+            dims[0].dim_value = 1
+            if not dims[2].dim_value:
+                dims[2].dim_value = dims[3].dim_value = crop
+    try:
+        m = shape_inference.infer_shapes(m)
+    except shape_inference.InferenceError:  # no shapes, no count: the table says so
+        return 0.0
     shapes = {}
     for vi in list(m.graph.value_info) + list(m.graph.output) + list(m.graph.input):
         shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
