@@ -290,7 +290,8 @@ def spam_recipe(args) -> SpamRecipe:  # noqa: F821 (imported below: no torch whe
                       det_column=args.det_column, zoo_every=args.zoo_every,
                       family_wrong=args.family_wrong, det_resize_copies=args.det_resize_copies,
                       det_camera_copies=args.det_camera_copies, det_rzoo=args.det_rzoo,
-                      det_jpeg_copies=args.det_jpeg_copies, det_noise_copies=args.det_noise_copies,
+                      det_jpeg_copies=args.det_jpeg_copies, det_sharpen_copies=args.det_sharpen_copies,
+                      det_noise_copies=args.det_noise_copies,
                       noise_sd=args.noise_sd, noise_generated=args.noise_generated, head_noise=args.head_noise,
                       column_noise=args.column_noise)  # fmt: skip
 
@@ -486,6 +487,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="also fit the detection column and head on K JPEG round trips of every train image (quality 70-98,"
         " decoded back: a PNG made from a JPEG; docs/evaluation.md, 'JPEG history')",
+    )
+    p.add_argument(
+        "--det-sharpen-copies",
+        type=int,
+        default=0,
+        help="also fit the detection column and head on K sharpened copies of every train image, generated and real"
+        " (an unsharp mask; sharpening does not make a generated image real; measured, not in the bundled model:"
+        " default: %(default)s; docs/evaluation.md, 'Sharpening')",
     )
     p.add_argument(
         "--det-noise-copies",

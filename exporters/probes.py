@@ -685,29 +685,43 @@ def camera_eval_ops() -> list[_Op]:
 def _copies_rows(data: Path, r, cache: Path | None, field: str, label: str, ops: list[_Op],
                  scores: dict | None = None) -> list[tuple]:  # fmt: skip
     """The detection stage fitted with 0 and ``r.<field>`` (or 1) training copies of a kind, each held-out version of
-    ``ops`` scored at the threshold calibrated on the held-out real originals as the export does: rows of
-    ``(fit, version, AUC, real flagged, generated caught, threshold)``. ``scores``, when given, receives each
-    ``(copies, version)``'s held-out scores (in corpus order) and ``"generated"``, the held-out labels."""
+    ``ops`` scored at the threshold calibrated as the export does (on the held-out real originals, and for a
+    version-2 head, ``r.head_noise``, their ``CALIBRATION_NOISE`` versions too): rows of ``(fit, version, AUC, real
+    flagged, generated caught, threshold)``. ``scores``, when given, receives each ``(copies, version)``'s held-out
+    scores (in corpus order) and ``"generated"``, the held-out labels."""
     import dataclasses
 
     from lida_plugin.detect import calibrate_threshold, head_score
     from lida_plugin.evaluate.metrics import roc_auc
 
-    from .spam_model import apply_map, corpus_features, image_embeddings, processed_copy_features
+    from . import spam_model as sm
 
     items = load_corpus(data)
-    _, feats, counts = corpus_features(items, r, cache, progress=False)
+    crops, feats, counts = sm.corpus_features(items, r, cache, progress=False)
     train = np.array([it.split == "train" for it in items])
     gen = np.array([it.kind == "generated" for it in items])
-    held = np.flatnonzero(~train)
-    ev = {op.name: processed_copy_features(items, [(int(i), op) for i in held], r, cache, False, "eval") for op in ops}
+    held, real_ho = np.flatnonzero(~train), ~train & ~gen
+    floors = sm.image_noise_floors(crops, counts) if r.head_noise else None
+    ev = {op.name: sm.processed_copies(items, [(int(i), op) for i in held], r, cache, False, "eval") for op in ops}
+    cal = []
+    if r.head_noise:
+        idx = np.flatnonzero(real_ho)
+        plan = [(int(i), sm.Noise(sd, mono, 4242)) for sd, mono in sm.CALIBRATION_NOISE for i in idx]
+        cal = [sm.processed_copies(items, plan, r, cache, False, "calibration")]
     y = gen[held]
     rows = []
     for k in sorted({0, getattr(r, field) or 1}):
-        mean, proj, head, emb = _fit_stage(items, feats, counts, train, dataclasses.replace(r, **{field: k}), cache)
-        t = calibrate_threshold(np.asarray(head_score(emb[~train & ~gen], head)), r.fpr, r.fpr_confidence)
-        for name, (f, c) in ev.items():
-            sc = np.asarray(head_score(image_embeddings(apply_map(f, mean, proj), c), head), dtype=np.float64)
+        mean, proj, head, emb = _fit_stage(items, feats, counts, train, dataclasses.replace(r, **{field: k}), cache,
+                                           floors)  # fmt: skip
+
+        def score(f, c, n, mean=mean, proj=proj, head=head):
+            e = sm.image_embeddings(sm.apply_map(f, mean, proj), c)
+            return np.asarray(head_score(e, head, n if r.head_noise else None), dtype=np.float64)
+
+        base = np.asarray(head_score(emb[real_ho], head, floors[real_ho] if r.head_noise else None), np.float64)
+        t = calibrate_threshold(np.concatenate([base] + [score(*c) for c in cal]), r.fpr, r.fpr_confidence)
+        for name, (f, c, n) in ev.items():
+            sc = score(f, c, n)
             if scores is not None:
                 scores[(k, name)], scores["generated"] = sc, y
             rows.append((f"{k} {label}", name, roc_auc(sc, y), (sc[~y] >= t).mean(), (sc[y] >= t).mean(), t))
@@ -868,6 +882,38 @@ def jpeg_real(data: Path, model: str | None, threads: int, cache: Path | None = 
     rows = _copies_rows(data, r, cache, "det_jpeg_copies", "JPEG copies", jpeg_eval_ops())
     head = f"Recipe as bundled (det_resize_copies {r.det_resize_copies}) with 0 or 1 JPEG round trips of"
     return _copies_table(rows, f"{head} every train image; held-out images, ldm-sr too.")
+
+
+# -- sharpen-real ------------------------------------------------------------------------------------
+def sharpen_eval_ops() -> list[_Op]:
+    """Held-out versions for the sharpening probe: unsharp masks inside and outside the training copies' range
+    (:func:`lida_exporters.spam_model.sharpen_plan`: amount 0.3-1.5, sigma 0.6-2), and the light-noise and
+    downscaling versions the bundled recipe was chosen on, to see what the copies cost there."""
+    from lida_plugin.lossy import resized
+
+    from .spam_model import Noise, Sharpen
+
+    ops = [_Op("original", lambda p: p)]
+    for amount, sigma in ((0.5, 1.0), (0.8, 1.0), (1.5, 1.0), (2.5, 1.0), (1.0, 3.0)):
+        ops.append(_Op(f"unsharp {amount:g} sigma {sigma:g}", Sharpen(amount, sigma).apply))
+    ops.append(_Op("noise sd 0.75", Noise(0.75, False, 12345).apply))
+    ops.append(_Op("noise sd 1.5", Noise(1.5, False, 12345).apply))
+    ops.append(_Op("0.5x lanczos", lambda p: resized(p, 0.5, "lanczos", min_side=64)))
+    return ops
+
+
+def sharpen_real(data: Path, model: str | None, threads: int, cache: Path | None = Path("runs/cache"),
+                 recipe=None) -> str:  # fmt: skip
+    """Held-out images sharpened (an unsharp mask), against the detection stage fitted without and with sharpened
+    copies of every train image (``det_sharpen_copies``); ``recipe``: the bundled one (``SpamRecipe()``) unless
+    given; thresholds calibrated as the export does. ``model`` is not used."""
+    from .spam_model import SpamRecipe
+
+    r = recipe or SpamRecipe()
+    rows = _copies_rows(data, r, cache, "det_sharpen_copies", "sharpened copies", sharpen_eval_ops())
+    head = f"version {2 if r.head_noise else 1}"
+    return _copies_table(rows, f"Recipe as bundled (detection head {head}) with 0 or {r.det_sharpen_copies or 1}"
+                         " sharpened copies of every train image; held-out images, ldm-sr too.")  # fmt: skip
 
 
 # -- noise-real --------------------------------------------------------------------------------------
@@ -1103,6 +1149,7 @@ def main(argv: list[str] | None = None) -> int:
         "jpeg-scores": jpeg_scores,
         "noise-real": noise_real,
         "noise-head": noise_head,
+        "sharpen-real": sharpen_real,
     }
     p.add_argument("probe", choices=list(probes))
     p.add_argument("--data", default=str(DEFAULT_DATA), help="corpus root (default ../shared/data)")
@@ -1114,6 +1161,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--det-camera-copies", type=int, help=f"{recipe} camera-processed copies of them (ditto)")
     p.add_argument("--det-jpeg-copies", type=int, help=f"{recipe} JPEG round trips of them (ditto)")
     p.add_argument("--det-noise-copies", type=int, help=f"{recipe} noised copies of the real ones (ditto)")
+    p.add_argument("--det-sharpen-copies", type=int, help=f"{recipe} sharpened copies of them (ditto)")
     p.add_argument("--noise-sd", type=_sd_range, metavar="LO,HI",
                    help="noise-real, real-set-out: the copies' noise sd range (default 0.25,1.25)")  # fmt: skip
     p.add_argument("--noise-generated", action="store_true",
@@ -1133,7 +1181,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     fn = probes[a.probe]
     kw = {}
-    fields = ("det_rzoo", "det_resize_copies", "det_camera_copies", "det_jpeg_copies", "det_noise_copies")
+    fields = ("det_rzoo", "det_resize_copies", "det_camera_copies", "det_jpeg_copies", "det_noise_copies",
+              "det_sharpen_copies")  # fmt: skip
     given = {k: v for k in fields if (v := getattr(a, k)) is not None}
     if a.noise_sd:
         given["noise_sd"] = a.noise_sd
@@ -1159,12 +1208,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             given["head_l2"] = l2s[0]
     if given:
-        if a.probe not in ("real-set-out", "family-out", "camera-real", "jpeg-real", "noise-real"):  # recipe probes
+        if a.probe not in ("real-set-out", "family-out", "camera-real", "jpeg-real", "noise-real", "sharpen-real"):
             p.error("--det-*, --noise-*, --head-noise and --camera-* options are for real-set-out, family-out,"
-                    " camera-real, jpeg-real and noise-real")  # fmt: skip
+                    " camera-real, jpeg-real, noise-real and sharpen-real")  # fmt: skip
         from .spam_model import VERSION1, SpamRecipe
 
-        base = SpamRecipe(**{**VERSION1.__dict__, "det_resize_copies": 0}) if a.probe == "real-set-out" else VERSION1
+        base = {"real-set-out": SpamRecipe(**{**VERSION1.__dict__, "det_resize_copies": 0}),
+                "sharpen-real": SpamRecipe()}.get(a.probe, VERSION1)  # fmt: skip
         kw["recipe"] = SpamRecipe(**{**base.__dict__, **given})
     print(fn(Path(a.data), a.model, a.threads, **kw))
     return 0

@@ -65,6 +65,7 @@ LEGACY = {
     "camera_noise": True,
     "det_jpeg_copies": 0,
     "det_noise_copies": 0,
+    "det_sharpen_copies": 0,
     "noise_sd": (0.25, 1.25),
     "noise_generated": False,
     "head_noise": False,
@@ -137,6 +138,10 @@ class SpamRecipe:
     # calibrated on the originals, the models before 2026-12-08 (VERSION1; docs/evaluation.md, "Leave-real-set-out
     # with the version-2 head")
     head_noise: bool = True
+    # also fit the detection column and head on this many sharpened copies of every train image, generated and real
+    # (an unsharp mask, amount uniform in [0.3, 1.5], sigma in [0.6, 2]: sharpen_plan; labels kept): sharpening does
+    # not make a generated image real; 0: not, the bundled model (measured, not kept: docs/evaluation.md, "Sharpening")
+    det_sharpen_copies: int = 0
     # the detection column (part of the retrieval space) is fitted on the noised copies too; False: on the items and
     # the other copies only, so the noised copies teach the head and leave the retrieval space as it was
     column_noise: bool = True
@@ -146,7 +151,13 @@ class SpamRecipe:
 #: head (L2 1e-2) on the originals and one resized copy of each train image, no noised copies. The detection probes
 #: (``python -m lida_exporters.probes``) that measured it start from it; ``lida-train spam --det-noise-copies 0
 #: --noise-sd 0.25,1.25 --no-noise-generated --no-head-noise --head-l2 0.01`` fits it again
-VERSION1 = SpamRecipe(head_l2=1e-2, det_noise_copies=0, noise_sd=(0.25, 1.25), noise_generated=False, head_noise=False)
+VERSION1 = SpamRecipe(
+    head_l2=1e-2,
+    det_noise_copies=0,
+    noise_sd=(0.25, 1.25),
+    noise_generated=False,
+    head_noise=False,
+)
 
 
 # -- features ------------------------------------------------------------------------------------
@@ -610,6 +621,31 @@ class Noise:
         return f"noise-{self.sd!r}-{'mono' if self.mono else 'rgb'}-{self.seed}"
 
 
+@dataclass(frozen=True)
+class Sharpen:
+    """An unsharp mask (:func:`lida_exporters.camera.unsharp`: ``x + amount (x - gaussian(x, sigma))``, rounded
+    and clipped to 8 bits), as a :func:`processed_copy_features` op."""
+
+    amount: float
+    sigma: float
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray:
+        from .camera import unsharp
+
+        return unsharp(np.asarray(pixels)[..., :3], self.amount, self.sigma)
+
+    def describe(self) -> str:
+        return f"unsharp-{self.amount!r}-{self.sigma!r}"
+
+
+def sharpen_plan(train_idx: Sequence[int], copies: int, seed: int = 0) -> list[tuple[int, Sharpen]]:
+    """``(item index, unsharp mask)`` of each sharpened training copy (seeded): amount uniform in [0.3, 1.5], sigma
+    in [0.6, 2.0] (rounded to 3 decimals, so the cache key is stable)."""
+    rng = np.random.default_rng(seed)
+    return [(int(i), Sharpen(round(float(rng.uniform(0.3, 1.5)), 3), round(float(rng.uniform(0.6, 2.0)), 3)))
+            for _ in range(copies) for i in train_idx]  # fmt: skip
+
+
 def noise_plan(items, train_idx: Sequence[int], copies: int, sd: tuple[float, float] = (0.25, 1.25),
                generated: bool = False, seed: int = 0) -> list[tuple[int, Noise]]:  # fmt: skip
     """``(item index, noise)`` of each noised training copy (seeded): the train real images (and the generated
@@ -727,6 +763,7 @@ def detection_fit_set(items, feats, counts, fit: np.ndarray, r: SpamRecipe, cach
                       progress: bool = True, noise: np.ndarray | None = None) -> DetectionFitSet:  # fmt: skip
     """Every item (the ``fit`` ones in the fit), then ``r.det_resize_copies`` resized copies of every train item
     and ``r.det_camera_copies`` camera-processed and ``r.det_jpeg_copies`` JPEG round-tripped and
+    ``r.det_sharpen_copies`` sharpened and
     ``r.det_noise_copies`` noised ones (each in the fit when its item is), then ``r.det_rzoo`` random decoders'
     images made from the fit's real photos. The noise floors (for ``r.head_noise``; else None) of the items are
     ``noise`` (:func:`image_noise_floors`), the copies' are computed with them (:func:`processed_copies`)."""
@@ -748,6 +785,8 @@ def detection_fit_set(items, feats, counts, fit: np.ndarray, r: SpamRecipe, cach
         copies.append((plan, "camera"))
     if r.det_jpeg_copies:
         copies.append((jpeg_plan(train_idx, r.det_jpeg_copies), "jpeg"))
+    if r.det_sharpen_copies:
+        copies.append((sharpen_plan(train_idx, r.det_sharpen_copies), "sharpened"))
     if r.det_noise_copies:
         plan = noise_plan(items, train_idx, r.det_noise_copies, tuple(r.noise_sd), r.noise_generated)
         copies.append((plan, "noise"))
@@ -863,6 +902,11 @@ def fit_and_export(
             else ""
         )
         + (f" + {r.det_jpeg_copies} JPEG round trips of every train image (jpeg_plan)" if r.det_jpeg_copies else "")
+        + (
+            f" + {r.det_sharpen_copies} sharpened copies of every train image (sharpen_plan)"
+            if r.det_sharpen_copies
+            else ""
+        )  # fmt: skip
         + (
             f" + {r.det_noise_copies} noised copies (sd {r.noise_sd[0]}-{r.noise_sd[1]}) of every train"
             f" {'' if r.noise_generated else 'real '}image (noise_plan)"

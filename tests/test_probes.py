@@ -179,6 +179,21 @@ def test_jpeg_scores_and_jpeg_real_table_the_round_trips(tmp_path, capsys):
     assert fits == {"0 JPEG copies", "1 JPEG copies"}
 
 
+def test_sharpen_real_tables_both_fits_with_the_version_2_head(corpus):
+    """sharpen-real fits the bundled (version-2) recipe with 0 and 1 sharpened copies and scores every held-out
+    version at thresholds calibrated with the noised real versions (``_copies_rows`` reads the noise floors)."""
+    from lida_exporters.spam_model import SpamRecipe
+
+    r = SpamRecipe(T=1, colour=False, pca_dim=8, dim=4, det_noise_copies=1, det_resize_copies=0)
+    table = probes.sharpen_real(corpus, None, 1, cache=None, recipe=r)
+    assert "detection head version 2" in table
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in table.splitlines() if ln.startswith("| ")][1:]
+    versions = [op.name for op in probes.sharpen_eval_ops()]
+    assert [(c[0], c[1]) for c in rows] == [(f"{k} sharpened copies", v) for k in (0, 1) for v in versions]
+    for c in rows:  # AUC, real flagged, generated caught, threshold
+        assert all(0 <= float(v.rstrip("%")) <= 100 for v in c[2:5]) and 0 <= float(c[5]) <= 1
+
+
 def test_noise_head_options_are_checked(corpus, tmp_path):
     """``--head-l2`` belongs to noise-head and wants numbers; noise-head compares version-2 heads only."""
     from lida_exporters.spam_model import VERSION1

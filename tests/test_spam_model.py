@@ -345,6 +345,33 @@ def test_resized_copies_fit_the_detection_stage_only(tmp_path):
     assert (i0.crop_size, i0.embedding_dim, i0.input_bits) == (i1.crop_size, i1.embedding_dim, i1.input_bits)
 
 
+def test_sharpened_copies_are_seeded_enter_the_detection_fit_and_the_model_id(tmp_path):
+    """``det_sharpen_copies``: seeded unsharp masks in their stated range, one per train image per copy, in the
+    detection fit with their item's label; a new recipe field that leaves the model id alone at 0."""
+    from lida_plugin.evaluate.corpus import load_corpus
+
+    items = load_corpus(write_two_generator_corpus(tmp_path / "data", n=4))
+    train = [i for i, e in enumerate(items) if e.split == "train"]
+    plan = sm.sharpen_plan(train, 2)
+    assert plan == sm.sharpen_plan(train, 2) != sm.sharpen_plan(train, 2, seed=1) and len(plan) == 2 * len(train)
+    assert all(0.3 <= op.amount <= 1.5 and 0.6 <= op.sigma <= 2.0 for _, op in plan)
+    px = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    assert not np.array_equal(plan[0][1].apply(px), px) and plan[0][1].apply(px).dtype == np.uint8
+    assert sm.LEGACY["det_sharpen_copies"] == 0 == sm.SpamRecipe().det_sharpen_copies
+    r = replace(sm.VERSION1, crop=32, crop_count=4, colour=False, det_resize_copies=0, det_sharpen_copies=1)
+    _, feats, counts = sm.corpus_features(items, r, None, progress=False)
+    train_mask = np.array([e.split == "train" for e in items])
+    det = sm.detection_fit_set(items, feats, counts, train_mask, r, None, progress=False)
+    gen = np.array([e.kind == "generated" for e in items])
+    assert list(det.source) == ["item"] * len(items) + ["sharpened"] * len(train)
+    assert np.array_equal(det.generated[len(items) :], gen[train]) and det.fit[len(items) :].all()
+    small = dict(pca_dim=24, dim=8, open_unknown_accept=0.0)
+    _, i0, _ = sm.fit_and_export(items, tmp_path / "m0.onnx", replace(r, det_sharpen_copies=0, **small), progress=False)
+    _, i1, _ = sm.fit_and_export(items, tmp_path / "m1.onnx", replace(r, **small), progress=False)
+    assert i0.model_id != i1.model_id and "1 sharpened copies of every train image" in i1.training["detection_fit"]
+    assert "sharpened" not in i0.training["detection_fit"]
+
+
 def test_processed_copies_make_features_and_noise_floors_in_one_pass_and_cache_both(tmp_path, monkeypatch):
     """Each copy decoded once for its features and its noise floor (the floor of the crops the features read);
     the cache gives both back without decoding, and a cache file from before the floors were kept is made again."""
