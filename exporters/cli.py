@@ -291,6 +291,7 @@ def spam_recipe(args) -> SpamRecipe:  # noqa: F821 (imported below: no torch whe
                       family_wrong=args.family_wrong, det_resize_copies=args.det_resize_copies,
                       det_camera_copies=args.det_camera_copies, det_rzoo=args.det_rzoo,
                       det_jpeg_copies=args.det_jpeg_copies, det_sharpen_copies=args.det_sharpen_copies,
+                      sharpen_generated_only=args.sharpen_generated_only,
                       det_noise_copies=args.det_noise_copies,
                       noise_sd=args.noise_sd, noise_generated=args.noise_generated, head_noise=args.head_noise,
                       column_noise=args.column_noise)  # fmt: skip
@@ -495,6 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also fit the detection column and head on K sharpened copies of every train image, generated and real"
         " (an unsharp mask; sharpening does not make a generated image real; measured, not in the bundled model:"
         " default: %(default)s; docs/evaluation.md, 'Sharpening')",
+    )
+    p.add_argument(
+        "--sharpen-generated-only",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="the sharpened copies are of the generated train images only (default: %(default)s)",
     )
     p.add_argument(
         "--det-noise-copies",

@@ -912,8 +912,9 @@ def sharpen_real(data: Path, model: str | None, threads: int, cache: Path | None
     r = recipe or SpamRecipe()
     rows = _copies_rows(data, r, cache, "det_sharpen_copies", "sharpened copies", sharpen_eval_ops())
     head = f"version {2 if r.head_noise else 1}"
+    of = "generated train image" if r.sharpen_generated_only else "train image"
     return _copies_table(rows, f"Recipe as bundled (detection head {head}) with 0 or {r.det_sharpen_copies or 1}"
-                         " sharpened copies of every train image; held-out images, ldm-sr too.")  # fmt: skip
+                         f" sharpened copies of every {of}; held-out images, ldm-sr too.")  # fmt: skip
 
 
 # -- noise-real --------------------------------------------------------------------------------------
@@ -1162,6 +1163,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--det-jpeg-copies", type=int, help=f"{recipe} JPEG round trips of them (ditto)")
     p.add_argument("--det-noise-copies", type=int, help=f"{recipe} noised copies of the real ones (ditto)")
     p.add_argument("--det-sharpen-copies", type=int, help=f"{recipe} sharpened copies of them (ditto)")
+    p.add_argument("--sharpen-generated-only", action="store_true",
+                   help="sharpen-real: sharpened copies of the generated train images only")  # fmt: skip
     p.add_argument("--noise-sd", type=_sd_range, metavar="LO,HI",
                    help="noise-real, real-set-out: the copies' noise sd range (default 0.25,1.25)")  # fmt: skip
     p.add_argument("--noise-generated", action="store_true",
@@ -1194,6 +1197,8 @@ def main(argv: list[str] | None = None) -> int:
         given["camera_noise"] = False
     if a.head_noise:
         given["head_noise"] = True
+    if a.sharpen_generated_only:
+        given["sharpen_generated_only"] = True
     if a.head_l2:
         if a.probe not in ("noise-head", "real-set-out", "family-out"):
             p.error("--head-l2 is for noise-head, real-set-out and family-out")

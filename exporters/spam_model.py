@@ -66,6 +66,7 @@ LEGACY = {
     "det_jpeg_copies": 0,
     "det_noise_copies": 0,
     "det_sharpen_copies": 0,
+    "sharpen_generated_only": False,
     "noise_sd": (0.25, 1.25),
     "noise_generated": False,
     "head_noise": False,
@@ -142,6 +143,7 @@ class SpamRecipe:
     # (an unsharp mask, amount uniform in [0.3, 1.5], sigma in [0.6, 2]: sharpen_plan; labels kept): sharpening does
     # not make a generated image real; 0: not, the bundled model (measured, not kept: docs/evaluation.md, "Sharpening")
     det_sharpen_copies: int = 0
+    sharpen_generated_only: bool = False  # the sharpened copies are of the generated train images only
     # the detection column (part of the retrieval space) is fitted on the noised copies too; False: on the items and
     # the other copies only, so the noised copies teach the head and leave the retrieval space as it was
     column_noise: bool = True
@@ -786,7 +788,8 @@ def detection_fit_set(items, feats, counts, fit: np.ndarray, r: SpamRecipe, cach
     if r.det_jpeg_copies:
         copies.append((jpeg_plan(train_idx, r.det_jpeg_copies), "jpeg"))
     if r.det_sharpen_copies:
-        copies.append((sharpen_plan(train_idx, r.det_sharpen_copies), "sharpened"))
+        idx = [i for i in train_idx if gen[i]] if r.sharpen_generated_only else train_idx
+        copies.append((sharpen_plan(idx, r.det_sharpen_copies), "sharpened"))
     if r.det_noise_copies:
         plan = noise_plan(items, train_idx, r.det_noise_copies, tuple(r.noise_sd), r.noise_generated)
         copies.append((plan, "noise"))
@@ -903,7 +906,8 @@ def fit_and_export(
         )
         + (f" + {r.det_jpeg_copies} JPEG round trips of every train image (jpeg_plan)" if r.det_jpeg_copies else "")
         + (
-            f" + {r.det_sharpen_copies} sharpened copies of every train image (sharpen_plan)"
+            f" + {r.det_sharpen_copies} sharpened copies of every train"
+            f" {'generated ' if r.sharpen_generated_only else ''}image (sharpen_plan)"
             if r.det_sharpen_copies
             else ""
         )  # fmt: skip

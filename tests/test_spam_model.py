@@ -358,6 +358,7 @@ def test_sharpened_copies_are_seeded_enter_the_detection_fit_and_the_model_id(tm
     px = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     assert not np.array_equal(plan[0][1].apply(px), px) and plan[0][1].apply(px).dtype == np.uint8
     assert sm.LEGACY["det_sharpen_copies"] == 0 == sm.SpamRecipe().det_sharpen_copies
+    assert sm.LEGACY["sharpen_generated_only"] is False is sm.SpamRecipe().sharpen_generated_only
     r = replace(sm.VERSION1, crop=32, crop_count=4, colour=False, det_resize_copies=0, det_sharpen_copies=1)
     _, feats, counts = sm.corpus_features(items, r, None, progress=False)
     train_mask = np.array([e.split == "train" for e in items])
@@ -365,6 +366,8 @@ def test_sharpened_copies_are_seeded_enter_the_detection_fit_and_the_model_id(tm
     gen = np.array([e.kind == "generated" for e in items])
     assert list(det.source) == ["item"] * len(items) + ["sharpened"] * len(train)
     assert np.array_equal(det.generated[len(items) :], gen[train]) and det.fit[len(items) :].all()
+    only = sm.detection_fit_set(items, feats, counts, train_mask, replace(r, sharpen_generated_only=True), None, False)
+    assert list(only.source).count("sharpened") == int(gen[train].sum()) and only.generated[len(items) :].all()
     small = dict(pca_dim=24, dim=8, open_unknown_accept=0.0)
     _, i0, _ = sm.fit_and_export(items, tmp_path / "m0.onnx", replace(r, det_sharpen_copies=0, **small), progress=False)
     _, i1, _ = sm.fit_and_export(items, tmp_path / "m1.onnx", replace(r, **small), progress=False)
