@@ -368,6 +368,16 @@ def _fit_stage(items, feats, counts, train: np.ndarray, r, cache: Path | None = 
     return mean, proj, head, emb[: len(items)]
 
 
+def _head_scores(feats: np.ndarray, counts, floors, mean: np.ndarray, proj: np.ndarray, head: dict) -> np.ndarray:
+    """``ai_score`` of images given by their crop features (and noise floors, which a version-1 head ignores) under
+    a fit's map and head."""
+    from lida_plugin.detect import head_score
+
+    from .spam_model import apply_map, image_embeddings
+
+    return np.asarray(head_score(image_embeddings(apply_map(feats, mean, proj), counts), head, floors), np.float64)
+
+
 @dataclass
 class _Copies:
     """Versions of some items scored next to them under every fit (:func:`_fit_detector`): crop features,
@@ -384,15 +394,11 @@ def _fit_detector(items, feats, counts, train: np.ndarray, r, cache: Path | None
     """Every item's ``ai_score`` under :func:`_fit_stage`'s fit, then (given) every one of ``copies``'."""
     from lida_plugin.detect import head_score
 
-    from .spam_model import apply_map, image_embeddings
-
     mean, proj, head, emb = _fit_stage(items, feats, counts, train, r, cache, floors)
-    score = np.asarray(head_score(emb, head, floors if r.head_noise else None), dtype=np.float64)
+    score = np.asarray(head_score(emb, head, floors), dtype=np.float64)
     if copies is None:
         return score
-    ce = image_embeddings(apply_map(copies.feats, mean, proj), copies.counts)
-    cs = np.asarray(head_score(ce, head, copies.floors if r.head_noise else None), dtype=np.float64)
-    return np.concatenate([score, cs])
+    return np.concatenate([score, _head_scores(copies.feats, copies.counts, copies.floors, mean, proj, head)])
 
 
 def _crossfit_rows(items, feats, counts, train, gen, real_set, outer: dict, r, cache=None, floors=None,
@@ -439,7 +445,7 @@ def _real_noised(items, crops, counts, gen: np.ndarray, r, cache: Path | None):
     from . import spam_model as sm
 
     floors = sm.image_noise_floors(crops, counts) if r.head_noise else None
-    plan = [(int(i), sm.Noise(sd, mono, 4242)) for sd, mono in sm.CALIBRATION_NOISE for i in np.flatnonzero(~gen)]
+    plan = sm.calibration_plan(np.flatnonzero(~gen))
     cf, cc, cn = sm.processed_copies(items, plan, r, cache, False, "real-noised")
     copies = _Copies(cf, cc, cn, np.array([i for i, _ in plan]))
     own = np.concatenate([np.arange(len(items)), copies.owner])
@@ -544,13 +550,13 @@ def family_out(data: Path, model: str | None, threads: int, cache: Path | None =
     train = np.array([it.split == "train" for it in items])
     gen = np.array([it.kind == "generated" for it in items])
     real_ho = ~train & ~gen
-    floors, copies, cal, ev, _ = _real_noised(items, crops, counts, gen, r, cache) if r.head_noise else [None] * 5
+    floors, copies, cal, *_ = _real_noised(items, crops, counts, gen, r, cache) if r.head_noise else [None] * 5
     rows, aucs, hits = [], [], []
     for fold in family_folds(items):
         infold = gen & np.array([it.family in fold for it in items])
         score = _fit_detector(items, feats, counts, train & ~infold, r, cache, floors, copies)
         t = calibrate_threshold(score[cal(real_ho) if cal else real_ho], r.fpr, r.fpr_confidence)
-        score = score[ev(np.ones(len(items), bool))] if ev else score  # the items' own scores
+        score = score[: len(items)]  # the items' own scores (the noised versions follow them)
         q = ~train & infold
         aucs.append(roc_auc(np.concatenate([score[q], score[real_ho]]), np.arange(q.sum() + real_ho.sum()) < q.sum()))
         hits += (score[q] >= t).tolist()
@@ -703,25 +709,18 @@ def _copies_rows(data: Path, r, cache: Path | None, field: str, label: str, ops:
     held, real_ho = np.flatnonzero(~train), ~train & ~gen
     floors = sm.image_noise_floors(crops, counts) if r.head_noise else None
     ev = {op.name: sm.processed_copies(items, [(int(i), op) for i in held], r, cache, False, "eval") for op in ops}
-    cal = []
-    if r.head_noise:
-        idx = np.flatnonzero(real_ho)
-        plan = [(int(i), sm.Noise(sd, mono, 4242)) for sd, mono in sm.CALIBRATION_NOISE for i in idx]
-        cal = [sm.processed_copies(items, plan, r, cache, False, "calibration")]
+    plan = sm.calibration_plan(np.flatnonzero(real_ho))
+    cal = [sm.processed_copies(items, plan, r, cache, False, "calibration")] if r.head_noise else []
     y = gen[held]
     rows = []
     for k in sorted({0, getattr(r, field) or 1}):
         mean, proj, head, emb = _fit_stage(items, feats, counts, train, dataclasses.replace(r, **{field: k}), cache,
                                            floors)  # fmt: skip
-
-        def score(f, c, n, mean=mean, proj=proj, head=head):
-            e = sm.image_embeddings(sm.apply_map(f, mean, proj), c)
-            return np.asarray(head_score(e, head, n if r.head_noise else None), dtype=np.float64)
-
-        base = np.asarray(head_score(emb[real_ho], head, floors[real_ho] if r.head_noise else None), np.float64)
-        t = calibrate_threshold(np.concatenate([base] + [score(*c) for c in cal]), r.fpr, r.fpr_confidence)
+        base = np.asarray(head_score(emb[real_ho], head, None if floors is None else floors[real_ho]), np.float64)
+        cal_scores = [_head_scores(*c, mean, proj, head) for c in cal]
+        t = calibrate_threshold(np.concatenate([base, *cal_scores]), r.fpr, r.fpr_confidence)
         for name, (f, c, n) in ev.items():
-            sc = score(f, c, n)
+            sc = _head_scores(f, c, n, mean, proj, head)
             if scores is not None:
                 scores[(k, name)], scores["generated"] = sc, y
             rows.append((f"{k} {label}", name, roc_auc(sc, y), (sc[~y] >= t).mean(), (sc[y] >= t).mean(), t))
@@ -1026,7 +1025,7 @@ def noise_head(data: Path, model: str | None, threads: int, cache: Path | None =
     recipe's version-1 head; each threshold calibrated as the export calibrates it (version 1: the held-out real
     originals; version 2: those and their ``CALIBRATION_NOISE`` versions); held-out images, ldm-sr too, as
     :func:`noise_eval_ops` makes them. ``model`` is not used (the recipes are fitted afresh)."""
-    from lida_plugin.detect import calibrate_threshold, head_score
+    from lida_plugin.detect import calibrate_threshold
 
     from . import spam_model as sm
 
@@ -1046,15 +1045,14 @@ def noise_head(data: Path, model: str | None, threads: int, cache: Path | None =
     for name in NOISE_HEAD_VERSIONS:
         plan = [(int(i), ops[name]) for i in held]
         ev[name] = sm.processed_copies(items, plan, v2, cache, False, "eval")
-    real_idx = np.flatnonzero(real_ho)
-    cal_plan = [(int(i), sm.Noise(sd, mono, 4242)) for sd, mono in sm.CALIBRATION_NOISE for i in real_idx]
+    cal_plan = sm.calibration_plan(np.flatnonzero(real_ho))
     cal_f, cal_c, cal_n = sm.processed_copies(items, cal_plan, v2, cache, False, "calibration")
     yh = gen[held]
     named = yh & np.array([not items[i].label.startswith("ldm-sr") for i in held])
 
     def row(label: str, r, pj, head) -> str:
         def score(f, c, n):
-            return np.asarray(head_score(sm.image_embeddings(sm.apply_map(f, mean, pj), c), head, n), np.float64)
+            return _head_scores(f, c, n, mean, pj, head)
 
         cal = [score(feats, counts, floors)[real_ho]] + ([score(cal_f, cal_c, cal_n)] if r.head_noise else [])
         t = calibrate_threshold(np.concatenate(cal), r.fpr, r.fpr_confidence)

@@ -648,6 +648,12 @@ def sharpen_plan(train_idx: Sequence[int], copies: int, seed: int = 0) -> list[t
             for _ in range(copies) for i in train_idx]  # fmt: skip
 
 
+def calibration_plan(idx: Sequence[int]) -> list[tuple[int, Noise]]:
+    """``(item index, noise)`` of the noised versions a version-2 head's threshold is calibrated on: every
+    ``CALIBRATION_NOISE`` version of each item in ``idx`` (the held-out real photos in the export), seed 4242."""
+    return [(int(i), Noise(sd, mono, 4242)) for sd, mono in CALIBRATION_NOISE for i in idx]
+
+
 def noise_plan(items, train_idx: Sequence[int], copies: int, sd: tuple[float, float] = (0.25, 1.25),
                generated: bool = False, seed: int = 0) -> list[tuple[int, Noise]]:  # fmt: skip
     """``(item index, noise)`` of each noised training copy (seeded): the train real images (and the generated
@@ -868,7 +874,7 @@ def fit_and_export(
         raise ValueError("calibration needs held-out real images")
     cal = ai_scores(emb[real_ho], probe, None if floors is None else floors[real_ho])[0]
     if r.head_noise:  # and noised versions of them: light noise does not make a photo generated
-        plan = [(int(i), Noise(sd, mono, 4242)) for sd, mono in CALIBRATION_NOISE for i in np.flatnonzero(real_ho)]
+        plan = calibration_plan(np.flatnonzero(real_ho))
         cf, cc, cn = processed_copies(items, plan, r, cache, progress, tag="calibration")
         cal = np.concatenate([cal, ai_scores(image_embeddings(apply_map(cf, mean, proj), cc), probe, cn)[0]])
     det_t = calibrate_threshold(cal, r.fpr, r.fpr_confidence)
@@ -910,7 +916,7 @@ def fit_and_export(
             f" {'generated ' if r.sharpen_generated_only else ''}image (sharpen_plan)"
             if r.det_sharpen_copies
             else ""
-        )  # fmt: skip
+        )
         + (
             f" + {r.det_noise_copies} noised copies (sd {r.noise_sd[0]}-{r.noise_sd[1]}) of every train"
             f" {'' if r.noise_generated else 'real '}image (noise_plan)"
